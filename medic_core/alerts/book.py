@@ -1,0 +1,323 @@
+"""The alert book: opening, acknowledging and resolving alerts.
+
+Every transition is written with its audit entry in the caller's transaction and announced on the
+event bus after commit (``alert.opened``, ``alert.acknowledged``, ``alert.resolved``, and
+``alert.released`` when a suppressed alert's mute or maintenance ends while it is unresolved).
+
+The ``*_in`` methods work inside a transaction the caller owns (the heartbeat writer's batch,
+the monitor's claim), so an alert and the state change that caused it commit together. Opening
+relies on the caller holding the service row (``FOR UPDATE`` on PostgreSQL, the single writer on
+SQLite); the partial unique index is the backstop, caught in a savepoint.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medic_core.alerts.suppression import suppression_for
+from medic_core.audit import SYSTEM, Actor, record_audit
+from medic_core.clock import Clock, isoformat
+from medic_core.errors import Conflict, NotFound, ValidationError
+from medic_core.events import EventBus, PendingEvents
+from medic_core.observability.metrics import Metrics
+from medic_core.store import Database
+from medic_core.store.models import Alert, Service
+from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+
+CAUSES = ("missed", "failed", "overrun", "agent_offline")
+STATES = ("open", "acknowledged", "resolved")
+
+
+def service_brief(service: Service) -> dict[str, Any]:
+    return {
+        "id": service.id,
+        "slug": service.slug,
+        "name": service.name,
+        "priority": service.priority,
+        "team_id": service.team_id,
+        "tags": list(service.tags or []),
+        "runbook_url": service.runbook_url,
+    }
+
+
+def alert_to_dict(alert: Alert, service: Service) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "service": service_brief(service),
+        "cause": alert.cause,
+        "state": alert.state,
+        "priority": alert.priority,
+        "summary": alert.summary,
+        "details": alert.details or {},
+        "opened_at": isoformat(alert.opened_at),
+        "acknowledged_at": isoformat(alert.acknowledged_at),
+        "acknowledged_by": alert.acknowledged_by,
+        "resolved_at": isoformat(alert.resolved_at),
+        "resolved_by": alert.resolved_by,
+        "resolution": alert.resolution,
+        "suppressed": alert.suppressed,
+        "suppressed_reason": alert.suppressed_reason,
+        "notify_at": isoformat(alert.notify_at),
+        "notified_at": isoformat(alert.notified_at),
+    }
+
+
+class AlertBook:
+    def __init__(self, db: Database, clock: Clock, bus: EventBus, metrics: Metrics) -> None:
+        self._db = db
+        self._clock = clock
+        self._bus = bus
+        self._metrics = metrics
+
+    # -- inside a caller's transaction -------------------------------------------------------
+
+    async def open_in(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        service: Service,
+        cause: str,
+        *,
+        summary: str,
+        now: datetime,
+        details: dict[str, Any] | None = None,
+    ) -> Alert | None:
+        """Open an alert unless one for (service, cause) is unresolved; return it or None."""
+        existing = await session.scalar(
+            select(Alert.id).where(
+                Alert.service_id == service.id, Alert.cause == cause, Alert.resolved_at.is_(None)
+            )
+        )
+        if existing is not None:
+            return None
+        reason, notify_at = await suppression_for(session, service, now)
+        alert = Alert(
+            service_id=service.id,
+            cause=cause,
+            state="open",
+            priority=service.priority,
+            summary=summary[:500],
+            details=details or {},
+            opened_at=now,
+            suppressed=reason is not None,
+            suppressed_reason=reason,
+            notify_at=notify_at if reason is not None else None,
+            notified_at=None if reason is not None else now,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(alert)
+                await session.flush()
+        except IntegrityError:
+            return None  # another transaction opened it first; that one is the alert
+        body = alert_to_dict(alert, service)
+        record_audit(
+            session,
+            actor=SYSTEM,
+            at=now,
+            action="alert.open",
+            resource_type="alert",
+            resource_id=alert.id,
+            after=body,
+        )
+        pending.add("alert.opened", now, alert=body)
+        self._metrics.alerts.labels(cause, "open").inc()
+        return alert
+
+    async def resolve_in(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        service: Service,
+        causes: tuple[str, ...],
+        *,
+        now: datetime,
+        resolution: str,
+        actor: Actor = SYSTEM,
+    ) -> list[Alert]:
+        """Resolve the unresolved alerts of ``service`` with one of ``causes``."""
+        alerts = (
+            await session.scalars(
+                select(Alert).where(
+                    Alert.service_id == service.id,
+                    Alert.cause.in_(causes),
+                    Alert.resolved_at.is_(None),
+                )
+            )
+        ).all()
+        for alert in alerts:
+            self._resolve(session, pending, alert, service, now=now, actor=actor, note=resolution)
+        return list(alerts)
+
+    def _resolve(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        alert: Alert,
+        service: Service,
+        *,
+        now: datetime,
+        actor: Actor,
+        note: str,
+    ) -> None:
+        before = alert_to_dict(alert, service)
+        alert.state = "resolved"
+        alert.resolved_at = now
+        alert.resolved_by = actor.name
+        alert.resolution = note[:500]
+        alert.notify_at = None
+        after = alert_to_dict(alert, service)
+        record_audit(
+            session,
+            actor=actor,
+            at=now,
+            action="alert.resolve",
+            resource_type="alert",
+            resource_id=alert.id,
+            before=before,
+            after=after,
+        )
+        pending.add("alert.resolved", now, alert=after)
+        self._metrics.alerts.labels(alert.cause, "resolved").inc()
+
+    async def release_due_in(
+        self, session: AsyncSession, pending: PendingEvents, now: datetime, limit: int
+    ) -> int:
+        """Notify suppressed alerts whose suppression has ended and that are still unresolved."""
+        query = (
+            select(Alert, Service)
+            .join(Service, Service.id == Alert.service_id)
+            .where(Alert.notify_at.is_not(None), Alert.notify_at <= now)
+            .order_by(Alert.notify_at)
+            .limit(limit)
+        )
+        if self._db.is_postgres:
+            query = query.with_for_update(skip_locked=True, of=Alert)
+        rows = (await session.execute(query)).all()
+        for alert, service in rows:
+            reason, notify_at = await suppression_for(session, service, now)
+            if reason is not None:
+                # Still suppressed (a new window, a longer mute): look again when that ends.
+                alert.suppressed_reason = reason
+                alert.notify_at = notify_at
+                continue
+            alert.suppressed = False
+            alert.notify_at = None
+            alert.notified_at = now
+            pending.add("alert.released", now, alert=alert_to_dict(alert, service))
+        return len(rows)
+
+    # -- whole operations (own transaction) --------------------------------------------------
+
+    async def _load(self, session: AsyncSession, alert_id: int) -> tuple[Alert, Service]:
+        query = select(Alert, Service).join(Service, Service.id == Alert.service_id)
+        row = (await session.execute(query.where(Alert.id == alert_id))).first()
+        if row is None:
+            raise NotFound(f"no alert with id {alert_id}")
+        return row[0], row[1]
+
+    async def get(self, alert_id: int) -> dict[str, Any]:
+        async with self._db.sessions() as session:
+            alert, service = await self._load(session, alert_id)
+            return alert_to_dict(alert, service)
+
+    async def acknowledge(self, alert_id: int, *, actor: Actor) -> dict[str, Any]:
+        now = self._clock.now()
+        pending = PendingEvents()
+        async with self._db.transaction() as session:
+            alert, service = await self._load(session, alert_id)
+            if alert.state != "open":
+                raise Conflict(
+                    f"alert {alert_id} is {alert.state}: only an open alert can be acknowledged"
+                )
+            before = alert_to_dict(alert, service)
+            alert.state = "acknowledged"
+            alert.acknowledged_at = now
+            alert.acknowledged_by = actor.name
+            after = alert_to_dict(alert, service)
+            record_audit(
+                session,
+                actor=actor,
+                at=now,
+                action="alert.acknowledge",
+                resource_type="alert",
+                resource_id=alert.id,
+                before=before,
+                after=after,
+            )
+            pending.add("alert.acknowledged", now, alert=after)
+        self._metrics.alerts.labels(alert.cause, "acknowledged").inc()
+        pending.publish(self._bus)
+        return after
+
+    async def resolve(
+        self, alert_id: int, *, actor: Actor, note: str | None = None
+    ) -> dict[str, Any]:
+        now = self._clock.now()
+        pending = PendingEvents()
+        async with self._db.transaction() as session:
+            alert, service = await self._load(session, alert_id)
+            if alert.state == "resolved":
+                raise Conflict(f"alert {alert_id} is already resolved")
+            self._resolve(
+                session,
+                pending,
+                alert,
+                service,
+                now=now,
+                actor=actor,
+                note=note or f"resolved by {actor.name}",
+            )
+            body = alert_to_dict(alert, service)
+        pending.publish(self._bus)
+        return body
+
+    async def list(
+        self,
+        *,
+        state: str | None = None,
+        cause: str | None = None,
+        service: str | None = None,
+        unresolved: bool | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[dict[str, Any]]:
+        limit = check_limit(limit)
+        query = select(Alert, Service).join(Service, Service.id == Alert.service_id)
+        if state is not None:
+            if state not in STATES:
+                raise ValidationError(f"state must be one of {', '.join(STATES)}", field="state")
+            query = query.where(Alert.state == state)
+        if cause is not None:
+            if cause not in CAUSES:
+                raise ValidationError(f"cause must be one of {', '.join(CAUSES)}", field="cause")
+            query = query.where(Alert.cause == cause)
+        if service is not None:
+            query = query.where(Service.slug == service)
+        if unresolved is not None:
+            query = query.where(
+                Alert.resolved_at.is_(None) if unresolved else Alert.resolved_at.is_not(None)
+            )
+        after = decode_cursor(cursor)
+        if after is not None:
+            query = query.where(Alert.id < after)
+        query = query.order_by(Alert.id.desc()).limit(limit + 1)
+        async with self._db.sessions() as session:
+            rows = (await session.execute(query)).all()
+        items = [alert_to_dict(a, s) for a, s in rows]
+        last = rows[min(len(rows), limit) - 1][0].id if rows else None
+        return page_of(items, limit, last)
+
+    async def count_unresolved(self) -> dict[str, int]:
+        async with self._db.sessions() as session:
+            rows = await session.execute(
+                select(Alert.cause, func.count())
+                .where(Alert.resolved_at.is_(None))
+                .group_by(Alert.cause)
+            )
+            return {cause: int(n) for cause, n in rows.all()}

@@ -1,0 +1,181 @@
+"""The composition root: builds every component from the settings, in dependency order.
+
+Components never import this module; they receive what they need through their constructors.
+``Medic`` is also the object plugins receive in hooks (``db``, ``settings``, ``clock``, ``bus``,
+``metrics`` are its documented attributes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from medic_core.alerts import AlertBook
+from medic_core.audit import SYSTEM
+from medic_core.audit.query import AuditLog
+from medic_core.auth import ApiKeys
+from medic_core.clock import Clock, SystemClock
+from medic_core.errors import Conflict
+from medic_core.events import Event, EventBus
+from medic_core.heartbeats import HeartbeatWriter
+from medic_core.heartbeats.history import History
+from medic_core.maintenance.windows import MaintenanceWindows
+from medic_core.monitor import Monitor
+from medic_core.notify.dispatcher import NotificationDispatcher
+from medic_core.observability.metrics import Metrics
+from medic_core.plugins.interfaces import HealthCheck, HealthResult
+from medic_core.plugins.manager import PluginManager
+from medic_core.services.registry import ServiceRegistry
+from medic_core.settings import Settings
+from medic_core.store import Database
+from medic_core.store.migrate import upgrade
+from medic_core.teams.registry import Teams
+
+log = logging.getLogger(__name__)
+
+
+class Medic:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        plugins: Iterable[tuple[str, object]] = (),
+        entry_points: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.db = Database(
+            settings.resolved_database_url,
+            pool_size=settings.db_pool_size,
+            connect_timeout=settings.db_connect_timeout,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        self.bus = EventBus(self.metrics)
+        self.plugins = PluginManager(
+            self.metrics,
+            entry_points=entry_points,
+            plugins=plugins,
+            disabled=settings.disabled_plugin_names,
+        )
+        self.keys = ApiKeys(self.db, self.clock, cache_ttl=settings.key_cache_ttl)
+        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics)
+        self.monitor = Monitor(
+            self.db,
+            self.clock,
+            self.bus,
+            self.metrics,
+            self.alerts,
+            batch_size=settings.monitor_batch,
+            max_sleep=settings.monitor_max_sleep,
+        )
+        self.writer = HeartbeatWriter(
+            self.db,
+            self.clock,
+            self.bus,
+            self.metrics,
+            self.alerts,
+            queue_size=settings.writer_queue,
+            max_batch=settings.writer_batch,
+            on_deadline=self.monitor.notice,
+        )
+        self.services = ServiceRegistry(
+            self.db, self.clock, self.bus, self.alerts, on_deadline=self.monitor.notice
+        )
+        self.teams = Teams(self.db, self.clock, self.bus)
+        self.maintenance = MaintenanceWindows(
+            self.db, self.clock, self.bus, on_change=self.monitor.notice
+        )
+        self.history = History(self.db)
+        self.audit = AuditLog(self.db)
+        self.notifiers = self.plugins.notifiers(self)
+        self.health_checks: dict[str, HealthCheck] = self.plugins.health_checks(self)
+        self.dispatcher = NotificationDispatcher(
+            self.notifiers, settings.notifier_names, self.metrics
+        )
+        self.bus.subscribe("notifications", self.dispatcher.handle)
+        self.bus.subscribe("plugins", self._plugin_event)
+        self._background: list[asyncio.Task[None]] = []
+        self.started = False
+
+    async def _plugin_event(self, event: Event) -> None:
+        await self.plugins.acall("medic_event", event=event)
+
+    async def prepare(self) -> str | None:
+        """Migrate (if enabled) and make sure an admin key exists.
+
+        Returns the generated admin token when one was just created, so the caller can show it
+        once; it is never logged.
+        """
+        if self.settings.auto_migrate:
+            await upgrade(self.db)
+        return await self.ensure_admin_key()
+
+    async def ensure_admin_key(self) -> str | None:
+        if await self.keys.count() > 0:
+            return None
+        supplied = self.settings.admin_key or None
+        try:
+            _, token = await self.keys.create(
+                name="admin (bootstrap)", scopes=["admin"], actor=SYSTEM, token=supplied
+            )
+        except Conflict:
+            return None  # another replica bootstrapped the same supplied key first
+        if supplied:
+            log.info("admin API key taken from MEDIC_ADMIN_KEY")
+            return None
+        return token
+
+    async def start(self, *, monitor: bool = True) -> None:
+        """Start the background components (``monitor=False``: tests step it by hand)."""
+        await self.bus.start()
+        await self.writer.start()
+        if monitor:
+            await self.monitor.start()
+        self._background = [
+            asyncio.create_task(self._every(30.0, self.keys.flush_last_used), name="key-usage"),
+            asyncio.create_task(self._every(15.0, self._refresh_alert_gauge), name="alert-gauge"),
+        ]
+        await self.plugins.acall("medic_startup", medic=self)
+        self.started = True
+
+    async def stop(self) -> None:
+        if self.started:
+            await self.plugins.acall("medic_shutdown", medic=self)
+            await self.writer.stop()
+            await self.monitor.stop()
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self.keys.flush_last_used()
+            await self.bus.stop()
+            self.started = False
+        await self.db.close()
+
+    async def _every(self, seconds: float, step: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("background step %s failed: %s", getattr(step, "__name__", step), exc)
+
+    async def _refresh_alert_gauge(self) -> None:
+        counts = await self.alerts.count_unresolved()
+        for cause in ("missed", "failed", "overrun", "agent_offline"):
+            self.metrics.alerts_unresolved.labels(cause).set(counts.get(cause, 0))
+
+    async def readiness(self) -> dict[str, HealthResult]:
+        async def run(check: HealthCheck) -> HealthResult:
+            try:
+                async with asyncio.timeout(2.0):
+                    return await check.check()
+            except Exception as exc:
+                return HealthResult("down", f"{type(exc).__name__}: {exc}"[:300])
+
+        names = list(self.health_checks)
+        results = await asyncio.gather(*(run(self.health_checks[n]) for n in names))
+        return dict(zip(names, results, strict=True))

@@ -1,0 +1,256 @@
+"""API keys: shown once, stored hashed, found in O(1).
+
+A token reads ``medic_<key_id>_<secret>``. ``key_id`` is the public half and the unique lookup
+index, so authentication is one index probe, never a scan. The secret is 256 random bits, so a
+single SHA-256 is the right hash: a slow password hash protects low-entropy secrets and would
+only cost every request time here. The digest is compared in constant time.
+
+Verified keys are cached for a few seconds to keep the database off the ingest hot path; a
+revocation made through this process evicts the entry at once, one made elsewhere takes effect
+within ``cache_ttl``. ``last_used_at`` is written back in the background, at most once a minute
+per key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from medic_core.audit import Actor, record_audit
+from medic_core.clock import Clock, isoformat
+from medic_core.errors import Conflict, NotFound, Unauthorized, ValidationError
+from medic_core.store import Database
+from medic_core.store.models import ApiKey
+
+SCOPES = ("read", "write", "admin", "heartbeat", "agent")
+# What each scope carries with it: admin can do what write can, write what read can, and both
+# may send heartbeats. ``agent`` stands alone: an agent key can do nothing else.
+_IMPLIES: dict[str, frozenset[str]] = {
+    "admin": frozenset({"admin", "write", "read", "heartbeat"}),
+    "write": frozenset({"write", "read", "heartbeat"}),
+    "read": frozenset({"read"}),
+    "heartbeat": frozenset({"heartbeat"}),
+    "agent": frozenset({"agent"}),
+}
+_PREFIX = "medic_"
+_LAST_USED_EVERY = timedelta(seconds=60)
+
+
+def grants(scopes: frozenset[str] | set[str] | list[str], required: str) -> bool:
+    return any(required in _IMPLIES.get(s, frozenset()) for s in scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    id: int
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    expires_at: datetime | None
+
+    @property
+    def actor_name(self) -> str:
+        return f"key:{self.key_id}"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    if not token.startswith(_PREFIX):
+        raise Unauthorized("malformed API key: Medic keys start with 'medic_'")
+    key_id, sep, secret = token[len(_PREFIX) :].partition("_")
+    if not sep or not key_id or not secret or len(key_id) > 32:
+        raise Unauthorized("malformed API key: expected medic_<key id>_<secret>")
+    return key_id, secret
+
+
+def key_to_dict(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "key_id": key.key_id,
+        "name": key.name,
+        "scopes": list(key.scopes),
+        "created_at": isoformat(key.created_at),
+        "created_by": key.created_by,
+        "expires_at": isoformat(key.expires_at),
+        "revoked_at": isoformat(key.revoked_at),
+        "last_used_at": isoformat(key.last_used_at),
+    }
+
+
+class ApiKeys:
+    def __init__(self, db: Database, clock: Clock, *, cache_ttl: float = 5.0) -> None:
+        self._db = db
+        self._clock = clock
+        self._cache_ttl = cache_ttl
+        self._cache: dict[str, tuple[float, str, Principal | None]] = {}
+        self._used: dict[int, datetime] = {}
+        self._written: dict[int, datetime] = {}
+
+    async def create(
+        self,
+        *,
+        name: str,
+        scopes: list[str],
+        actor: Actor,
+        expires_at: datetime | None = None,
+        token: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Create a key; return it with its token, which is never retrievable again."""
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise ValidationError("a key needs a name of 1 to 200 characters", field="name")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if not scopes or unknown:
+            raise ValidationError(
+                f"scopes must be a non-empty subset of {', '.join(SCOPES)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+                field="scopes",
+            )
+        now = self._clock.now()
+        if expires_at is not None and expires_at <= now:
+            raise ValidationError("expires_at must be in the future", field="expires_at")
+        if token is None:
+            key_id = secrets.token_hex(6)
+            secret = secrets.token_urlsafe(32)
+            token = f"{_PREFIX}{key_id}_{secret}"
+        else:
+            try:
+                key_id, secret = parse_token(token)
+            except Unauthorized as exc:
+                raise ValidationError(str(exc), field="token") from None
+            if len(secret) < 32:
+                raise ValidationError("a supplied key's secret needs at least 32 characters")
+        key = ApiKey(
+            key_id=key_id,
+            secret_hash=_hash(secret),
+            name=name,
+            scopes=sorted(set(scopes)),
+            created_at=now,
+            created_by=actor.name,
+            expires_at=expires_at,
+        )
+        async with self._db.transaction() as session:
+            exists = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
+            if exists is not None:
+                raise Conflict(f"an API key with id {key_id!r} already exists")
+            session.add(key)
+            await session.flush()
+            record_audit(
+                session,
+                actor=actor,
+                at=now,
+                action="apikey.create",
+                resource_type="apikey",
+                resource_id=key.id,
+                after=key_to_dict(key),
+            )
+        return key, token
+
+    async def count(self) -> int:
+        async with self._db.sessions() as session:
+            return len((await session.scalars(select(ApiKey.id).limit(1))).all())
+
+    async def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        async with self._db.sessions() as session:
+            query = select(ApiKey).order_by(ApiKey.id)
+            if not include_revoked:
+                query = query.where(ApiKey.revoked_at.is_(None))
+            return list((await session.scalars(query)).all())
+
+    async def get(self, ident: int | str) -> ApiKey:
+        async with self._db.sessions() as session:
+            return await self._find(session, ident)
+
+    async def _find(self, session: Any, ident: int | str) -> ApiKey:
+        if isinstance(ident, int) or (isinstance(ident, str) and ident.isdigit()):
+            key = await session.get(ApiKey, int(ident))
+        else:
+            key = await session.scalar(select(ApiKey).where(ApiKey.key_id == ident))
+        if key is None:
+            raise NotFound(f"no API key {ident!r}")
+        assert isinstance(key, ApiKey)
+        return key
+
+    async def revoke(self, ident: int | str, *, actor: Actor) -> ApiKey:
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            key = await self._find(session, ident)
+            if key.revoked_at is not None:
+                raise Conflict(f"API key {key.key_id} was already revoked")
+            before = key_to_dict(key)
+            key.revoked_at = now
+            record_audit(
+                session,
+                actor=actor,
+                at=now,
+                action="apikey.revoke",
+                resource_type="apikey",
+                resource_id=key.id,
+                before=before,
+                after=key_to_dict(key),
+            )
+        self._cache.pop(key.key_id, None)
+        return key
+
+    async def authenticate(self, token: str) -> Principal:
+        key_id, secret = parse_token(token)
+        digest = _hash(secret)
+        mono = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and mono - cached[0] < self._cache_ttl:
+            _, stored_hash, principal = cached
+        else:
+            async with self._db.sessions() as session:
+                key = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+            if key is None or key.revoked_at is not None:
+                stored_hash, principal = "", None
+            else:
+                stored_hash = key.secret_hash
+                principal = Principal(
+                    id=key.id,
+                    key_id=key.key_id,
+                    name=key.name,
+                    scopes=frozenset(key.scopes),
+                    expires_at=key.expires_at,
+                )
+            self._cache[key_id] = (mono, stored_hash, principal)
+        # Compare even when the key is unknown, so timing does not reveal which key ids exist.
+        matches = hmac.compare_digest(digest, stored_hash or "0" * 64)
+        if principal is None or not matches:
+            raise Unauthorized("invalid or revoked API key")
+        now = self._clock.now()
+        if principal.expires_at is not None and principal.expires_at <= now:
+            raise Unauthorized(f"API key {key_id} expired at {isoformat(principal.expires_at)}")
+        self._used[principal.id] = now
+        return principal
+
+    async def flush_last_used(self) -> int:
+        """Write ``last_used_at`` for keys used since the last flush (at most once a minute)."""
+        due = {
+            key: at
+            for key, at in self._used.items()
+            if key not in self._written or at - self._written[key] >= _LAST_USED_EVERY
+        }
+        if not due:
+            return 0
+        async with self._db.transaction() as session:
+            for key, at in due.items():
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id == key).values(last_used_at=at)
+                )
+        self._written.update(due)
+        for key in due:
+            self._used.pop(key, None)
+        return len(due)

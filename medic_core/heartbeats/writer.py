@@ -1,0 +1,360 @@
+"""The group-commit heartbeat writer.
+
+Requests put their heartbeat on a bounded queue and wait. One task takes everything queued (up
+to ``max_batch``), applies it in one transaction and commits; only then are the waiting requests
+answered. Many requests share one commit (one fsync), which is where throughput comes from: a
+2xx always means the heartbeat is on disk.
+
+Back-pressure and failure are explicit:
+- a full queue refuses at once (``Unavailable``, HTTP 503 with Retry-After) instead of letting
+  connections pile up;
+- when the database cannot be reached the batch fails, everything queued behind it fails too, and
+  for a short, growing back-off new heartbeats are refused immediately. The next batch after the
+  back-off is the probe: when the database is back, ingest resumes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medic_core.alerts import AlertBook
+from medic_core.clock import Clock
+from medic_core.errors import MedicError, NotFound, Unavailable
+from medic_core.events import EventBus, PendingEvents
+from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat
+from medic_core.observability.metrics import Metrics
+from medic_core.observability.tracing import tracer
+from medic_core.services.deadlines import display_state, record_beat
+from medic_core.store import Database, is_transient_db_error
+from medic_core.store.models import Heartbeat, JobRun, Service
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Item:
+    hb: HeartbeatIn
+    received_at: datetime
+    future: asyncio.Future[StoredHeartbeat]
+    queued: float = field(default_factory=time.monotonic)
+
+
+class HeartbeatWriter:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bus: EventBus,
+        metrics: Metrics,
+        alerts: AlertBook,
+        *,
+        queue_size: int = 10_000,
+        max_batch: int = 500,
+        on_deadline: Callable[[datetime], None] = lambda _at: None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._bus = bus
+        self._metrics = metrics
+        self._alerts = alerts
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(queue_size)
+        self._max_batch = max_batch
+        self._on_deadline = on_deadline
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._refuse_until = 0.0
+        self._backoff = 0.0
+
+    # -- the API side --------------------------------------------------------------------------
+
+    def _check_open(self, count: int) -> None:
+        if self._closing or self._task is None:
+            raise Unavailable("Medic is shutting down; retry shortly", retry_after=2)
+        if time.monotonic() < self._refuse_until:
+            self._metrics.heartbeats_rejected.labels("db_unavailable").inc(count)
+            raise Unavailable(
+                "the database is unreachable; the heartbeat was NOT stored, retry shortly",
+                retry_after=max(1, round(self._refuse_until - time.monotonic())),
+            )
+        free = self._queue.maxsize - self._queue.qsize()
+        if count > free:
+            self._metrics.heartbeats_rejected.labels("queue_full").inc(count)
+            raise Unavailable(
+                "ingest is saturated (writer queue full); the heartbeat was NOT stored, "
+                "retry shortly",
+                retry_after=1,
+            )
+
+    def _enqueue(self, hb: HeartbeatIn) -> asyncio.Future[StoredHeartbeat]:
+        future: asyncio.Future[StoredHeartbeat] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(hb, self._clock.now(), future))
+        return future
+
+    async def submit(self, hb: HeartbeatIn) -> StoredHeartbeat:
+        """Store one heartbeat; return once it is committed (or raise why it was not)."""
+        self._check_open(1)
+        future = self._enqueue(hb)
+        self._metrics.writer_queue_depth.set(self._queue.qsize())
+        return await asyncio.shield(future)
+
+    async def submit_many(self, hbs: list[HeartbeatIn]) -> list[StoredHeartbeat | MedicError]:
+        """Store several heartbeats; each gets its own result (stored, or the error for it)."""
+        self._check_open(len(hbs))
+        futures = [self._enqueue(hb) for hb in hbs]
+        done = await asyncio.gather(*(asyncio.shield(f) for f in futures), return_exceptions=True)
+        results: list[StoredHeartbeat | MedicError] = []
+        for outcome in done:
+            if isinstance(outcome, StoredHeartbeat | MedicError):
+                results.append(outcome)
+            else:
+                raise outcome
+        return results
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="heartbeat-writer")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new heartbeats, finish the queued ones, then stop."""
+        self._closing = True
+        if self._task is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._queue.join()
+        except TimeoutError:
+            log.error("writer stopped with %d heartbeats unwritten", self._queue.qsize())
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        self._fail_queued(Unavailable("Medic is shutting down; retry shortly", retry_after=2))
+
+    # -- the writer task -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._metrics.writer_queue_depth.set(self._queue.qsize())
+            try:
+                await self._write_batch(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write_batch(self, batch: list[_Item]) -> None:
+        if time.monotonic() < self._refuse_until:
+            self._fail(batch, self._unavailable())
+            return
+        try:
+            with tracer.start_as_current_span("heartbeats.write_batch") as span:
+                span.set_attribute("medic.batch_size", len(batch))
+                results, pending, deadlines = await self._write(batch)
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                self._backoff = min(2.0, max(0.25, self._backoff * 2))
+                self._refuse_until = time.monotonic() + self._backoff
+                log.warning(
+                    "database unreachable, heartbeats refused for %.2fs: %s", self._backoff, exc
+                )
+                self._metrics.heartbeats_rejected.labels("db_unavailable").inc(len(batch))
+                self._fail(batch, self._unavailable())
+                self._fail_queued(self._unavailable())
+            else:
+                log.exception("heartbeat batch failed")
+                self._fail(batch, MedicError("the heartbeat could not be stored (internal error)"))
+            return
+        self._backoff = 0.0
+        committed = time.monotonic()
+        self._metrics.writer_batch_size.observe(len(batch))
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, StoredHeartbeat):
+                self._metrics.heartbeats.labels(result.status).inc()
+                self._metrics.ingest_latency.observe(committed - item.queued)
+            if not item.future.done():
+                if isinstance(result, MedicError):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+        pending.publish(self._bus)
+        if deadlines:
+            self._on_deadline(min(deadlines))
+
+    def _unavailable(self) -> Unavailable:
+        return Unavailable(
+            "the database is unreachable; the heartbeat was NOT stored, retry shortly",
+            retry_after=max(1, round(self._backoff)),
+        )
+
+    def _fail(self, batch: list[_Item], error: MedicError) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _fail_queued(self, error: MedicError) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(error)
+            self._queue.task_done()
+
+    async def _write(
+        self, batch: list[_Item]
+    ) -> tuple[list[StoredHeartbeat | MedicError], PendingEvents, list[datetime]]:
+        pending = PendingEvents()
+        deadlines: list[datetime] = []
+        results: list[StoredHeartbeat | MedicError | None] = []
+        rows: list[dict[str, object]] = []
+        applied: list[tuple[int, Service]] = []
+        async with self._db.transaction() as session:
+            query = (
+                select(Service)
+                .where(Service.slug.in_(sorted({i.hb.service for i in batch})))
+                .order_by(Service.id)
+            )
+            if self._db.is_postgres:
+                # Row locks in id order: the monitor skips these rows (SKIP LOCKED) and two
+                # writers never deadlock.
+                query = query.with_for_update()
+            services = {s.slug: s for s in (await session.scalars(query)).all()}
+            for item in batch:
+                service = services.get(item.hb.service)
+                if service is None:
+                    results.append(NotFound(f"no service {item.hb.service!r}: register it first"))
+                    continue
+                await self._apply(session, pending, service, item, deadlines)
+                applied.append((len(results), service))
+                results.append(None)
+                rows.append(
+                    {
+                        "service_id": service.id,
+                        "status": item.hb.status,
+                        "run_id": item.hb.run_id,
+                        "exit_code": item.hb.exit_code,
+                        "message": item.hb.message,
+                        "message_truncated": item.hb.message_truncated,
+                        "source": item.hb.source,
+                        "received_at": item.received_at,
+                    }
+                )
+            if rows:
+                ids = (
+                    await session.scalars(
+                        insert(Heartbeat).returning(Heartbeat.id, sort_by_parameter_order=True),
+                        rows,
+                    )
+                ).all()
+                now = self._clock.now()
+                for (index, service), hb_id in zip(applied, ids, strict=True):
+                    item = batch[index]
+                    results[index] = StoredHeartbeat(
+                        id=hb_id,
+                        service=service.slug,
+                        status=item.hb.status,
+                        received_at=item.received_at,
+                        state=display_state(service, now),
+                        message_truncated=item.hb.message_truncated,
+                    )
+        final: list[StoredHeartbeat | MedicError] = [r for r in results if r is not None]
+        return final, pending, deadlines
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        service: Service,
+        item: _Item,
+        deadlines: list[datetime],
+    ) -> None:
+        """What one heartbeat changes: runs, state, deadline, alerts."""
+        hb, at = item.hb, item.received_at
+        service.last_status = hb.status
+        if hb.status == "start":
+            run = JobRun(service_id=service.id, run_id=hb.run_id, status="running", started_at=at)
+            if service.max_duration:
+                run.overrun_due = at + timedelta(seconds=service.max_duration)
+                deadlines.append(run.overrun_due)
+            session.add(run)
+            return
+        if hb.status in ("success", "fail"):
+            await self._close_run(session, pending, service, hb, at)
+        service.last_heartbeat_at = at
+        if service.state == "paused":
+            return  # recorded, not monitored
+        was = service.state
+        record_beat(service, at)
+        if service.next_due is not None:
+            deadlines.append(service.next_due)
+        if hb.status == "fail":
+            service.state = "down"
+            reason = f"exit code {hb.exit_code}" if hb.exit_code is not None else "a fail signal"
+            await self._alerts.open_in(
+                session,
+                pending,
+                service,
+                "failed",
+                summary=f"{service.name} reported failure ({reason})",
+                now=at,
+                details={"exit_code": hb.exit_code, "run_id": hb.run_id, "message": hb.message},
+            )
+            if was == "down":
+                await self._alerts.resolve_in(
+                    session, pending, service, ("missed",), now=at, resolution="heartbeat received"
+                )
+        else:
+            service.state = "up"
+            if was == "down":
+                await self._alerts.resolve_in(
+                    session,
+                    pending,
+                    service,
+                    ("missed", "failed"),
+                    now=at,
+                    resolution=f"heartbeat received ({hb.status})",
+                )
+        if was != service.state:
+            pending.add(
+                "service.state_changed", at, slug=service.slug, state=service.state, was=was
+            )
+
+    async def _close_run(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        service: Service,
+        hb: HeartbeatIn,
+        at: datetime,
+    ) -> None:
+        query = select(JobRun).where(JobRun.service_id == service.id, JobRun.finished_at.is_(None))
+        if hb.run_id is not None:
+            query = query.where(JobRun.run_id == hb.run_id)
+        run = await session.scalar(query.order_by(JobRun.id.desc()).limit(1))
+        if run is None:
+            # An end without a start: record the run as instantaneous, so job history is whole.
+            run = JobRun(service_id=service.id, run_id=hb.run_id, started_at=at)
+            session.add(run)
+        run.finished_at = at
+        run.duration = (at - run.started_at).total_seconds()
+        run.status = "succeeded" if hb.status == "success" else "failed"
+        run.exit_code = hb.exit_code
+        run.overrun_due = None
+        if run.overrun:
+            await self._alerts.resolve_in(
+                session,
+                pending,
+                service,
+                ("overrun",),
+                now=at,
+                resolution=f"run finished after {run.duration:.0f}s",
+            )

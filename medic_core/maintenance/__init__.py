@@ -1,0 +1,1 @@
+"""Maintenance windows: alerts inside them are recorded but not notified."""

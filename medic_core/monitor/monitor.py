@@ -1,0 +1,224 @@
+"""The monitor: turns passed deadlines into alerts.
+
+It never scans every service. Deadlines are stored and indexed (``services.next_due``,
+``job_runs.overrun_due``, ``alerts.notify_at``), so one pass is: claim the rows whose deadline has
+passed, act on them, and ask the three indexes for the earliest deadline still ahead. The loop
+then sleeps until that instant, or until someone calls ``notice()`` with an earlier one (a first
+heartbeat, a new run with ``max_duration``, an unmute), or at most ``max_sleep`` seconds (changes
+made by another process).
+
+On PostgreSQL due rows are claimed with ``FOR UPDATE SKIP LOCKED``: several replicas can run the
+monitor, each row is handled by exactly one of them, and rows a heartbeat batch is updating are
+skipped until the next pass. ``run_once`` is the whole step, so tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medic_core.alerts import AlertBook
+from medic_core.clock import Clock
+from medic_core.events import EventBus, PendingEvents
+from medic_core.observability.metrics import Metrics
+from medic_core.observability.tracing import tracer
+from medic_core.store import Database, is_transient_db_error
+from medic_core.store.models import Alert, JobRun, Service
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorPass:
+    missed: int
+    overruns: int
+    released: int
+    next_deadline: datetime | None
+    lag: float
+    more: bool
+
+
+class Monitor:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bus: EventBus,
+        metrics: Metrics,
+        alerts: AlertBook,
+        *,
+        batch_size: int = 500,
+        max_sleep: float = 10.0,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._bus = bus
+        self._metrics = metrics
+        self._alerts = alerts
+        self._batch = batch_size
+        self._max_sleep = max_sleep
+        self._wake = asyncio.Event()
+        self._target: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def notice(self, deadline: datetime) -> None:
+        """A deadline was set; wake the loop if it is sooner than the one it sleeps towards."""
+        if self._target is None or deadline < self._target:
+            self._wake.set()
+
+    async def run_once(self) -> MonitorPass:
+        now = self._clock.now()
+        pending = PendingEvents()
+        with tracer.start_as_current_span("monitor.pass"):
+            async with self._db.transaction() as session:
+                missed = await self._claim_missed(session, pending, now)
+                overruns = await self._claim_overruns(session, pending, now)
+                released = await self._alerts.release_due_in(session, pending, now, self._batch)
+            pending.publish(self._bus)
+            next_deadline, oldest_due = await self._earliest()
+        lag = max(0.0, (now - oldest_due).total_seconds()) if oldest_due else 0.0
+        self._metrics.monitor_lag.set(lag)
+        self._metrics.monitor_claimed.labels("missed").inc(missed)
+        self._metrics.monitor_claimed.labels("overrun").inc(overruns)
+        self._metrics.monitor_claimed.labels("released").inc(released)
+        more = self._batch in (missed, overruns, released)
+        return MonitorPass(missed, overruns, released, next_deadline, lag, more)
+
+    async def _claim_missed(
+        self, session: AsyncSession, pending: PendingEvents, now: datetime
+    ) -> int:
+        query = (
+            select(Service)
+            .where(Service.next_due.is_not(None), Service.next_due <= now)
+            .order_by(Service.next_due)
+            .limit(self._batch)
+        )
+        if self._db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        services = (await session.scalars(query)).all()
+        for service in services:
+            due = service.next_due
+            was = service.state
+            service.state = "down"
+            service.next_due = None  # handled; the next heartbeat sets a new deadline
+            await self._alerts.open_in(
+                session,
+                pending,
+                service,
+                "missed",
+                summary=f"{service.name} missed its deadline",
+                now=now,
+                details={
+                    "expected_at": service.expected_at.isoformat() if service.expected_at else None,
+                    "deadline": due.isoformat() if due else None,
+                    "last_heartbeat_at": (
+                        service.last_heartbeat_at.isoformat() if service.last_heartbeat_at else None
+                    ),
+                },
+            )
+            if was != "down":
+                pending.add("service.state_changed", now, slug=service.slug, state="down", was=was)
+        return len(services)
+
+    async def _claim_overruns(
+        self, session: AsyncSession, pending: PendingEvents, now: datetime
+    ) -> int:
+        query = (
+            select(JobRun, Service)
+            .join(Service, Service.id == JobRun.service_id)
+            .where(
+                JobRun.finished_at.is_(None),
+                JobRun.overrun_due.is_not(None),
+                JobRun.overrun_due <= now,
+            )
+            .order_by(JobRun.overrun_due)
+            .limit(self._batch)
+        )
+        if self._db.is_postgres:
+            query = query.with_for_update(skip_locked=True, of=JobRun)
+        rows = (await session.execute(query)).all()
+        for run, service in rows:
+            run.overrun = True
+            run.overrun_due = None
+            await self._alerts.open_in(
+                session,
+                pending,
+                service,
+                "overrun",
+                summary=f"{service.name} has run longer than {service.max_duration}s",
+                now=now,
+                details={"run_id": run.run_id, "started_at": run.started_at.isoformat()},
+            )
+        return len(rows)
+
+    async def _earliest(self) -> tuple[datetime | None, datetime | None]:
+        """The earliest deadline of all (when to wake) and the earliest passed one (for lag)."""
+        async with self._db.sessions() as session:
+            values = [
+                await session.scalar(select(func.min(Service.next_due))),
+                await session.scalar(
+                    select(func.min(JobRun.overrun_due)).where(
+                        JobRun.finished_at.is_(None), JobRun.overrun_due.is_not(None)
+                    )
+                ),
+                await session.scalar(
+                    select(func.min(Alert.notify_at)).where(Alert.notify_at.is_not(None))
+                ),
+            ]
+        found = [_aware(v) for v in values if v is not None]
+        if not found:
+            return None, None
+        earliest = min(found)
+        now = self._clock.now()
+        return earliest, earliest if earliest <= now else None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                result = await self.run_once()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = min(10.0, 0.5 * 2**failures)
+                if is_transient_db_error(exc):
+                    log.warning("monitor: database unreachable, retrying in %.1fs: %s", delay, exc)
+                else:
+                    log.exception("monitor pass failed, retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                continue
+            if result.more:
+                continue
+            now = self._clock.now()
+            self._target = result.next_deadline
+            sleep = self._max_sleep
+            if result.next_deadline is not None:
+                sleep = min(sleep, max(0.0, (result.next_deadline - now).total_seconds()))
+            if sleep > 0:
+                try:
+                    async with asyncio.timeout(sleep):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+
+def _aware(value: datetime) -> datetime:
+    # MIN() over the SQLite column returns the stored (naive UTC) text, not the decorated type.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Handing alert transitions to notifier plugins."""

@@ -1,0 +1,1 @@
+"""Medic's own metrics, logs and traces."""

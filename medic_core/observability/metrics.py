@@ -1,0 +1,98 @@
+"""Prometheus metrics, held by one ``Metrics`` object per application.
+
+Each instance owns its registry (no global state), so tests build isolated applications and
+read exactly the numbers their own actions produced.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "medic_http_requests",
+            "HTTP requests served.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "medic_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_latency = Histogram(
+            "medic_ingest_latency_seconds",
+            "From a heartbeat entering the writer queue to its transaction committing.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "medic_heartbeats", "Heartbeats stored, by status.", ["status"], registry=r
+        )
+        self.heartbeats_rejected = Counter(
+            "medic_heartbeats_rejected",
+            "Heartbeats refused before storage, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.writer_batch_size = Histogram(
+            "medic_writer_batch_size",
+            "Heartbeats committed per group-commit transaction.",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=r,
+        )
+        self.writer_queue_depth = Gauge(
+            "medic_writer_queue_depth", "Heartbeats waiting for the writer.", registry=r
+        )
+        self.alerts = Counter(
+            "medic_alerts",
+            "Alert transitions, by cause and the state entered.",
+            ["cause", "state"],
+            registry=r,
+        )
+        self.alerts_unresolved = Gauge(
+            "medic_alerts_unresolved", "Unresolved alerts, by cause.", ["cause"], registry=r
+        )
+        self.monitor_lag = Gauge(
+            "medic_monitor_lag_seconds",
+            "Now minus the oldest deadline that has passed and is not yet handled (0 when none).",
+            registry=r,
+        )
+        self.monitor_claimed = Counter(
+            "medic_monitor_claimed", "Overdue items claimed by the monitor.", ["kind"], registry=r
+        )
+        self.plugin_errors = Counter(
+            "medic_plugin_errors",
+            "Exceptions raised by plugin hook implementations (isolated, logged).",
+            ["plugin", "hook"],
+            registry=r,
+        )
+        self.event_handler_errors = Counter(
+            "medic_event_handler_errors",
+            "Exceptions raised by event bus subscribers.",
+            ["subscriber"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "medic_events_dropped",
+            "Events dropped because a subscriber's queue was full.",
+            ["subscriber"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "medic_notifications",
+            "Notifications handed to notifier plugins, by notifier and outcome.",
+            ["notifier", "outcome"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""The HTTP transport (aiohttp): REST API v1, health, metrics."""

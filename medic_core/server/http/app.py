@@ -1,0 +1,55 @@
+"""Builds the aiohttp application around a ``Medic`` and runs it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from medic_core.server.http import openapi
+from medic_core.server.http.context import MEDIC
+from medic_core.server.http.handlers import (
+    alerts,
+    apikeys,
+    audit,
+    health,
+    heartbeats,
+    maintenance,
+    services,
+    teams,
+)
+from medic_core.server.http.middleware import LIMITER, authenticate, errors, observe
+from medic_core.server.http.ratelimit import RateLimiter
+from medic_core.server.http.routing import RouteTable
+
+if TYPE_CHECKING:
+    from medic_core.app import Medic
+
+_TABLES = (health, heartbeats, services, alerts, teams, maintenance, apikeys, audit, openapi)
+
+
+def route_table() -> RouteTable:
+    table = RouteTable()
+    for module in _TABLES:
+        table.routes.extend(module.routes.routes)
+    return table
+
+
+def build_app(medic: Medic) -> web.Application:
+    """The HTTP application for an already-constructed ``Medic``.
+
+    Plugin integrations mount their own routes under ``/integrations/<name>/``; those routes
+    authenticate their callers themselves (inbound webhooks carry signatures, not API keys).
+    """
+    settings = medic.settings
+    app = web.Application(
+        middlewares=[observe, errors, authenticate],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[MEDIC] = medic
+    app[LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    route_table().install(app)
+    for name, integration in medic.plugins.integrations(medic).items():
+        for method, path, handler in integration.routes():
+            app.router.add_route(method, f"/integrations/{name}/{path.lstrip('/')}", handler)
+    return app

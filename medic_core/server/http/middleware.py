@@ -1,0 +1,119 @@
+"""Cross-cutting request handling, in order: request id and metrics, errors, auth, rate limit.
+
+Authentication reads the route's declared scope. Keys are accepted as ``Authorization: Bearer``
+or ``X-Api-Key``. An unknown route or method still gets a problem document, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from medic_core.auth import grants
+from medic_core.errors import Forbidden, MedicError, RateLimited, Unauthorized
+from medic_core.observability.tracing import tracer
+from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, medic
+from medic_core.server.http.problems import from_error, from_http_exception, problem
+from medic_core.server.http.ratelimit import RateLimiter
+from medic_core.server.http.routing import PUBLIC, declared_route
+
+log = logging.getLogger(__name__)
+LIMITER = web.AppKey("rate_limiter", RateLimiter)
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:100] or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    route = _route_label(request)
+    status = 500
+    with tracer.start_as_current_span(f"{request.method} {route}") as span:
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        finally:
+            span.set_attribute("http.status_code", status)
+            metrics = medic(request).metrics
+            metrics.http_requests.labels(route, request.method, str(status)).inc()
+            metrics.http_latency.labels(route, request.method).observe(
+                time.perf_counter() - started
+            )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    request_id = request.get(REQUEST_ID)
+    try:
+        return await handler(request)
+    except MedicError as exc:
+        if exc.status >= 500 and exc.status != 503:
+            log.error("request failed: %s", exc, extra={"request_id": request_id})
+        return from_error(exc, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return from_http_exception(exc, request_id)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
+        return problem(
+            500,
+            "Internal error",
+            "Medic failed to handle this request; the error is logged with this request_id",
+            request_id=request_id,
+        )
+
+
+def _token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise Unauthorized("use 'Authorization: Bearer <api key>' or the X-Api-Key header")
+    return request.headers.get("X-Api-Key") or None
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    route = declared_route(request)
+    if route is None or route.scope == PUBLIC:
+        return await handler(request)
+    token = _token(request)
+    if token is None:
+        raise Unauthorized(
+            "this route needs an API key: send 'Authorization: Bearer <key>' "
+            f"(scope {route.scope!r})"
+        )
+    principal = await medic(request).keys.authenticate(token)
+    if not grants(principal.scopes, route.scope):
+        raise Forbidden(
+            f"this API key (scopes: {', '.join(sorted(principal.scopes))}) lacks the "
+            f"{route.scope!r} scope this route needs"
+        )
+    request[PRINCIPAL] = principal
+    limiter = request.app[LIMITER]
+    if not limiter.enabled:
+        return await handler(request)
+    verdict = limiter.take(principal.id)
+    if not verdict.allowed:
+        error = RateLimited(
+            f"rate limit of {limiter.rate:g} requests/s for this key exceeded",
+            retry_after=verdict.retry_after,
+        )
+        response = from_error(error, request.get(REQUEST_ID))
+        response.headers.update(verdict.headers())
+        return response
+    response = await handler(request)
+    response.headers.update(verdict.headers())
+    return response

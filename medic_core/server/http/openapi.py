@@ -1,0 +1,95 @@
+"""The OpenAPI 3.1 document, built from the route table (so it lists exactly the routes served)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from medic_core import __version__
+from medic_core.server.http import schemas
+from medic_core.server.http.context import json_response
+from medic_core.server.http.routing import DECLARED, PUBLIC, Route, RouteTable
+
+routes = RouteTable()
+_PARAM = re.compile(r"{(\w+)}")
+_ERRORS = {
+    "400": "The request cannot be read (malformed JSON, wrong content type).",
+    "401": "No API key, or an invalid, expired or revoked one.",
+    "403": "The key lacks the scope this route needs.",
+    "404": "No such resource.",
+    "409": "The change conflicts with the current state.",
+    "413": "The body is too large.",
+    "422": "A field breaks a rule; `field` names it.",
+    "429": "Rate limit exceeded; see Retry-After and RateLimit-* headers.",
+    "503": "Temporarily unable (database unreachable, ingest saturated); see Retry-After.",
+}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": f"{route.method.lower()}_{route.handler.__name__}",
+        "tags": [route.tag],
+        "x-medic-scope": route.scope,
+    }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PARAM.findall(route.path)
+    ]
+    params += [
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "schema": q.schema,
+            **({"description": q.description} if q.description else {}),
+        }
+        for q in route.query
+    ]
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        op["requestBody"] = {
+            "required": route.method != "POST" or "mute" not in route.path,
+            "content": {"application/json": {"schema": route.body}},
+        }
+    if route.scope != PUBLIC:
+        op["security"] = [{"apiKey": []}]
+    success: dict[str, Any] = {"description": "Success"}
+    if route.status != 204:
+        success["content"] = {route.content_type: {"schema": route.response or {}}}
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    op["responses"] = {str(route.status): success} | {
+        code: {"description": text, "content": problem}
+        for code, text in _ERRORS.items()
+        if route.scope != PUBLIC or code in ("404", "503")
+    }
+    return op
+
+
+def build_document(declared: list[Route]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in declared:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Medic API",
+            "version": __version__,
+            "description": "Heartbeats, services, alerts and their lifecycle. Errors are RFC 9457 "
+            "problem documents. Authenticate with `Authorization: Bearer <api key>`; each "
+            "operation's `x-medic-scope` names the scope it needs.",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Problem": schemas.PROBLEM},
+        },
+    }
+
+
+@routes.get("/api/v1/openapi.json", scope=PUBLIC, summary="This OpenAPI 3.1 document.", tag="meta")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(build_document(list(request.app[DECLARED].values())))

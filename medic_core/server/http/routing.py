@@ -1,0 +1,82 @@
+"""The route table: every route declares its scope, summary and documented shape.
+
+Handlers register with ``@routes.get(path, scope=..., summary=...)``; the same table builds the
+aiohttp router, the auth middleware's decision and the OpenAPI document, so they cannot
+disagree. ``scope="public"`` is the explicit way to say a route needs no key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC = "public"
+SCOPE_VALUES = (PUBLIC, "read", "write", "admin", "heartbeat", "agent")
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    scope: str
+    summary: str
+    tag: str
+    body: dict[str, Any] | None = None
+    query: tuple[QueryParam, ...] = ()
+    status: int = 200
+    response: dict[str, Any] | None = None
+    content_type: str = "application/json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, method: str, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        if kwargs.get("scope") not in SCOPE_VALUES:
+            raise ValueError(f"route {method} {path} must declare a scope from {SCOPE_VALUES}")
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(method=method, path=path, handler=handler, **kwargs))
+            return handler
+
+        return register
+
+    def get(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.add("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.add("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.add("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.add("DELETE", path, **kwargs)
+
+    def install(self, app: web.Application) -> None:
+        declared: dict[Any, Route] = {}
+        for route in self.routes:
+            declared[app.router.add_route(route.method, route.path, route.handler)] = route
+        app[DECLARED] = declared
+
+
+#: aiohttp's route object -> our declaration; the auth middleware reads the scope from it.
+DECLARED = web.AppKey("declared_routes", dict)
+
+
+def declared_route(request: web.Request) -> Route | None:
+    return request.app[DECLARED].get(request.match_info.route)

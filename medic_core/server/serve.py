@@ -1,0 +1,80 @@
+"""``medic serve``: one process serving HTTP and running the writer and the monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from medic_core.app import Medic
+from medic_core.server.http.app import build_app
+from medic_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def banner(settings: Settings, medic: Medic, token: str | None) -> str:
+    url = settings.resolved_public_url
+    lines = [
+        "",
+        f"  Medic is running at {url}",
+        f"  API:        {url}/api/v1/openapi.json",
+        f"  Database:   {medic.db.redacted_url()}",
+    ]
+    if token:
+        lines += [
+            "",
+            "  Admin API key (shown ONCE; store it now, it cannot be retrieved later):",
+            f"      {token}",
+            "",
+            "  Sign in by sending it as 'Authorization: Bearer <key>', for example:",
+            f"      curl -H 'Authorization: Bearer {token}' {url}/api/v1/services",
+        ]
+    else:
+        lines += [
+            "  Admin key:  created on first start (or from MEDIC_ADMIN_KEY); make another with",
+            "              medic apikey create --name NAME --scope admin",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def serve(settings: Settings) -> None:
+    medic = Medic(settings)
+    try:
+        token = await medic.prepare()
+    except Exception as exc:
+        await medic.db.close()
+        raise SystemExit(
+            f"medic: cannot prepare the database {medic.db.redacted_url()}: {exc}"
+        ) from None
+    await medic.start()
+    app = build_app(medic)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
+    try:
+        await site.start()
+    except OSError as exc:
+        await medic.stop()
+        await runner.cleanup()
+        raise SystemExit(
+            f"medic: cannot listen on {settings.host}:{settings.port}: {exc}"
+        ) from None
+    sys.stdout.write(banner(settings, medic, token))
+    sys.stdout.flush()
+    log.info("medic started", extra={"url": settings.resolved_public_url})
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("medic stopping")
+    # Stop taking connections first, then let the writer finish what it holds.
+    await site.stop()
+    await medic.stop()
+    await runner.cleanup()
+    log.info("medic stopped")

@@ -1,0 +1,1 @@
+"""Services: things expected to check in, their expectation, state and deadline."""

@@ -1,0 +1,57 @@
+"""Keep a service's stored deadline (``expected_at``, ``next_due``) in step with its heartbeats.
+
+The math itself is in ``medic_core.schedule``; this module only moves values between it and the
+row, so the writer, the registry and the monitor all compute deadlines the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from medic_core.clock import isoformat
+from medic_core.schedule import expected_at, parse_expectation, quorum_memory, remember
+from medic_core.store.models import Service
+
+
+def _recent(service: Service) -> list[datetime]:
+    return [datetime.fromisoformat(v.replace("Z", "+00:00")) for v in service.recent_beats or []]
+
+
+def record_beat(service: Service, at: datetime) -> None:
+    """A heartbeat counted towards the expectation arrived at ``at``: move the deadline."""
+    expectation = parse_expectation(service.expectation)
+    keep = quorum_memory(expectation)
+    recent = remember(_recent(service), at, keep) if keep else []
+    if keep:
+        service.recent_beats = [isoformat(t) or "" for t in recent]
+    due = expected_at(expectation, last=at, recent=recent or [at])
+    service.expected_at = due
+    service.next_due = _plus_grace(due, service.grace)
+
+
+def recompute(service: Service) -> None:
+    """The expectation or grace changed: recompute from the last heartbeat (if any)."""
+    if service.last_heartbeat_at is None:
+        service.expected_at = service.next_due = None
+        return
+    expectation = parse_expectation(service.expectation)
+    keep = quorum_memory(expectation)
+    recent = _recent(service)[-keep:] if keep else []
+    if keep:
+        service.recent_beats = [isoformat(t) or "" for t in recent]
+    due = expected_at(
+        expectation, last=service.last_heartbeat_at, recent=recent or [service.last_heartbeat_at]
+    )
+    service.expected_at = due
+    service.next_due = _plus_grace(due, service.grace)
+
+
+def _plus_grace(due: datetime, grace: int) -> datetime:
+    return due + timedelta(seconds=grace)
+
+
+def display_state(service: Service, now: datetime) -> str:
+    """The state a person sees: ``late`` is ``up`` past ``expected_at`` but inside grace."""
+    if service.state == "up" and service.expected_at is not None and now >= service.expected_at:
+        return "late"
+    return service.state

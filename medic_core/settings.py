@@ -1,0 +1,152 @@
+"""Every setting Medic reads, in one place.
+
+Settings come from ``MEDIC_*`` environment variables, or from a TOML file named by
+``MEDIC_CONFIG_FILE`` whose keys are the variable names without the prefix, in lower case
+(``database_url = "..."``); the environment wins over the file. Only the composition root
+(``medic_core.app``) and the CLI call ``Settings.load``. ``docs/configuration.md`` is generated
+from the table below (``medic config --markdown``), so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "medic")
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = field(
+        default_factory=_default_data_dir,
+        metadata={
+            "help": "Directory for the embedded SQLite database (default ~/.local/share/medic)."
+        },
+    )
+    database_url: str = _setting(
+        "",
+        "Database URL. Empty: SQLite at <data_dir>/medic.db. PostgreSQL: postgresql://user:pass@host:5432/medic",
+    )
+    host: str = _setting("127.0.0.1", "Address the HTTP server listens on (0.0.0.0 for all).")
+    port: int = _setting(8080, "HTTP port.")
+    public_url: str = _setting(
+        "", "URL people use to reach Medic (printed at start, used in links)."
+    )
+    admin_key: str = _setting(
+        "",
+        "Admin API key to create on first start (empty database) instead of generating one.",
+    )
+    auto_migrate: bool = _setting(True, "Apply database migrations when the server starts.")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = _setting("json", "json (one object per line) or text.")
+    notifiers: str = _setting(
+        "log", "Comma-separated notifier plugins every unsuppressed alert goes to."
+    )
+    disabled_plugins: str = _setting(
+        "", "Comma-separated entry-point names of plugins not to load."
+    )
+    max_body_bytes: int = _setting(1_048_576, "Largest request body accepted (413 above it).")
+    rate_limit: float = _setting(1000.0, "Requests per second allowed per API key (0 disables).")
+    rate_burst: int = _setting(2000, "Requests a key may send at once before the rate applies.")
+    writer_queue: int = _setting(10_000, "Heartbeats that may wait for the writer before 503s.")
+    writer_batch: int = _setting(500, "Most heartbeats committed in one transaction.")
+    monitor_batch: int = _setting(500, "Most overdue items the monitor claims per transaction.")
+    monitor_max_sleep: float = _setting(
+        10.0, "Longest the monitor sleeps without looking (seconds)."
+    )
+    db_pool_size: int = _setting(10, "PostgreSQL connection pool size.")
+    db_connect_timeout: float = _setting(3.0, "Seconds to wait for a database connection.")
+    sqlite_synchronous: str = _setting(
+        "FULL", "SQLite synchronous mode; FULL makes every commit durable."
+    )
+    key_cache_ttl: float = _setting(5.0, "Seconds a verified API key is cached.")
+    api_key: str = _setting("", "API key the CLI's client commands (medic ping) send.")
+    otlp_endpoint: str = _setting("", "OTLP/HTTP endpoint for traces (needs the otel extra).")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).expanduser() / 'medic.db'}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    @property
+    def notifier_names(self) -> list[str]:
+        return [n.strip() for n in self.notifiers.split(",") if n.strip()]
+
+    @property
+    def disabled_plugin_names(self) -> list[str]:
+        return [n.strip() for n in self.disabled_plugins.split(",") if n.strip()]
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_file = env.get("MEDIC_CONFIG_FILE")
+        if config_file:
+            try:
+                with open(config_file, "rb") as fh:
+                    values.update(tomllib.load(fh))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ValueError(f"cannot read MEDIC_CONFIG_FILE {config_file!r}: {exc}") from None
+        for f in fields(cls):
+            key = f"MEDIC_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        values.update(overrides)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(
+            **{name: _coerce(name, known[name].type, value) for name, value in values.items()}
+        )
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    kind = kind if isinstance(kind, str) else kind.__name__
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting MEDIC_{name.upper()}={value!r} is not a valid {kind}") from None
+
+
+def settings_markdown() -> str:
+    lines = [
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for f in fields(Settings):
+        default = "(per user)" if f.name == "data_dir" else repr(f.default)
+        lines.append(f"| `MEDIC_{f.name.upper()}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"

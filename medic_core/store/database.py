@@ -1,0 +1,154 @@
+"""The database handle: one async engine and its session factory.
+
+SQLite is the embedded default and runs in WAL mode with ``synchronous=FULL``: a commit is on
+disk before it returns, which is what lets the HTTP layer promise "a 2xx means stored". The group
+commit writer keeps that affordable (one fsync per batch, not per heartbeat). PostgreSQL is used
+through asyncpg with short connect timeouts so an unreachable server fails fast instead of
+holding requests, and ``pool_pre_ping`` so the pool heals by itself when the server comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs people write and pick the async driver for them."""
+    parsed = make_url(url)
+    driver = parsed.drivername
+    if driver in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif driver == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif driver not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise ValueError(
+            f"unsupported database URL scheme {driver!r}: use sqlite:///path/to/medic.db "
+            "or postgresql://user:password@host:5432/medic"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout: float = 3.0,
+        statement_timeout: float = 15.0,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = "postgresql" if parsed.drivername.startswith("postgresql") else "sqlite"
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.dialect == "postgresql":
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=connect_timeout,
+                connect_args={"timeout": connect_timeout, "command_timeout": statement_timeout},
+            )
+        else:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs.update(connect_args={"timeout": statement_timeout})
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine, sqlite_synchronous, statement_timeout)
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one write transaction: committed on success, rolled back on error.
+
+        On SQLite the transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
+        front (waiting up to the busy timeout), instead of reading first and failing to upgrade
+        when another connection committed in between (SQLITE_BUSY_SNAPSHOT, which no busy
+        timeout retries).
+        """
+        async with self.sessions() as session, session.begin():
+            if self.dialect == "sqlite":
+                await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            yield session
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raise if the database cannot answer a trivial query within ``timeout`` seconds."""
+        async with asyncio.timeout(timeout), self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def redacted_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, busy_timeout: float) -> None:
+    mode = synchronous.upper()
+    if mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(
+            f"MEDIC_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {mode!r}"
+        )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, emit BEGIN, so write transactions can be IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={mode}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """True when the failure is about reaching the database, not about the statement.
+
+    Those are the errors that make Medic answer 503 and retry later rather than 500.
+    """
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    name = type(exc).__name__
+    # asyncpg's own connection errors, without importing asyncpg (an optional dependency).
+    return name in {
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "InterfaceError",
+        "ConnectionFailureError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+    }

@@ -1,0 +1,201 @@
+"""The relational model.
+
+One class per table; behaviour lives in the domain modules, not here. Conventions:
+- instants are ``UTCDateTime`` (aware UTC);
+- ``services.next_due`` is the stored, indexed deadline: the instant the service becomes
+  ``down`` unless a heartbeat arrives. The monitor reads only rows whose deadline has passed;
+- the database itself enforces "at most one unresolved alert per (service, cause)" with a
+  partial unique index, so two monitors racing can never both open one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from medic_core.store.types import BigId, Json, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Service(Base):
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="SET NULL"), index=True
+    )
+    tags: Mapped[list[str]] = mapped_column(Json, default=list)
+    priority: Mapped[str] = mapped_column(String(2), default="p3")
+    runbook_url: Mapped[str | None] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(Text, default="")
+    expectation: Mapped[dict[str, Any]] = mapped_column(Json)
+    grace: Mapped[int] = mapped_column(Integer, default=0)
+    max_duration: Mapped[int | None] = mapped_column(Integer)
+
+    state: Mapped[str] = mapped_column(String(10), default="new")
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[str | None] = mapped_column(String(10))
+    # expected_at is the deadline without grace: past it the service reads as "late".
+    expected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_due: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # The latest heartbeat instants a quorum expectation needs (ISO strings, ascending).
+    recent_beats: Mapped[list[str]] = mapped_column(Json, default=list)
+
+    muted: Mapped[bool] = mapped_column(Boolean, default=False)
+    muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mute_reason: Mapped[str | None] = mapped_column(String(500))
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Heartbeat(Base):
+    __tablename__ = "heartbeats"
+    __table_args__ = (Index("ix_heartbeats_service_id_id", "service_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(10))
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    message_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        Index("ix_job_runs_service_id_id", "service_id", "id"),
+        # Only open runs with a limit are ever claimed for overrun, so the index holds only them.
+        Index(
+            "ix_job_runs_overrun_due",
+            "overrun_due",
+            sqlite_where=text("finished_at IS NULL AND overrun_due IS NOT NULL"),
+            postgresql_where=text("finished_at IS NULL AND overrun_due IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(10), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    overrun_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overrun: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(
+            "uq_alerts_one_unresolved_per_cause",
+            "service_id",
+            "cause",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+        Index(
+            "ix_alerts_notify_at",
+            "notify_at",
+            sqlite_where=text("notify_at IS NOT NULL"),
+            postgresql_where=text("notify_at IS NOT NULL"),
+        ),
+        Index("ix_alerts_state_id", "state", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    cause: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(15), default="open")
+    priority: Mapped[str] = mapped_column(String(2))
+    summary: Mapped[str] = mapped_column(String(500))
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution: Mapped[str | None] = mapped_column(String(500))
+    # Suppressed alerts (mute, maintenance) are recorded but not notified. notify_at is when the
+    # suppression ends: if the alert is still unresolved then, it is notified at that moment.
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    suppressed_reason: Mapped[str | None] = mapped_column(String(200))
+    notify_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MaintenanceWindow(Base):
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # {"all": true} | {"services": [slug, ...]} | {"tags": [tag, ...]} | {"team": slug}
+    selector: Mapped[dict[str, Any]] = mapped_column(Json)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    recurrence: Mapped[str | None] = mapped_column(String(200))
+    duration: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The public half of the token: the lookup is one unique-index probe, never a scan.
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[list[str]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_resource", "resource_type", "resource_id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    resource_type: Mapped[str] = mapped_column(String(50))
+    resource_id: Mapped[str] = mapped_column(String(100))
+    before: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    after: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    request_id: Mapped[str | None] = mapped_column(String(100))

@@ -1,0 +1,61 @@
+"""Cursor pagination: stable under inserts, O(limit) per page.
+
+Lists are ordered by id (newest first unless a caller says otherwise); the cursor is the
+opaque encoding of the last id returned, so a client never sees a row twice or skips one when
+rows are added between pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from medic_core.errors import ValidationError
+
+T = TypeVar("T")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "id":
+            raise ValueError(prefix)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError(
+            "invalid cursor: pass back the next_cursor value of the previous page unchanged",
+            field="cursor",
+        ) from None
+
+
+def check_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+    return limit
+
+
+def page_of(rows: Sequence[T], limit: int, last_id: int | None) -> Page[T]:
+    """Build a page from ``limit + 1`` fetched rows (the extra row tells whether more exist)."""
+    items = rows[:limit]
+    more = len(rows) > limit
+    return Page(items=items, next_cursor=encode_cursor(last_id) if more and last_id else None)

@@ -1,0 +1,1 @@
+"""Teams own services (and, later, notification targets and schedules)."""

@@ -1,0 +1,144 @@
+"""Teams: create, rename, list, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medic_core.audit import Actor, record_audit
+from medic_core.clock import Clock, isoformat
+from medic_core.errors import Conflict, NotFound
+from medic_core.events import EventBus
+from medic_core.store import Database
+from medic_core.store.models import Service, Team
+from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.validation import only_keys, slug, text
+
+
+def team_to_dict(team: Team) -> dict[str, Any]:
+    return {
+        "id": team.id,
+        "slug": team.slug,
+        "name": team.name,
+        "description": team.description,
+        "created_at": isoformat(team.created_at),
+        "updated_at": isoformat(team.updated_at),
+    }
+
+
+async def team_by_slug(session: AsyncSession, team_slug: str) -> Team:
+    team = await session.scalar(select(Team).where(Team.slug == team_slug))
+    if team is None:
+        raise NotFound(f"no team {team_slug!r}: create it first (POST /api/v1/teams)")
+    return team
+
+
+class Teams:
+    def __init__(self, db: Database, clock: Clock, bus: EventBus) -> None:
+        self._db = db
+        self._clock = clock
+        self._bus = bus
+
+    async def create(self, data: dict[str, Any], *, actor: Actor) -> dict[str, Any]:
+        only_keys(data, {"slug", "name", "description"}, "team")
+        team_slug = slug(data.get("slug"))
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            if await session.scalar(select(Team.id).where(Team.slug == team_slug)) is not None:
+                raise Conflict(f"a team {team_slug!r} already exists")
+            team = Team(
+                slug=team_slug,
+                name=text(data.get("name", team_slug), "name", max_len=200),
+                description=text(
+                    data.get("description", ""), "description", max_len=2000, allow_empty=True
+                ),
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(team)
+            await session.flush()
+            body = team_to_dict(team)
+            record_audit(
+                session,
+                actor=actor,
+                at=now,
+                action="team.create",
+                resource_type="team",
+                resource_id=team.id,
+                after=body,
+            )
+        self._bus.publish("team.created", now, team=body)
+        return body
+
+    async def get(self, team_slug: str) -> dict[str, Any]:
+        async with self._db.sessions() as session:
+            return team_to_dict(await team_by_slug(session, team_slug))
+
+    async def update(self, team_slug: str, data: dict[str, Any], *, actor: Actor) -> dict[str, Any]:
+        only_keys(data, {"name", "description"}, "team update (the slug cannot change)")
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            team = await team_by_slug(session, team_slug)
+            before = team_to_dict(team)
+            if "name" in data:
+                team.name = text(data["name"], "name", max_len=200)
+            if "description" in data:
+                team.description = text(
+                    data["description"], "description", max_len=2000, allow_empty=True
+                )
+            team.updated_at = now
+            body = team_to_dict(team)
+            record_audit(
+                session,
+                actor=actor,
+                at=now,
+                action="team.update",
+                resource_type="team",
+                resource_id=team.id,
+                before=before,
+                after=body,
+            )
+        self._bus.publish("team.updated", now, team=body)
+        return body
+
+    async def delete(self, team_slug: str, *, actor: Actor) -> None:
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            team = await team_by_slug(session, team_slug)
+            owned = await session.scalar(
+                select(func.count()).select_from(Service).where(Service.team_id == team.id)
+            )
+            if owned:
+                raise Conflict(
+                    f"team {team_slug!r} still owns {owned} service(s): move or delete them first"
+                )
+            record_audit(
+                session,
+                actor=actor,
+                at=now,
+                action="team.delete",
+                resource_type="team",
+                resource_id=team.id,
+                before=team_to_dict(team),
+            )
+            await session.delete(team)
+        self._bus.publish("team.deleted", now, slug=team_slug)
+
+    async def list(
+        self, *, cursor: str | None = None, limit: int | None = None
+    ) -> Page[dict[str, Any]]:
+        limit = check_limit(limit)
+        query = select(Team)
+        after = decode_cursor(cursor)
+        if after is not None:
+            query = query.where(Team.id > after)
+        query = query.order_by(Team.id).limit(limit + 1)
+        async with self._db.sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return page_of(
+            [team_to_dict(t) for t in rows],
+            limit,
+            rows[min(len(rows), limit) - 1].id if rows else None,
+        )
