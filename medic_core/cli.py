@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -200,7 +201,7 @@ def cmd_ping(args: argparse.Namespace, settings: Settings) -> None:
     signal = str(args.exit_code) if args.exit_code is not None else args.status
     path = f"/api/v1/ping/{args.slug}" + ("" if signal == "ok" else f"/{signal}")
     if args.run_id:
-        path += f"?run_id={urllib.request.quote(args.run_id)}"
+        path += f"?run_id={urllib.parse.quote(args.run_id)}"
     request = urllib.request.Request(  # noqa: S310 - the URL scheme is the operator's choice
         url + path,
         data=(args.message or "").encode(),
@@ -233,7 +234,7 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> None:
             "version": p.version or "",
             "hooks": ", ".join(p.hooks),
         }
-        for p in manager.list()
+        for p in manager.describe()
     ]
     _emit(args, rows, ["name", "package", "version", "module", "hooks"])
     for failure in manager.failures:

@@ -83,7 +83,7 @@ class PluginManager:
         self.failures.append(LoadFailure(plugin, f"{hook}: {type(exc).__name__}: {exc}"))
         log.error("plugin %s failed in %s", plugin, hook, exc_info=exc)
 
-    def list(self) -> list[PluginInfo]:
+    def describe(self) -> list[PluginInfo]:
         infos = []
         for name, plugin in sorted(self._pm.list_name_plugin()):
             hooks = tuple(sorted(h.name for h in self._pm.get_hookcallers(plugin) or []))
@@ -124,12 +124,13 @@ class PluginManager:
         found: dict[str, Any] = {}
         for plugin, items in self.call(hook, medic=medic):
             for item in items or []:
-                if not isinstance(item, kind) or not isinstance(getattr(item, "name", None), str):
+                name = getattr(item, "name", None)
+                if not isinstance(item, kind) or not isinstance(name, str):
                     self._failed(plugin, hook, TypeError(f"{item!r} is not a {kind.__name__}"))
-                elif item.name in found:
-                    self._failed(plugin, hook, ValueError(f"duplicate {hook} name {item.name!r}"))
+                elif name in found:
+                    self._failed(plugin, hook, ValueError(f"duplicate {hook} name {name!r}"))
                 else:
-                    found[item.name] = item
+                    found[name] = item
         return found
 
     def notifiers(self, medic: Any) -> dict[str, Notifier]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, func, select, update
+from sqlalchemy import String, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core import validation as v
@@ -326,10 +326,9 @@ class ServiceRegistry:
             before = await self._body(session, service, now)
             # Explicit deletes: SQLite enforces ON DELETE CASCADE only with foreign_keys on, and
             # being explicit keeps both databases identical.
-            for model in (Heartbeat, JobRun, Alert):
-                await session.execute(
-                    model.__table__.delete().where(model.service_id == service.id)
-                )
+            await session.execute(delete(Heartbeat).where(Heartbeat.service_id == service.id))
+            await session.execute(delete(JobRun).where(JobRun.service_id == service.id))
+            await session.execute(delete(Alert).where(Alert.service_id == service.id))
             await session.delete(service)
             record_audit(
                 session,

@@ -18,7 +18,7 @@ from medic_core.observability.tracing import tracer
 from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, medic
 from medic_core.server.http.problems import from_error, from_http_exception, problem
 from medic_core.server.http.ratelimit import RateLimiter
-from medic_core.server.http.routing import PUBLIC, declared_route
+from medic_core.server.http.routing import PUBLIC, Handler, declared_route
 
 log = logging.getLogger(__name__)
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
@@ -30,7 +30,7 @@ def _route_label(request: web.Request) -> str:
 
 
 @web.middleware
-async def observe(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:100] or uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
@@ -52,7 +52,7 @@ async def observe(request: web.Request, handler: web.RequestHandler) -> web.Stre
 
 
 @web.middleware
-async def errors(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.get(REQUEST_ID)
     try:
         return await handler(request)
@@ -85,7 +85,7 @@ def _token(request: web.Request) -> str | None:
 
 
 @web.middleware
-async def authenticate(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = declared_route(request)
     if route is None or route.scope == PUBLIC:
         return await handler(request)
@@ -111,9 +111,9 @@ async def authenticate(request: web.Request, handler: web.RequestHandler) -> web
             f"rate limit of {limiter.rate:g} requests/s for this key exceeded",
             retry_after=verdict.retry_after,
         )
-        response = from_error(error, request.get(REQUEST_ID))
-        response.headers.update(verdict.headers())
-        return response
+        refused = from_error(error, request.get(REQUEST_ID))
+        refused.headers.update(verdict.headers())
+        return refused
     response = await handler(request)
     response.headers.update(verdict.headers())
     return response
