@@ -121,7 +121,7 @@ def occurrence_at(s: MaintenanceSchedule, at: datetime) -> tuple[datetime, datet
     duration = timedelta(seconds=s.duration)
     # Only an occurrence that started within the last `duration` can still be running.
     fires = fire_times(
-        s.recurrence, ZoneInfo(s.timezone), max(s.starts_at, at - duration) - _JUST_BEFORE
+        s.recurrence, ZoneInfo(s.timezone), max(s.starts_at, at - duration)
     )
     for start in fires:
         if start > at:

@@ -31,7 +31,9 @@ async def alerts_of(medic: Medic, slug: str = "backup", **filters: object) -> li
     return list(page.items)
 
 
-async def test_new_service_never_alerts_until_first_heartbeat(medic: Medic, clock: FakeClock) -> None:
+async def test_new_service_never_alerts_until_first_heartbeat(
+    medic: Medic, clock: FakeClock
+) -> None:
     await add_service(medic)
     clock.advance(3600)
     result = await medic.monitor.run_once()
@@ -44,8 +46,12 @@ async def test_heartbeat_sets_deadline_and_state_up(medic: Medic, clock: FakeClo
     stored = await beat(medic)
     assert stored.state == "up"
     service = await medic.services.get("backup")
-    assert service["expected_at"] == (clock.now() + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
-    assert service["next_due"] == (clock.now() + timedelta(seconds=90)).isoformat().replace("+00:00", "Z")
+    assert service["expected_at"] == (clock.now() + timedelta(seconds=60)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert service["next_due"] == (clock.now() + timedelta(seconds=90)).isoformat().replace(
+        "+00:00", "Z"
+    )
 
 
 async def test_late_inside_grace_then_down_with_exactly_one_missed_alert(
@@ -78,7 +84,9 @@ async def test_heartbeat_after_missed_resolves_alert(medic: Medic, clock: FakeCl
     assert (await medic.services.get("backup"))["state"] == "up"
 
 
-async def test_fail_signal_alerts_at_once_and_success_resolves(medic: Medic, clock: FakeClock) -> None:
+async def test_fail_signal_alerts_at_once_and_success_resolves(
+    medic: Medic, clock: FakeClock
+) -> None:
     await add_service(medic)
     await beat(medic, status="fail", exit_code=3, message="disk full")
     alerts = await alerts_of(medic)
@@ -130,8 +138,9 @@ async def test_mute_records_but_holds_notification_until_it_ends(
     medic: Medic, clock: FakeClock
 ) -> None:
     await add_service(medic)
-    await medic.services.mute("backup", until=clock.now() + timedelta(seconds=300),
-                              reason="deploy", actor=ME)
+    await medic.services.mute(
+        "backup", until=clock.now() + timedelta(seconds=300), reason="deploy", actor=ME
+    )
     await beat(medic)
     clock.advance(61)
     await medic.monitor.run_once()
@@ -161,8 +170,12 @@ async def test_maintenance_window_suppresses_then_notifies_if_still_down(
     await add_service(medic, tags=["db"])
     now = clock.now()
     await medic.maintenance.create(
-        {"name": "upgrade", "selector": {"tags": ["db"]}, "starts_at": now.isoformat(),
-         "ends_at": (now + timedelta(hours=1)).isoformat()},
+        {
+            "name": "upgrade",
+            "selector": {"tags": ["db"]},
+            "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+        },
         actor=ME,
     )
     await beat(medic)
@@ -184,13 +197,15 @@ async def test_pause_stops_monitoring_and_resume_starts_fresh_deadline(
     assert (await medic.monitor.run_once()).missed == 0
     resumed = await medic.services.resume("backup", actor=ME)
     assert resumed["state"] == "up"
-    assert resumed["next_due"] == (clock.now() + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
+    assert resumed["next_due"] == (clock.now() + timedelta(seconds=60)).isoformat().replace(
+        "+00:00", "Z"
+    )
 
 
 async def test_alert_lifecycle_is_audited_and_published(medic: Medic, clock: FakeClock) -> None:
     seen: list[str] = []
 
-    async def record(event) -> None:  # noqa: ANN001
+    async def record(event) -> None:
         seen.append(event.type)
 
     medic.bus.subscribe("test", record)
@@ -201,12 +216,18 @@ async def test_alert_lifecycle_is_audited_and_published(medic: Medic, clock: Fak
     await medic.alerts.resolve(alert_id, actor=ME, note="fixed the disk")
     await medic.bus.drain()
     assert [t for t in seen if t.startswith("alert.")] == [
-        "alert.opened", "alert.acknowledged", "alert.resolved"
+        "alert.opened",
+        "alert.acknowledged",
+        "alert.resolved",
     ]
     async with medic.db.sessions() as session:
-        actions = (await session.scalars(
-            select(AuditEntry.action).where(AuditEntry.resource_type == "alert").order_by(AuditEntry.id)
-        )).all()
+        actions = (
+            await session.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.resource_type == "alert")
+                .order_by(AuditEntry.id)
+            )
+        ).all()
     assert actions == ["alert.open", "alert.acknowledge", "alert.resolve"]
 
 
@@ -218,8 +239,17 @@ async def test_database_allows_only_one_unresolved_alert_per_cause(medic: Medic)
     with pytest.raises(IntegrityError):
         async with medic.db.transaction() as session:
             for _ in range(2):
-                session.add(Alert(service_id=service["id"], cause="missed", state="open",
-                                  priority="p3", summary="x", details={}, opened_at=now))
+                session.add(
+                    Alert(
+                        service_id=service["id"],
+                        cause="missed",
+                        state="open",
+                        priority="p3",
+                        summary="x",
+                        details={},
+                        opened_at=now,
+                    )
+                )
                 await session.flush()
 
 

@@ -48,9 +48,12 @@ async def test_a_failing_subscriber_is_counted_and_keeps_receiving() -> None:
     bus.publish("x", NOW, n=1)
     await bus.drain()
     assert seen == [1]
-    assert metrics.registry.get_sample_value(
-        "medic_event_handler_errors_total", {"subscriber": "flaky"}
-    ) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "medic_event_handler_errors_total", {"subscriber": "flaky"}
+        )
+        == 1
+    )
     await bus.stop()
 
 
@@ -65,9 +68,9 @@ async def test_a_full_subscriber_queue_drops_and_counts_without_blocking() -> No
     bus.subscribe("slow", slow)
     for n in range(5):
         bus.publish("x", NOW, n=n)  # not started: nothing drains, publish must not block
-    assert metrics.registry.get_sample_value(
-        "medic_events_dropped_total", {"subscriber": "slow"}
-    ) == 3
+    assert (
+        metrics.registry.get_sample_value("medic_events_dropped_total", {"subscriber": "slow"}) == 3
+    )
     gate.set()
     await bus.start()
     await bus.stop()
@@ -81,8 +84,12 @@ async def test_stream_yields_events_published_after_it_starts() -> None:
     await asyncio.sleep(0)
     event = bus.publish("alert.opened", NOW, id=7)
     received = await asyncio.wait_for(first, 1)
-    assert received.to_dict() == {"id": event.id, "type": "alert.opened",
-                                  "at": "2026-01-01T00:00:00Z", "data": {"id": 7}}
+    assert received.to_dict() == {
+        "id": event.id,
+        "type": "alert.opened",
+        "at": "2026-01-01T00:00:00Z",
+        "data": {"id": 7},
+    }
     await stream.aclose()
     assert "ws" not in bus.subscribers
     await bus.stop()

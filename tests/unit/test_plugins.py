@@ -53,7 +53,9 @@ def test_a_raising_hook_is_isolated_logged_and_counted(caplog: pytest.LogCapture
         medic_notifiers=hookimpl(lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     )
     fine = types.SimpleNamespace(medic_notifiers=hookimpl(lambda: [good]))
-    manager = PluginManager(metrics, entry_points=False, plugins=[("broken", broken), ("fine", fine)])
+    manager = PluginManager(
+        metrics, entry_points=False, plugins=[("broken", broken), ("fine", fine)]
+    )
     notifiers = manager.notifiers(medic=None)
     assert notifiers == {"good": good}
     assert _errors(metrics, "broken", "medic_notifiers") == 1
@@ -109,7 +111,8 @@ def test_a_plugin_that_fails_to_import_is_recorded(monkeypatch: pytest.MonkeyPat
 
     real = importlib.metadata.entry_points
     monkeypatch.setattr(
-        importlib.metadata, "entry_points",
+        importlib.metadata,
+        "entry_points",
         lambda group: [*real(group=group), BadEntryPoint()],
     )
     metrics = Metrics()

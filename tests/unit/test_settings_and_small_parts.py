@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from medic_core import validation as v
 from medic_core.errors import ValidationError
 from medic_core.server.http.ratelimit import RateLimiter
 from medic_core.settings import Settings, settings_markdown
 from medic_core.store.database import is_transient_db_error, normalize_url
 from medic_core.store.pagination import check_limit, decode_cursor, encode_cursor
-from medic_core import validation as v
 
 
 def test_settings_come_from_environment_and_file(tmp_path: Path) -> None:

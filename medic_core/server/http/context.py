@@ -15,8 +15,8 @@ from medic_core.store.pagination import Page
 from medic_core.validation import instant
 
 MEDIC = web.AppKey("medic", object)
-PRINCIPAL = "principal"
-REQUEST_ID = "request_id"
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def medic(request: web.Request) -> Any:
