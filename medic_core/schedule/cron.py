@@ -41,16 +41,17 @@ from medic_core.errors import ValidationError
 MAX_EXPRESSION_LENGTH = 200
 MAX_ZONE_NAME_LENGTH = 64
 CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_FIELD_HELP = {
-    "minute": "0-59",
-    "hour": "0-23",
-    "day-of-month": "1-31, L or LW",
-    "month": "1-12 or JAN-DEC",
-    "day-of-week": "0-7 or SUN-SAT, with optional L or #n",
-}
+_FIELD_HELP = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31, L or LW"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT, with optional L or #n"),
+)
 
-# Offsets are probed this far apart when looking for a DST change. No zone changes its offset
-# twice within a day, so a change cannot hide between two probes.
+# Offsets are probed this far apart when looking for a DST change. A change could only hide
+# between two probes if the offset changed and changed back within the step; since 1970 no
+# zone has changed its offset twice within a week, so a day leaves a wide margin.
 _PROBE_STEP = timedelta(days=1)
 # Time-zone gaps are at most a day long (Pacific/Apia skipped 2011-12-30); bound the walk out of
 # one so corrupt zone data cannot spin forever.
@@ -139,7 +140,7 @@ def _explain_cron_error(expression: str, parts: list[str], error: CronSimError) 
                 f"cron expression {expression!r} never fires: day-of-month {parts[2]!r} "
                 f"does not exist in month {parts[3]!r}"
             )
-    for name, allowed in _FIELD_HELP.items():
+    for name, allowed in _FIELD_HELP:
         if reason == f"Bad {name}":
             return (
                 f"cron expression {expression!r} is invalid: bad {name} field "

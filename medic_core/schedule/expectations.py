@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import Any, ClassVar, TypeAlias, assert_never
 from zoneinfo import ZoneInfo
 
@@ -147,9 +146,10 @@ def remember(recent: Sequence[datetime], at: datetime, keep: int) -> list[dateti
 def expected_at(e: Expectation, *, last: datetime, recent: Sequence[datetime]) -> datetime:
     """The instant the next heartbeat is expected by, before grace.
 
-    ``last`` is the latest heartbeat; ``recent`` the remembered instants (ascending, ending
-    with ``last``; only quorum reads them, and an empty list counts as ``[last]`` so a service
-    switched to quorum starts from its latest heartbeat).
+    ``last`` is the latest heartbeat; ``recent`` the remembered instants, normally ascending
+    and ending with ``last`` (only quorum reads them). ``last`` is counted once either way: it
+    is added if ``recent`` does not hold it, so an empty or stale list -- a service just
+    switched to quorum -- still gives a deadline from the heartbeats known.
 
     * interval: ``last + period``;
     * cron: the first fire time strictly after ``last``;
@@ -164,13 +164,11 @@ def expected_at(e: Expectation, *, last: datetime, recent: Sequence[datetime]) -
     if isinstance(e, CronExpectation):
         return next_fire(e.expression, ZoneInfo(e.timezone), last)
     if isinstance(e, QuorumExpectation):
-        instants = [to_utc(r) for r in recent] or [last]
-        if any(earlier > later for earlier, later in pairwise(instants)):
-            raise ValueError("recent heartbeat instants must be in ascending order")
-        if instants[-1] != last:
-            raise ValueError(
-                f"the latest remembered heartbeat ({instants[-1]}) must be last ({last})"
-            )
+        # Forgiving rather than strict: a wrong deadline from a stale list is corrected by the
+        # next heartbeat, a crash here would fail the heartbeat write itself.
+        instants = sorted(to_utc(r) for r in recent)
+        if last not in instants:
+            instants = sorted([*instants, last])
         anchor = instants[-e.min_count] if len(instants) >= e.min_count else instants[0]
         return anchor + timedelta(seconds=e.window)
     assert_never(e)

@@ -101,8 +101,8 @@ def parse_maintenance_schedule(
         if duration is None
         else check_whole_number(duration, field="duration", minimum=1, maximum=MAX_SECONDS),
     )
-    if schedule.recurrence is not None:
-        _check_occurrences(schedule)
+    if schedule.recurrence is not None and schedule.duration is not None:
+        _check_occurrences(schedule, schedule.recurrence, schedule.duration)
     return schedule
 
 
@@ -121,7 +121,7 @@ def occurrence_at(s: MaintenanceSchedule, at: datetime) -> tuple[datetime, datet
     duration = timedelta(seconds=s.duration)
     # Only an occurrence that started within the last `duration` can still be running.
     fires = fire_times(
-        s.recurrence, ZoneInfo(s.timezone), max(s.starts_at, at - duration)
+        s.recurrence, ZoneInfo(s.timezone), max(s.starts_at, at - duration) - _JUST_BEFORE
     )
     for start in fires:
         if start > at:
@@ -165,24 +165,23 @@ def _window_end(
     return end
 
 
-def _check_occurrences(s: MaintenanceSchedule) -> None:
-    assert s.recurrence is not None and s.duration is not None
-    fires = fire_times(s.recurrence, ZoneInfo(s.timezone), s.starts_at - _JUST_BEFORE)
+def _check_occurrences(s: MaintenanceSchedule, recurrence: str, duration_seconds: int) -> None:
+    fires = fire_times(recurrence, ZoneInfo(s.timezone), s.starts_at - _JUST_BEFORE)
     first = next(fires, None)
     if first is None or first >= s.ends_at:
         raise ValidationError(
-            f"recurrence {s.recurrence!r} never fires between starts_at "
+            f"recurrence {recurrence!r} never fires between starts_at "
             f"({isoformat(s.starts_at)}) and ends_at ({isoformat(s.ends_at)}) in {s.timezone}",
             field="recurrence",
         )
-    duration = timedelta(seconds=s.duration)
+    duration = timedelta(seconds=duration_seconds)
     within = takewhile(lambda f: f < s.ends_at, fires)
     starts = [first, *islice(within, _OVERLAP_CHECK_FIRES - 1)]
     for earlier, later in pairwise(starts):
         if later - earlier <= duration:
             gap = int((later - earlier).total_seconds())
             raise ValidationError(
-                f"duration {s.duration} s must be shorter than the {gap} s between the "
+                f"duration {duration_seconds} s must be shorter than the {gap} s between the "
                 f"occurrences starting at {isoformat(earlier)} and {isoformat(later)}: "
                 "occurrences must not touch or overlap (for one continuous window, drop "
                 "recurrence and duration)",

@@ -116,7 +116,8 @@ def recurring_schedules(draw: st.DrawFn) -> MaintenanceSchedule:
     overlap (built directly, bypassing the parser's overlap check)."""
     zone = draw(st.sampled_from(ZONES))
     transitions = dst_transitions(zone)
-    if transitions and draw(st.booleans()):
+    near_a_change = draw(st.booleans())
+    if transitions and near_a_change:
         starts_at = draw(st.sampled_from(transitions)) - timedelta(hours=draw(st.integers(0, 72)))
     else:
         starts_at = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=draw(st.integers(0, 26_000)))
@@ -134,18 +135,20 @@ def recurring_schedules(draw: st.DrawFn) -> MaintenanceSchedule:
 
 
 def probe_instants(
-    draw: st.DrawFn, s: MaintenanceSchedule, occurrences: list[tuple[datetime, datetime]]
+    data: st.DataObject, s: MaintenanceSchedule, occurrences: list[tuple[datetime, datetime]]
 ) -> list[datetime]:
     """Instants around the schedule, many exactly on (or next to) a window edge."""
     edges = [s.starts_at, s.ends_at, *(edge for o in occurrences for edge in o)]
     span = int((s.ends_at - s.starts_at).total_seconds())
     probes = []
     for _ in range(12):
-        if draw(st.booleans()):
-            edge = draw(st.sampled_from(edges))
-            probes.append(edge + draw(st.sampled_from([-MICROSECOND, timedelta(0), MICROSECOND])))
+        if data.draw(st.booleans()):
+            edge = data.draw(st.sampled_from(edges))
+            probes.append(
+                edge + data.draw(st.sampled_from([-MICROSECOND, timedelta(0), MICROSECOND]))
+            )
         else:
-            offset = draw(st.integers(-86_400, span + 86_400))
+            offset = data.draw(st.integers(-86_400, span + 86_400))
             probes.append(s.starts_at + timedelta(seconds=offset))
     return probes
 
@@ -255,7 +258,13 @@ def test_parse_accepts_iso_strings_and_aware_datetimes_and_normalises_to_utc() -
         (
             # Daily at 02:00 New York is 24 h apart, except that 02:00 does not exist on
             # 10 March and runs at 03:00 EDT, 23 h before 02:00 EDT on 11 March.
-            ("2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", "America/New_York", "0 2 * * *", 84_600),
+            (
+                "2024-03-01T00:00:00Z",
+                "2024-04-01T00:00:00Z",
+                "America/New_York",
+                "0 2 * * *",
+                84_600,
+            ),
             "duration",
             "duration 84600 s must be shorter than the 82800 s between the occurrences starting "
             "at 2024-03-10T07:00:00Z and 2024-03-11T06:00:00Z: occurrences must not touch or "
@@ -381,7 +390,7 @@ def test_occurrence_at_agrees_with_brute_force_enumeration(
     data: st.DataObject, s: MaintenanceSchedule
 ) -> None:
     occurrences = all_occurrences(s)
-    for instant in probe_instants(data.draw, s, occurrences):
+    for instant in probe_instants(data, s, occurrences):
         assert occurrence_at(s, instant) == brute_force_occurrence_at(occurrences, instant), instant
 
 
@@ -391,7 +400,7 @@ def test_next_change_agrees_with_brute_force_enumeration(
     data: st.DataObject, s: MaintenanceSchedule
 ) -> None:
     occurrences = all_occurrences(s)
-    for instant in probe_instants(data.draw, s, occurrences):
+    for instant in probe_instants(data, s, occurrences):
         assert next_change(s, instant) == brute_force_next_change(occurrences, instant), instant
 
 
@@ -403,7 +412,7 @@ def test_next_change_is_where_occurrence_at_flips(
     """Between ``after`` and ``next_change(after)`` membership is constant, and it differs at
     the change; with no next change, ``after`` is followed by nothing but outside."""
     occurrences = all_occurrences(s)
-    for after in probe_instants(data.draw, s, occurrences):
+    for after in probe_instants(data, s, occurrences):
         change = next_change(s, after)
         if change is None:
             assert not inside(s, after + MICROSECOND)
