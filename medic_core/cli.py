@@ -18,16 +18,21 @@ import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medic_core import __version__
-from medic_core.audit import Actor
 from medic_core.errors import MedicError
 from medic_core.settings import Settings, settings_markdown
 from medic_core.validation import instant
 
+if TYPE_CHECKING:
+    from medic_core.audit import Actor
+
 
 def _actor() -> Actor:
+    # Imported here: it pulls in SQLAlchemy, which `--help`, `ping` and `config` do not need.
+    from medic_core.audit import Actor
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -88,7 +88,28 @@ def instant(value: object, field: str) -> datetime:
             f"{field} needs a time zone offset (for example a trailing Z for UTC)", field=field
         )
 
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(
+            f"{field} is outside the supported range of dates", field=field
+        ) from None
+
+
+MAX_ID = 2**63 - 1  # ids are BIGINT on both databases
+
+
+def row_id(value: int, field: str) -> int:
+    """An id that fits the database's BIGINT (larger ones cannot exist: not found, not a 500)."""
+    if not 0 < value <= MAX_ID:
+        raise ValidationError(f"{field} must be a positive 64-bit integer", field=field)
+    return value
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` as a substring, with ``%``/``_`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def only_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -96,5 +117,6 @@ def only_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
     if unknown:
         raise ValidationError(
             f"unknown field(s) in {where}: {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}"
+            f"allowed: {', '.join(sorted(allowed))}",
+            field=unknown[0],
         )

@@ -28,6 +28,7 @@ from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, Unauthorized, ValidationError
 from medic_core.store import Database
 from medic_core.store.models import ApiKey
+from medic_core.validation import MAX_ID
 
 SCOPES = ("read", "write", "admin", "heartbeat", "agent")
 # What each scope carries with it: admin can do what write can, write what read can, and both
@@ -174,10 +175,14 @@ class ApiKeys:
             return await self._find(session, ident)
 
     async def _find(self, session: Any, ident: int | str) -> ApiKey:
-        if isinstance(ident, int) or (isinstance(ident, str) and ident.isdigit()):
-            key = await session.get(ApiKey, int(ident))
-        else:
+        """Find a key by its public key id or, failing that, by its numeric row id."""
+        key = None
+        if isinstance(ident, str):
+            # A key id may be all digits too: the key id is tried first, as it is what people
+            # copy from a token.
             key = await session.scalar(select(ApiKey).where(ApiKey.key_id == ident))
+        if key is None and str(ident).isdigit() and 0 < int(ident) <= MAX_ID:
+            key = await session.get(ApiKey, int(ident))
         if key is None:
             raise NotFound(f"no API key {ident!r}")
         assert isinstance(key, ApiKey)

@@ -272,12 +272,22 @@ class MaintenanceWindows:
         elif active is False:
             query = query.where(MaintenanceWindow.ends_at <= now)
         after = decode_cursor(cursor)
-        if after is not None:
-            query = query.where(MaintenanceWindow.id < after)
-        query = query.order_by(MaintenanceWindow.id.desc()).limit(limit + 1)
+        query = query.order_by(MaintenanceWindow.id.desc())
+        items: list[dict[str, Any]] = []
+        last_id: int | None = None
         async with self._db.sessions() as session:
-            rows = (await session.scalars(query)).all()
-        items = [window_to_dict(w, now) for w in rows]
-        if active is True:
-            items = [w for w in items if w["active"]]
-        return page_of(items, limit, rows[min(len(rows), limit) - 1].id if rows else None)
+            # "Active" for a recurring window depends on its occurrences, computed in Python:
+            # read in chunks until the page (plus one row, to know whether more exist) is full.
+            while len(items) <= limit:
+                chunk_query = query if after is None else query.where(MaintenanceWindow.id < after)
+                rows = (await session.scalars(chunk_query.limit(limit + 1))).all()
+                for window in rows:
+                    after = window.id
+                    body = window_to_dict(window, now)
+                    if active is not True or body["active"]:
+                        items.append(body)
+                        if len(items) <= limit:
+                            last_id = window.id
+                if len(rows) <= limit:
+                    break
+        return page_of(items, limit, last_id)

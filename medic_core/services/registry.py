@@ -147,9 +147,10 @@ class ServiceRegistry:
         if team is not None:
             query = query.where(Team.slug == team)
         if q:
-            pattern = f"%{q.lower()}%"
+            pattern = v.like_pattern(q.lower())
             query = query.where(
-                func.lower(Service.slug).like(pattern) | func.lower(Service.name).like(pattern)
+                func.lower(Service.slug).like(pattern, escape="\\")
+                | func.lower(Service.name).like(pattern, escape="\\")
             )
         if muted is not None:
             active = Service.muted.is_(True) & (

@@ -132,23 +132,39 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, busy_timeout: float
 def is_transient_db_error(exc: BaseException) -> bool:
     """True when the failure is about reaching the database, not about the statement.
 
-    Those are the errors that make Medic answer 503 and retry later rather than 500.
+    Those are the errors that make Medic answer 503 and retry later rather than 500. The driver's
+    own error may be wrapped: SQLAlchemy keeps it in ``orig``, asyncpg chains it as the cause.
     """
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            return False
+        if _transient(current):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+# asyncpg's connection errors, by name (asyncpg is an optional dependency).
+_ASYNCPG_TRANSIENT = {
+    "ConnectionDoesNotExistError",
+    "CannotConnectNowError",
+    "InterfaceError",
+    "ConnectionFailureError",
+    "TooManyConnectionsError",
+    "AdminShutdownError",
+}
+
+
+def _transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, sqlite3.OperationalError):
+    if isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError | ConnectionError):
         return True
-    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+    if type(exc).__name__ in _ASYNCPG_TRANSIENT:
         return True
-    name = type(exc).__name__
-    # asyncpg's own connection errors, without importing asyncpg (an optional dependency).
-    return name in {
-        "ConnectionDoesNotExistError",
-        "CannotConnectNowError",
-        "InterfaceError",
-        "ConnectionFailureError",
-        "TooManyConnectionsError",
-        "AdminShutdownError",
-    }
+    # SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown).
+    sqlstate = str(getattr(exc, "sqlstate", "") or "")
+    return sqlstate.startswith(("08", "57P"))

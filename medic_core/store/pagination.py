@@ -38,7 +38,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         prefix, _, value = raw.partition(":")
         if prefix != "id":
             raise ValueError(prefix)
-        return int(value)
+        last = int(value)
+        if not 0 < last < 2**63:
+            raise ValueError(value)
+        return last
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(
             "invalid cursor: pass back the next_cursor value of the previous page unchanged",

@@ -188,7 +188,7 @@ class ServerProcess:
         out = self._out.open("wb")
         err = self._err.open("wb")
         self._files = [out, err]
-        self.process = subprocess.Popen(  # noqa: S603 - our own console script
+        self.process = subprocess.Popen(
             [str(medic_bin()), "serve"],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -216,7 +216,7 @@ class ServerProcess:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -413,9 +413,9 @@ async def stored_messages(database_url: str, slug: str) -> set[str]:
     try:
         async with db.sessions() as session:
             rows = await session.scalars(
-                select(Heartbeat.message).join(Service, Service.id == Heartbeat.service_id).where(
-                    Service.slug == slug
-                )
+                select(Heartbeat.message)
+                .join(Service, Service.id == Heartbeat.service_id)
+                .where(Service.slug == slug)
             )
             return {m for m in rows if m is not None}
     finally:

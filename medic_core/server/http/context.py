@@ -12,7 +12,7 @@ from medic_core.audit import Actor
 from medic_core.auth import Principal
 from medic_core.errors import BadRequest, ValidationError
 from medic_core.store.pagination import Page
-from medic_core.validation import instant
+from medic_core.validation import instant, row_id
 
 MEDIC = web.AppKey("medic", object)
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -54,7 +54,32 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    reject_nul(data)
     return data
+
+
+def reject_nul(value: Any, path: str = "") -> None:
+    """Refuse NUL (U+0000) in any string of a JSON document, naming where it is.
+
+    PostgreSQL text cannot store it: letting it through turns a client mistake into a 500 (and,
+    for heartbeats, fails the whole group-commit batch it shares with other clients).
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:  # iterative: a deeply nested document must not exhaust the recursion limit
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValidationError(
+                    f"{where or 'the body'} must not contain NUL (\\u0000) characters",
+                    field=where or None,
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                inner = f"{where}.{key}" if where else str(key)
+                stack.append((key, inner))
+                stack.append((child, inner))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
 
 
 async def json_any(request: web.Request) -> Any:
@@ -101,6 +126,7 @@ def q_instant(request: web.Request, name: str) -> datetime | None:
 
 def path_int(request: web.Request, name: str) -> int:
     try:
-        return int(request.match_info[name])
+        value = int(request.match_info[name])
     except ValueError:
         raise ValidationError(f"{name} in the path must be an integer", field=name) from None
+    return row_id(value, name)

@@ -13,12 +13,20 @@ import uuid
 from aiohttp import web
 
 from medic_core.auth import grants
-from medic_core.errors import Forbidden, MedicError, RateLimited, Unauthorized
+from medic_core.errors import (
+    BadRequest,
+    Forbidden,
+    MedicError,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from medic_core.observability.tracing import tracer
 from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, medic
 from medic_core.server.http.problems import from_error, from_http_exception, problem
 from medic_core.server.http.ratelimit import RateLimiter
 from medic_core.server.http.routing import PUBLIC, Handler, declared_route
+from medic_core.store import is_transient_db_error
 
 log = logging.getLogger(__name__)
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
@@ -55,6 +63,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.get(REQUEST_ID)
     try:
+        _check_url(request)
         return await handler(request)
     except MedicError as exc:
         if exc.status >= 500 and exc.status != 503:
@@ -64,7 +73,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return from_http_exception(exc, request_id)
-    except Exception:
+    except Exception as exc:
+        if is_transient_db_error(exc):
+            log.warning("database unreachable: %s", exc, extra={"request_id": request_id})
+            unavailable = Unavailable("the database is unreachable; retry shortly", retry_after=1)
+            return from_error(unavailable, request_id)
         log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
         return problem(
             500,
@@ -72,6 +85,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             "Medic failed to handle this request; the error is logged with this request_id",
             request_id=request_id,
         )
+
+
+def _check_url(request: web.Request) -> None:
+    # PostgreSQL text cannot hold NUL: a %00 in a slug or a filter would be a 500 further in.
+    if "\x00" in request.path or any("\x00" in k + v for k, v in request.query.items()):
+        raise BadRequest("the URL must not contain NUL (%00) characters")
 
 
 def _token(request: web.Request) -> str | None:

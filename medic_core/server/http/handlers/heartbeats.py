@@ -16,6 +16,7 @@ from medic_core.server.http.context import (
     page_response,
     q_int,
     q_str,
+    reject_nul,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
 from medic_core.validation import SLUG_RE
@@ -65,14 +66,11 @@ async def post_batch(request: web.Request) -> web.Response:
     valid: list[tuple[int, HeartbeatIn]] = []
     for index, item in enumerate(items):
         try:
-            valid.append(
-                (
-                    index,
-                    parse_heartbeat(
-                        item, source=_source(request), field_prefix=f"heartbeats[{index}]."
-                    ),
-                )
+            hb = parse_heartbeat(
+                item, source=_source(request), field_prefix=f"heartbeats[{index}]."
             )
+            reject_nul(item, f"heartbeats[{index}]")
+            valid.append((index, hb))
         except MedicError as exc:
             results[index] = _error(index, exc)
     if valid:
@@ -106,8 +104,18 @@ async def _ping(request: web.Request, status: str | None, exit_code: int | None)
         raise ValidationError("run_id must be at most 200 characters", field="run_id")
     message = None
     if request.method == "POST" and request.can_read_body:
-        raw = await request.content.read(MAX_MESSAGE * 4 + 1)
-        message = raw.decode("utf-8", errors="replace") or None
+        # Enough bytes for MAX_MESSAGE characters and one more (so a cut is flagged); the rest
+        # of a longer body is not kept. content.read() returns what has arrived so far, so read
+        # until that much is in or the body ends.
+        limit, raw = MAX_MESSAGE * 4 + 1, b""
+        while len(raw) < limit:
+            chunk = await request.content.read(limit - len(raw))
+            if not chunk:
+                break
+            raw += chunk
+        # Cron output is free text: undecodable bytes and NUL (which PostgreSQL text cannot
+        # hold) become U+FFFD rather than costing the heartbeat.
+        message = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd") or None
     hb = bounded(HeartbeatIn(slug, status, run_id, exit_code, source=_source(request)), message)
     await medic(request).writer.submit(hb)
     return web.Response(text="OK\n")
