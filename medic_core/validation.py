@@ -70,24 +70,23 @@ def http_url(value: object, field: str) -> str | None:
 
 
 def instant(value: object, field: str) -> datetime:
-    """Parse an ISO 8601 instant; it must carry an offset (``Z`` or ``+hh:mm``)."""
+    """Parse an ISO 8601 instant (a string or an aware datetime); it must carry an offset."""
+    parsed: datetime | None = None
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise ValidationError(
-                f"{field} {value!r} is not an ISO 8601 instant such as 2026-01-31T12:00:00Z",
-                field=field,
-            ) from None
-    else:
-        raise ValidationError(f"{field} must be an ISO 8601 string", field=field)
-    if parsed.tzinfo is None:
+            parsed = None
+    if parsed is None:
         raise ValidationError(
-            f"{field} needs a time zone offset (for example a trailing Z for UTC)", field=field
+            f"{field} must be an ISO 8601 instant such as '2026-03-01T02:00:00Z'", field=field
         )
-
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValidationError(
+            f"{field} must include a UTC offset or 'Z', e.g. '2026-03-01T02:00:00Z'", field=field
+        )
     try:
         return parsed.astimezone(UTC)
     except OverflowError:

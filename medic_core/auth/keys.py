@@ -42,6 +42,7 @@ _IMPLIES: dict[str, frozenset[str]] = {
 }
 _PREFIX = "medic_"
 _LAST_USED_EVERY = timedelta(seconds=60)
+_CACHE_MAX = 10_000
 
 
 def grants(scopes: frozenset[str] | set[str] | list[str], required: str) -> bool:
@@ -230,6 +231,10 @@ class ApiKeys:
                     scopes=frozenset(key.scopes),
                     expires_at=key.expires_at,
                 )
+            if len(self._cache) >= _CACHE_MAX:
+                # Unknown key ids are cached too (so guessing costs no query each time);
+                # bound the cache so guessing cannot grow it without limit.
+                self._cache.clear()
             self._cache[key_id] = (mono, stored_hash, principal)
         # Compare even when the key is unknown, so timing does not reveal which key ids exist.
         matches = hmac.compare_digest(digest, stored_hash or "0" * 64)

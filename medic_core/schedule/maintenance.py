@@ -28,6 +28,7 @@ from medic_core.clock import isoformat, to_utc
 from medic_core.errors import ValidationError
 from medic_core.schedule.cron import fire_times, load_zone, validate_cron
 from medic_core.schedule.expectations import MAX_SECONDS, check_whole_number
+from medic_core.validation import instant
 
 # fire_times() is strictly-after; searching from one microsecond earlier makes it inclusive.
 _JUST_BEFORE = timedelta(microseconds=1)
@@ -93,8 +94,8 @@ def parse_maintenance_schedule(
             field="recurrence",
         )
     schedule = MaintenanceSchedule(
-        starts_at=_parse_instant(starts_at, field="starts_at"),
-        ends_at=_parse_instant(ends_at, field="ends_at"),
+        starts_at=instant(starts_at, field="starts_at"),
+        ends_at=instant(ends_at, field="ends_at"),
         timezone=load_zone("UTC" if timezone is None else timezone, field="timezone").key,
         recurrence=None if recurrence is None else validate_cron(recurrence, field="recurrence"),
         duration=None
@@ -187,24 +188,3 @@ def _check_occurrences(s: MaintenanceSchedule, recurrence: str, duration_seconds
                 "recurrence and duration)",
                 field="duration",
             )
-
-
-def _parse_instant(value: object, *, field: str) -> datetime:
-    instant: datetime | None = None
-    if isinstance(value, datetime):
-        instant = value
-    elif isinstance(value, str):
-        try:
-            instant = datetime.fromisoformat(value)
-        except ValueError:
-            instant = None
-    if instant is None:
-        raise ValidationError(
-            f"{field} must be an ISO 8601 instant such as '2026-03-01T02:00:00Z'", field=field
-        )
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValidationError(
-            f"{field} must include a UTC offset or 'Z', e.g. '2026-03-01T02:00:00Z'",
-            field=field,
-        )
-    return to_utc(instant)

@@ -145,7 +145,7 @@ class ServiceRegistry:
             else:
                 query = query.where(Service.state == state)
         if team is not None:
-            query = query.where(Team.slug == team)
+            query = query.where(Team.slug == v.slug(team, "team"))
         if q:
             pattern = v.like_pattern(q.lower())
             query = query.where(

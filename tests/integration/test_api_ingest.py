@@ -7,6 +7,7 @@ the API (and, where the promise itself is the point, straight from the database)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import auth, make_settings
 from sqlalchemy import func, select
 
-from conftest import auth, make_settings
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat
@@ -476,6 +477,73 @@ async def test_ping_post_body_over_4000_characters_is_truncated_and_flagged(
     assert stored["message_truncated"] is True
 
 
+async def test_ping_post_body_sent_in_pieces_is_read_whole(
+    client: TestClient, medic: Medic, beat_token: str, admin_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_service(medic)
+    submitted = asyncio.Event()
+    submit = medic.writer.submit
+
+    async def spy(hb: HeartbeatIn) -> Any:
+        submitted.set()
+        return await submit(hb)
+
+    monkeypatch.setattr(medic.writer, "submit", spy)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first piece;"
+        # Hold the rest back until the server stores the heartbeat (it read too little) or a
+        # short while passes (it is waiting for the rest, as it should). A slow server can only
+        # make this pass wrongly, never fail wrongly.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(submitted.wait(), timeout=0.3)
+        yield b"second piece"
+
+    response = await client.post("/api/v1/ping/backup", data=body(), headers=auth(beat_token))
+    assert response.status == 200
+    [stored] = await history(client, admin_token)
+    assert (stored["message"], stored["message_truncated"]) == (
+        "first piece;second piece", False
+    )
+
+
+async def test_ping_post_body_with_nul_or_invalid_utf8_is_stored_with_replacements(
+    client: TestClient, medic: Medic, beat_token: str, admin_token: str
+) -> None:
+    await add_service(medic)
+    response = await client.post("/api/v1/ping/backup/1", data=b"core\x00dump \xff!",
+                                 headers=auth(beat_token))
+    assert (response.status, await response.text()) == (200, "OK\n")
+    [stored] = await history(client, admin_token)
+    assert stored["message"] == "core\ufffddump \ufffd!"
+
+
+async def test_nul_character_in_a_json_heartbeat_is_a_422_not_a_500(
+    client: TestClient, medic: Medic, beat_token: str
+) -> None:
+    await add_service(medic)
+    response = await client.post(
+        HEARTBEATS, json={"service": "backup", "message": "a\x00b"}, headers=auth(beat_token)
+    )
+    assert (await problem_of(response, 422))["field"] == "message"
+    assert await stored_count(medic) == 0
+
+
+async def test_nul_character_in_one_batch_item_rejects_only_that_item(
+    client: TestClient, medic: Medic, beat_token: str
+) -> None:
+    await add_service(medic)
+    items = [{"service": "backup"}, {"service": "backup", "run_id": "r\x00", "status": "start"},
+             {"service": "backup", "message": "fine"}]
+    response = await client.post(BATCH, json={"heartbeats": items}, headers=auth(beat_token))
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [r["ok"] for r in results] == [True, False, True]
+    assert results[1]["error"]["field"] == "heartbeats[1].run_id"
+    assert await stored_count(medic) == 2
+
+
 # -- history ------------------------------------------------------------------------------------
 
 
@@ -609,6 +677,7 @@ async def test_full_writer_queue_answers_503_with_retry_after(
             response = await request
             body = await problem_of(response, 503)
             assert response.headers["Retry-After"] == "1"
+            assert "writer queue full" in body["detail"]
             assert "NOT stored" in body["detail"]
         assert await stored_count(medic) == 0
     # The writer restarted on exit: the queued heartbeat is stored, the refused ones are not.

@@ -6,13 +6,14 @@ PostgreSQL); time moves only through the FakeClock and ``medic.monitor.run_once(
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
 from conftest import auth
+
 from medic_core.app import Medic
 from medic_core.clock import FakeClock, isoformat
 
@@ -155,11 +156,6 @@ async def test_invalid_service_is_a_422_naming_the_field(
     assert await slugs(client, admin_token) == []  # nothing was created
 
 
-# Strict: once only_keys() names the field this XPASSes and fails, so the marker gets removed.
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: medic_core/validation.py only_keys() raises ValidationError without field=",
-)
 async def test_unknown_field_is_a_422_naming_the_field(
     client: TestClient, admin_token: str
 ) -> None:
@@ -312,6 +308,16 @@ async def test_q_filter_matches_slug_or_name_case_insensitively(
     assert await slugs(client, admin_token, "?q=nothing-matches") == []
 
 
+async def test_q_filter_treats_underscore_and_percent_literally(
+    client: TestClient, admin_token: str
+) -> None:
+    await create(client, admin_token, "db_backup")
+    await create(client, admin_token, "db-backup")
+    await create(client, admin_token, "cleanup")
+    assert await slugs(client, admin_token, "?q=db_backup") == ["db_backup"]
+    assert await slugs(client, admin_token, "?q=%25") == []
+
+
 async def test_muted_filter_follows_mute_expiry(
     client: TestClient, admin_token: str, clock: FakeClock
 ) -> None:
@@ -404,6 +410,14 @@ async def test_bad_cursor_is_a_422(client: TestClient, admin_token: str, cursor:
     assert (await problem_of(response, 422))["field"] == "cursor"
 
 
+async def test_forged_cursor_beyond_64_bits_is_a_422(
+    client: TestClient, admin_token: str
+) -> None:
+    cursor = base64.urlsafe_b64encode(f"id:{10**20}".encode()).decode().rstrip("=")
+    response = await client.get(f"{SERVICES}?cursor={cursor}", headers=auth(admin_token))
+    assert (await problem_of(response, 422))["field"] == "cursor"
+
+
 @pytest.mark.parametrize("limit", ["0", "501", "-1", "ten"])
 async def test_limit_outside_1_to_500_is_a_422(
     client: TestClient, admin_token: str, limit: str
@@ -464,6 +478,17 @@ async def test_invalid_mute_is_a_422_and_leaves_the_service_unmuted(
     assert (await problem_of(response, 422))["field"] == field
     fetched = await (await client.get(f"{SERVICES}/svc", headers=auth(admin_token))).json()
     assert fetched["muted"] is False
+
+
+async def test_mute_until_at_the_end_of_the_calendar_is_a_422(
+    client: TestClient, admin_token: str
+) -> None:
+    await create(client, admin_token, "svc")
+    response = await client.post(
+        f"{SERVICES}/svc/mute", json={"until": "9999-12-31T23:59:59-01:00"},
+        headers=auth(admin_token),
+    )
+    assert (await problem_of(response, 422))["field"] == "until"
 
 
 async def test_mute_with_unknown_field_is_a_422(client: TestClient, admin_token: str) -> None:

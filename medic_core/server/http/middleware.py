@@ -133,6 +133,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         refused = from_error(error, request.get(REQUEST_ID))
         refused.headers.update(verdict.headers())
         return refused
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except MedicError as exc:
+        # Errors count against the limit too, so they carry its headers.
+        response = from_error(exc, request.get(REQUEST_ID))
     response.headers.update(verdict.headers())
     return response

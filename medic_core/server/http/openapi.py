@@ -56,7 +56,7 @@ def _operation(route: Route) -> dict[str, Any]:
             "content": {"application/json": {"schema": route.body}},
         }
     if route.scope != PUBLIC:
-        op["security"] = [{"apiKey": []}]
+        op["security"] = [{"bearer": []}, {"apiKeyHeader": []}]
     success: dict[str, Any] = {"description": "Success"}
     if route.status != 204:
         success["content"] = {route.content_type: {"schema": route.response or {}}}
@@ -84,7 +84,10 @@ def build_document(declared: list[Route]) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            },
             "schemas": {"Problem": schemas.PROBLEM},
         },
     }

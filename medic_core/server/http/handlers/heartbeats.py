@@ -19,7 +19,7 @@ from medic_core.server.http.context import (
     reject_nul,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import SLUG_RE
+from medic_core.validation import SLUG_RE, only_keys
 
 routes = RouteTable()
 MAX_BATCH = 1000
@@ -53,6 +53,8 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 )
 async def post_batch(request: web.Request) -> web.Response:
     data = await json_any(request)
+    if isinstance(data, dict):
+        only_keys(data, {"heartbeats"}, "batch")
     items = data.get("heartbeats") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise ValidationError(
