@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from support.postgres import free_port
-from support.server import TOKEN_RE, ServerProcess, cli_env, fresh_postgres_url, medic_bin
 
 from medic_core import __version__
 from medic_core.cli import build_parser, main
 from medic_core.settings import Settings
 from medic_core.store.migrate import head_revision
+from support.postgres import free_port
+from support.server import TOKEN_RE, ServerProcess, cli_env, fresh_postgres_url, medic_bin
 
 EXPECTED_COMMANDS = {
     ("serve",),

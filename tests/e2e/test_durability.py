@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from support.server import (
     Attempt,
     ServerProcess,

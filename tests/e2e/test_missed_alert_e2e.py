@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from support.server import TOKEN_RE, ServerProcess, fresh_postgres_url
 
 pytestmark = pytest.mark.e2e

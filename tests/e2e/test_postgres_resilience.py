@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from support.postgres import PgCluster
 from support.server import (
     Attempt,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import START, auth
 
+from conftest import START, auth
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat

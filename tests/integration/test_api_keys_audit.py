@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import auth, make_settings
 from sqlalchemy import select
 
+from conftest import auth, make_settings
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import auth
 
+from conftest import auth
 from medic_core.app import Medic
 from medic_core.clock import FakeClock, isoformat
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support.postgres import free_port
 
 from medic_core.server.serve import serve
 from medic_core.settings import Settings
+from support.postgres import free_port
 
 
 async def _wait_healthy(url: str) -> None:

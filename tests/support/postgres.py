@@ -7,6 +7,7 @@ refuses root). Nothing here skips: if PostgreSQL is missing, the error says how 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -78,8 +79,6 @@ class PgCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop("immediate")
-        except RuntimeError:
-            pass
         shutil.rmtree(self.base, ignore_errors=True)
