@@ -81,7 +81,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     configure_logging(settings.log_level, json=settings.log_format == "json")
     configure_tracing(settings.otlp_endpoint)
-    asyncio.run(serve(settings))
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; the standard loop works, only slower
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> None:
