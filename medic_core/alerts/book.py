@@ -12,6 +12,9 @@ SQLite); the partial unique index is the backstop, caught in a savepoint.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from medic_core.alerts.suppression import suppression_for
-from medic_core.audit import SYSTEM, Actor, record_audit
+from medic_core.alerts.suppression import any_window_active, mute_active, suppression_for
+from medic_core.audit import SYSTEM, Actor, AuditRecord, record_audit, record_audit_many
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import EventBus, PendingEvents
@@ -29,7 +32,20 @@ from medic_core.store import Database
 from medic_core.store.models import Alert, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
 
+log = logging.getLogger(__name__)
 CAUSES = ("missed", "failed", "overrun", "agent_offline")
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """An alert to open: its service, cause, one-line summary and details."""
+
+    service: Service
+    cause: str
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 STATES = ("open", "acknowledged", "resolved")
 
 
@@ -88,46 +104,83 @@ class AlertBook:
         details: dict[str, Any] | None = None,
     ) -> Alert | None:
         """Open an alert unless one for (service, cause) is unresolved; return it or None."""
-        existing = await session.scalar(
-            select(Alert.id).where(
-                Alert.service_id == service.id, Alert.cause == cause, Alert.resolved_at.is_(None)
+        opened = await self.open_many_in(
+            session, pending, [Opening(service, cause, summary, details or {})], now=now
+        )
+        return opened[0] if opened else None
+
+    async def open_many_in(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        openings: Sequence[Opening],
+        *,
+        now: datetime,
+    ) -> list[Alert]:
+        """Open alerts for several (service, cause) pairs in a constant number of statements.
+
+        Pairs with an unresolved alert are skipped. Suppression is looked up per service only
+        when it can apply (a muted service, or any maintenance window active now). If the
+        unique index still reports a duplicate (another transaction opened one meanwhile), the
+        batch is redone one alert at a time, each in its own savepoint.
+        """
+        if not openings:
+            return []
+        rows = await session.execute(
+            select(Alert.service_id, Alert.cause).where(
+                Alert.service_id.in_({o.service.id for o in openings}),
+                Alert.cause.in_({o.cause for o in openings}),
+                Alert.resolved_at.is_(None),
             )
         )
-        if existing is not None:
-            return None
-        reason, notify_at = await suppression_for(session, service, now)
-        alert = Alert(
-            service_id=service.id,
-            cause=cause,
-            state="open",
-            priority=service.priority,
-            summary=summary[:500],
-            details=details or {},
-            opened_at=now,
-            suppressed=reason is not None,
-            suppressed_reason=reason,
-            notify_at=notify_at if reason is not None else None,
-            notified_at=None if reason is not None else now,
-        )
+        already: set[tuple[int, str]] = {(service_id, cause) for service_id, cause in rows}
+        window_active = await any_window_active(session, now)
+        fresh: list[tuple[Alert, Service]] = []
+        for opening in openings:
+            key = (opening.service.id, opening.cause)
+            if key in already:
+                continue
+            already.add(key)
+            reason, notify_at = None, None
+            if window_active or mute_active(opening.service, now):
+                reason, notify_at = await suppression_for(session, opening.service, now)
+            alert = Alert(
+                service_id=opening.service.id,
+                cause=opening.cause,
+                state="open",
+                priority=opening.service.priority,
+                summary=opening.summary[:500],
+                details=opening.details,
+                opened_at=now,
+                suppressed=reason is not None,
+                suppressed_reason=reason,
+                notify_at=notify_at,
+                notified_at=None if reason is not None else now,
+            )
+            fresh.append((alert, opening.service))
+        if not fresh:
+            return []
         try:
             async with session.begin_nested():
-                session.add(alert)
+                await self._db.assign_ids(session, Alert, [a for a, _ in fresh])
+                session.add_all([a for a, _ in fresh])
                 await session.flush()
         except IntegrityError:
-            return None  # another transaction opened it first; that one is the alert
-        body = alert_to_dict(alert, service)
-        record_audit(
-            session,
-            actor=SYSTEM,
-            at=now,
-            action="alert.open",
-            resource_type="alert",
-            resource_id=alert.id,
-            after=body,
-        )
-        pending.add("alert.opened", now, alert=body)
-        self._metrics.alerts.labels(cause, "open").inc()
-        return alert
+            if len(openings) == 1:
+                return []  # another transaction opened it first; that one is the alert
+            log.warning("an alert was opened concurrently; opening this batch one by one")
+            opened: list[Alert] = []
+            for opening in openings:
+                opened += await self.open_many_in(session, pending, [opening], now=now)
+            return opened
+        records = []
+        for alert, service in fresh:
+            body = alert_to_dict(alert, service)
+            records.append(AuditRecord("alert.open", "alert", alert.id, after=body))
+            pending.add("alert.opened", now, alert=body)
+            self._metrics.alerts.labels(alert.cause, "open").inc()
+        await record_audit_many(session, actor=SYSTEM, at=now, entries=records)
+        return [a for a, _ in fresh]
 
     async def resolve_in(
         self,

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.maintenance.windows import active_windows_for
-from medic_core.store.models import Service
+from medic_core.store.models import MaintenanceWindow, Service
+
+
+async def any_window_active(session: AsyncSession, now: datetime) -> bool:
+    """Whether any maintenance window spans ``now`` (one indexed probe, to skip the per-service
+    lookup in the common case of no maintenance at all)."""
+    found = await session.scalar(
+        select(MaintenanceWindow.id)
+        .where(MaintenanceWindow.starts_at <= now, MaintenanceWindow.ends_at > now)
+        .limit(1)
+    )
+    return found is not None
 
 
 def mute_active(service: Service, now: datetime) -> bool:

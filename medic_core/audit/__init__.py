@@ -1,5 +1,5 @@
 """The append-only audit log."""
 
-from medic_core.audit.log import SYSTEM, Actor, record_audit
+from medic_core.audit.log import SYSTEM, Actor, AuditRecord, record_audit, record_audit_many
 
-__all__ = ["SYSTEM", "Actor", "record_audit"]
+__all__ = ["SYSTEM", "Actor", "AuditRecord", "record_audit", "record_audit_many"]

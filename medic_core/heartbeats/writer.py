@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.alerts import AlertBook
@@ -37,6 +38,7 @@ from medic_core.store import Database, is_transient_db_error
 from medic_core.store.models import Heartbeat, JobRun, Service
 
 log = logging.getLogger(__name__)
+_HEARTBEATS = cast(Table, Heartbeat.__table__)
 
 
 @dataclass(slots=True)
@@ -109,13 +111,18 @@ class HeartbeatWriter:
         """Store several heartbeats; each gets its own result (stored, or the error for it)."""
         self._check_open(len(hbs))
         futures = [self._enqueue(hb) for hb in hbs]
-        done = await asyncio.gather(*(asyncio.shield(f) for f in futures), return_exceptions=True)
+        # wait() never cancels the futures (like shield), and costs one callback per item
+        # instead of gather's two extra futures per item.
+        await asyncio.wait(futures)
         results: list[StoredHeartbeat | MedicError] = []
-        for outcome in done:
-            if isinstance(outcome, StoredHeartbeat | MedicError):
-                results.append(outcome)
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                results.append(future.result())
+            elif isinstance(error, MedicError):
+                results.append(error)
             else:
-                raise outcome
+                raise error
         return results
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -171,22 +178,36 @@ class HeartbeatWriter:
                 self._metrics.heartbeats_rejected.labels("db_unavailable").inc(len(batch))
                 self._fail(batch, self._unavailable())
                 self._fail_queued(self._unavailable())
+            elif len(batch) > 1:
+                # One bad heartbeat (say, a corrupt service row) must not cost the others that
+                # shared its transaction: write them one by one, so only the culprit fails.
+                log.warning(
+                    "heartbeat batch of %d failed (%s); retrying one by one", len(batch), exc
+                )
+                for item in batch:
+                    await self._write_batch([item])
             else:
-                log.exception("heartbeat batch failed")
+                log.exception("heartbeat failed", extra={"service": batch[0].hb.service})
                 self._fail(batch, MedicError("the heartbeat could not be stored (internal error)"))
             return
         self._backoff = 0.0
         committed = time.monotonic()
         self._metrics.writer_batch_size.observe(len(batch))
+        stored: dict[str, int] = {}
+        latency = self._metrics.ingest_latency
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, StoredHeartbeat):
-                self._metrics.heartbeats.labels(result.status).inc()
-                self._metrics.ingest_latency.observe(committed - item.queued)
+                stored[result.status] = stored.get(result.status, 0) + 1
+                latency.observe(committed - item.queued)
             if not item.future.done():
                 if isinstance(result, MedicError):
                     item.future.set_exception(result)
                 else:
                     item.future.set_result(result)
+        # One labelled increment per status, not per heartbeat: labels() is a dict lookup
+        # behind a lock and showed up at ~8% of the writer's CPU.
+        for status, count in stored.items():
+            self._metrics.heartbeats.labels(status).inc(count)
         pending.publish(self._bus)
         if deadlines:
             self._on_deadline(min(deadlines))
@@ -249,12 +270,7 @@ class HeartbeatWriter:
                     }
                 )
             if rows:
-                ids = (
-                    await session.scalars(
-                        insert(Heartbeat).returning(Heartbeat.id, sort_by_parameter_order=True),
-                        rows,
-                    )
-                ).all()
+                ids = await self._insert_heartbeats(session, rows)
                 now = self._clock.now()
                 for (index, service), hb_id in zip(applied, ids, strict=True):
                     item = batch[index]
@@ -268,6 +284,28 @@ class HeartbeatWriter:
                     )
         final: list[StoredHeartbeat | MedicError] = [r for r in results if r is not None]
         return final, pending, deadlines
+
+    async def _insert_heartbeats(
+        self, session: AsyncSession, rows: list[dict[str, object]]
+    ) -> list[int]:
+        """Insert the batch's rows in one statement; return their ids in row order.
+
+        PostgreSQL: one ``INSERT ... RETURNING`` that SQLAlchemy keeps in parameter order.
+        SQLite: the ids are assigned up front (``Database.assign_ids``) and the rows go in as
+        one plain ``executemany`` on the Core table, without the ORM's per-row bookkeeping.
+        """
+        if self._db.is_postgres:
+            return list(
+                (
+                    await session.scalars(
+                        insert(Heartbeat).returning(Heartbeat.id, sort_by_parameter_order=True),
+                        rows,
+                    )
+                ).all()
+            )
+        await self._db.assign_ids(session, Heartbeat, rows)
+        await session.execute(insert(_HEARTBEATS), rows)
+        return [cast(int, row["id"]) for row in rows]
 
     async def _apply(
         self,

@@ -18,11 +18,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
-from medic_core.alerts import AlertBook
+from medic_core.alerts import AlertBook, Opening
 from medic_core.clock import Clock
 from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
@@ -31,6 +33,7 @@ from medic_core.store import Database, is_transient_db_error
 from medic_core.store.models import Alert, JobRun, Service
 
 log = logging.getLogger(__name__)
+_SERVICES = cast(Table, Service.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class Monitor:
         self._wake = asyncio.Event()
         self._target: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def notice(self, deadline: datetime) -> None:
         """A deadline was set; wake the loop if it is sooner than the one it sleeps towards."""
@@ -100,30 +104,46 @@ class Monitor:
         )
         if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        services = (await session.scalars(query)).all()
+        services = list((await session.scalars(query)).all())
+        if services:
+            await self._open_missed(session, pending, services, now)
+        return len(services)
+
+    async def _open_missed(
+        self, session: AsyncSession, pending: PendingEvents, services: list[Service], now: datetime
+    ) -> None:
+        """Mark the claimed services down and open their ``missed`` alerts, as one batch.
+
+        A constant number of statements per batch (one UPDATE, the alert book's batched
+        opening), instead of several per alert, which capped the monitor at ~150 alerts/s.
+        """
+        openings = []
+        # The claimed rows' new state in one statement; the loaded objects are told the same
+        # values as committed ones, so the ORM neither re-sends them nor holds stale ones.
+        await session.execute(
+            update(_SERVICES)
+            .where(_SERVICES.c.id.in_([s.id for s in services]))
+            .values(state="down", next_due=None)
+        )
         for service in services:
-            due = service.next_due
-            was = service.state
-            service.state = "down"
-            service.next_due = None  # handled; the next heartbeat sets a new deadline
-            await self._alerts.open_in(
-                session,
-                pending,
-                service,
-                "missed",
-                summary=f"{service.name} missed its deadline",
-                now=now,
-                details={
-                    "expected_at": service.expected_at.isoformat() if service.expected_at else None,
-                    "deadline": due.isoformat() if due else None,
-                    "last_heartbeat_at": (
-                        service.last_heartbeat_at.isoformat() if service.last_heartbeat_at else None
-                    ),
-                },
+            due, was = service.next_due, service.state
+            set_committed_value(service, "state", "down")
+            set_committed_value(service, "next_due", None)  # the next heartbeat sets a new one
+            openings.append(
+                Opening(
+                    service,
+                    "missed",
+                    f"{service.name} missed its deadline",
+                    {
+                        "expected_at": _iso(service.expected_at),
+                        "deadline": _iso(due),
+                        "last_heartbeat_at": _iso(service.last_heartbeat_at),
+                    },
+                )
             )
             if was != "down":
                 pending.add("service.state_changed", now, slug=service.slug, state="down", was=was)
-        return len(services)
+        await self._alerts.open_many_in(session, pending, openings, now=now)
 
     async def _claim_overruns(
         self, session: AsyncSession, pending: PendingEvents, now: datetime
@@ -158,18 +178,16 @@ class Monitor:
 
     async def _earliest(self) -> tuple[datetime | None, datetime | None]:
         """The earliest deadline of all (when to wake) and the earliest passed one (for lag)."""
+        # One round trip: each MIN is still answered from its own (partial) index.
+        query = select(
+            select(func.min(Service.next_due)).scalar_subquery(),
+            select(func.min(JobRun.overrun_due))
+            .where(JobRun.finished_at.is_(None), JobRun.overrun_due.is_not(None))
+            .scalar_subquery(),
+            select(func.min(Alert.notify_at)).where(Alert.notify_at.is_not(None)).scalar_subquery(),
+        )
         async with self._db.sessions() as session:
-            values = [
-                await session.scalar(select(func.min(Service.next_due))),
-                await session.scalar(
-                    select(func.min(JobRun.overrun_due)).where(
-                        JobRun.finished_at.is_(None), JobRun.overrun_due.is_not(None)
-                    )
-                ),
-                await session.scalar(
-                    select(func.min(Alert.notify_at)).where(Alert.notify_at.is_not(None))
-                ),
-            ]
+            values = list((await session.execute(query)).one())
         found = [_aware(v) for v in values if v is not None]
         if not found:
             return None, None
@@ -178,29 +196,38 @@ class Monitor:
         return earliest, earliest if earliest <= now else None
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="monitor")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Let the current pass finish (cancelling mid-transaction leaves a rollback half
+        done), then end the loop; cancel only if the pass overruns ``timeout``."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._task = None
 
     async def _loop(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 result = await self.run_once()
                 failures = 0
             except Exception as exc:
                 failures += 1
-                delay = min(10.0, 0.5 * 2**failures)
+                delay = min(5.0, 0.25 * 2**failures)
                 if is_transient_db_error(exc):
                     log.warning("monitor: database unreachable, retrying in %.1fs: %s", delay, exc)
                 else:
                     log.exception("monitor pass failed, retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 continue
             if result.more:
                 continue
@@ -210,11 +237,19 @@ class Monitor:
             if result.next_deadline is not None:
                 sleep = min(sleep, max(0.0, (result.next_deadline - now).total_seconds()))
             if sleep > 0:
-                try:
-                    async with asyncio.timeout(sleep):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                await self._sleep(sleep)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early for ``notice()`` or ``stop()``."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _aware(value: datetime) -> datetime:

@@ -261,3 +261,28 @@ async def test_start_without_max_duration_never_overruns(medic: Medic, clock: Fa
     async with medic.db.sessions() as session:
         run = await session.scalar(select(JobRun))
     assert run is not None and run.overrun_due is None
+
+
+async def test_one_failing_heartbeat_does_not_fail_the_batch_it_shares(medic: Medic) -> None:
+    from sqlalchemy import update
+
+    from medic_core.errors import MedicError
+    from medic_core.store.models import Service
+
+    await add_service(medic, "good")
+    await add_service(medic, "corrupt")
+    async with medic.db.transaction() as session:
+        # A row no code path writes: an expectation of an unknown kind.
+        await session.execute(
+            update(Service).where(Service.slug == "corrupt").values(expectation={"kind": "?"})
+        )
+    results = await medic.writer.submit_many(
+        [HeartbeatIn("good"), HeartbeatIn("corrupt"), HeartbeatIn("good")]
+    )
+    assert [type(r).__name__ for r in results] == [
+        "StoredHeartbeat",
+        "MedicError",
+        "StoredHeartbeat",
+    ]
+    assert isinstance(results[1], MedicError) and "internal error" in results[1].message
+    assert (await medic.services.get("good"))["state"] == "up"
