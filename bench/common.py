@@ -61,16 +61,17 @@ class Target:
         self.cluster.create_database(name)
         return self.cluster.url(name)
 
-    def backend_pids(self) -> list[int]:
-        """PostgreSQL's processes (for CPU accounting); empty for SQLite."""
+    def postgres_cpu(self) -> float | None:
+        """CPU seconds used so far by PostgreSQL (postmaster and all its backends, live or
+        exited); None for SQLite."""
         if self.cluster is None:
-            return []
+            return None
         pid_file = self.cluster.data / "postmaster.pid"
         try:
             master = int(pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
-            return []
-        return [master, *children(master)]
+            return None
+        return tree_cpu_seconds(master)
 
 
 @contextmanager
@@ -79,7 +80,7 @@ def database(kind: str, keep: bool = False) -> Iterator[Target]:
     cluster = None
     try:
         if kind == "postgresql":
-            cluster = PgCluster(workdir / "pg")
+            cluster = PgCluster()  # its own temp dir, which the postgres user can enter
             cluster.init()
             cluster.start()
         yield Target(kind, workdir, cluster)
@@ -120,6 +121,7 @@ class Server:
     env_extra: dict[str, str] = field(default_factory=dict)
     port: int = 0
     token: str = field(default_factory=admin_token)
+    uvloop: bool = False  # run the event loop on uvloop (an experiment: Medic does not use it)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,9 +143,14 @@ class Server:
         }
         self.logdir.mkdir(parents=True, exist_ok=True)
         log = (self.logdir / "server.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "medic"), "serve"], env=env, stdout=log, stderr=log, cwd=self.logdir
-        )
+        cmd = [str(VENV_BIN / "medic"), "serve"]
+        if self.uvloop:
+            cmd = [
+                str(VENV_BIN / "python"),
+                "-c",
+                "import uvloop; uvloop.install(); from medic_core.cli import main; main(['serve'])",
+            ]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=self.logdir)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -230,6 +237,19 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / CLK_TCK
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of a process tree: every live process's own time plus what each has reaped from
+    children that exited (cutime + cstime), so backends that come and go are still counted."""
+    total = 0
+    for pid in (root, *children(root)):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / CLK_TCK
+
+
 # -- reporting ---------------------------------------------------------------------------------
 
 
@@ -249,10 +269,8 @@ def machine() -> dict[str, Any]:
 
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     cpu = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lscpu.splitlines())}
-    mem_kb = int(
-        next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
-        .split()[1]
-    )
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = int(next(ln for ln in meminfo if ln.startswith("MemTotal")).split()[1])
     try:
         postgres = _first_line([str(find_bin_dir() / "postgres"), "--version"])
     except RuntimeError:

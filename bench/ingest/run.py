@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     Server,
     Target,
     cpu_seconds,
@@ -141,27 +141,28 @@ def run_scenario(target: Target, mode: str, args: argparse.Namespace) -> dict[st
     env = {"MEDIC_WRITER_QUEUE": str(args.writer_queue)} if args.writer_queue else {}
     if args.writer_batch:
         env["MEDIC_WRITER_BATCH"] = str(args.writer_batch)
-    server = Server(url, target.workdir / f"server-{mode}", env_extra=env)
+    server = Server(url, target.workdir / f"server-{mode}", env_extra=env, uvloop=args.uvloop)
     server.start()
     try:
         token = register(server, args.services)
         per_request = args.batch if mode == "batch" else 1
+        connections = args.batch_connections if mode == "batch" else args.connections
         common = {
             "mode": mode,
             "services": args.services,
             "batch": args.batch,
-            "connections": args.connections,
+            "connections": connections,
             "threads": args.threads,
         }
         if args.warmup > 0:
             wrk(server, token, duration=args.warmup, **common)
             time.sleep(1.0)  # let the warm-up's last requests commit
         baseline = count_heartbeats(url)
+        load0 = os.getloadavg()[0]
         metrics0 = server.metrics()
-        pids_db = target.backend_pids()
-        cpu0, db0, t0 = cpu_seconds([server.pid]), cpu_seconds(pids_db), time.monotonic()
+        cpu0, db0, t0 = cpu_seconds([server.pid]), target.postgres_cpu(), time.monotonic()
         result = wrk(server, token, duration=args.duration, **common)
-        cpu1, db1, t1 = cpu_seconds([server.pid]), cpu_seconds(pids_db), time.monotonic()
+        cpu1, db1, t1 = cpu_seconds([server.pid]), target.postgres_cpu(), time.monotonic()
         metrics1 = server.metrics()
     finally:
         code = server.stop()
@@ -180,8 +181,8 @@ def run_scenario(target: Target, mode: str, args: argparse.Namespace) -> dict[st
     lat = result["latency_us"]
     return {
         "database": target.kind,
-        "scenario": mode,
-        "connections": args.connections,
+        "scenario": mode if mode != "batch" else f"batch{args.batch}",
+        "connections": connections,
         "seconds": round(seconds, 1),
         "requests_2xx": ok_requests,
         "non_2xx": failed,
@@ -199,7 +200,12 @@ def run_scenario(target: Target, mode: str, args: argparse.Namespace) -> dict[st
         "avg_commit_batch": round(batched / batches, 1) if batches else None,
         "commits_per_s": round(batches / wall, 1),
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall),
-        "postgres_cpu_pct": round(100 * (db1 - db0) / wall) if pids_db else None,
+        "server_cpu_ms_per_1k_hb": round(1e6 * (cpu1 - cpu0) / stored) if stored else None,
+        "loadavg_1m_before": round(load0, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "postgres_cpu_pct": (
+            round(100 * (db1 - db0) / wall) if db0 is not None and db1 is not None else None
+        ),
         "server_exit_code": code,
         "wrk_cmd": result["cmd"],
         "wrk_output": result["text"],
@@ -220,7 +226,9 @@ COLUMNS = (
     "p99_ms",
     "avg_commit_batch",
     "server_cpu_pct",
+    "server_cpu_ms_per_1k_hb",
     "postgres_cpu_pct",
+    "loadavg_1m_before",
 )
 
 
@@ -239,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--connections", type=int, default=128, help="concurrent connections (default 128)"
     )
+    parser.add_argument(
+        "--batch-connections",
+        type=int,
+        default=16,
+        help="connections for the batch scenario (default 16: 16 x 100 heartbeats in flight; "
+        "more than the writer queue, 10,000, is refused with 503 by design)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--services", type=int, default=1000, help="services (default 1000)")
     parser.add_argument(
@@ -246,13 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--writer-queue", type=int, default=0, help="MEDIC_WRITER_QUEUE override")
     parser.add_argument("--writer-batch", type=int, default=0, help="MEDIC_WRITER_BATCH override")
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="experiment: run the server on uvloop (pip install uvloop into the venv first)",
+    )
     parser.add_argument("--label", default="", help="free text stored with the results")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dirs")
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 600 or not 0 <= args.warmup <= 60:
         parser.error("--duration must be 1..600 s and --warmup 0..60 s")
-    if not 1 <= args.connections <= 4096 or not 1 <= args.batch <= 1000:
-        parser.error("--connections must be 1..4096 and --batch 1..1000")
+    if not 1 <= args.connections <= 4096 or not 1 <= args.batch_connections <= 4096:
+        parser.error("--connections and --batch-connections must be 1..4096")
+    if not 1 <= args.batch <= 1000:
+        parser.error("--batch must be 1..1000")
     if not 1 <= args.services <= 100_000:
         parser.error("--services must be 1..100000")
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
@@ -264,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         with database(kind, keep=args.keep) as target:
             for mode in scenarios:
-                print(f"-- {kind} / {mode}: {args.duration:g}s, {args.connections} connections",
-                      flush=True)
+                print(f"-- {kind} / {mode}: {args.duration:g}s", flush=True)
                 rows.append(run_scenario(target, mode, args))
                 print(table([rows[-1]], COLUMNS), flush=True)
     print()
