@@ -112,6 +112,14 @@ def admin_token() -> str:
     return f"medic_bench{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
 
 
+_SERVE = "from medic_core.cli import main; main(['serve'])"
+LOOPS = {
+    # Hide uvloop, so `medic serve` falls back to the standard asyncio loop.
+    "asyncio": f"import sys; sys.modules['uvloop'] = None; {_SERVE}",
+    "uvloop": f"import uvloop; uvloop.install(); {_SERVE}",
+}
+
+
 @dataclass
 class Server:
     """``medic serve`` as a child process on a free loopback port."""
@@ -121,7 +129,9 @@ class Server:
     env_extra: dict[str, str] = field(default_factory=dict)
     port: int = 0
     token: str = field(default_factory=admin_token)
-    uvloop: bool = False  # run the event loop on uvloop (an experiment: Medic does not use it)
+    # "default": `medic serve` as shipped (uvloop when installed); "asyncio" or "uvloop" force
+    # that event loop (to measure what uvloop buys, or to compare with older trees).
+    loop: str = "default"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,12 +154,8 @@ class Server:
         self.logdir.mkdir(parents=True, exist_ok=True)
         log = (self.logdir / "server.log").open("ab")
         cmd = [str(VENV_BIN / "medic"), "serve"]
-        if self.uvloop:
-            cmd = [
-                str(VENV_BIN / "python"),
-                "-c",
-                "import uvloop; uvloop.install(); from medic_core.cli import main; main(['serve'])",
-            ]
+        if self.loop in LOOPS:
+            cmd = [str(VENV_BIN / "python"), "-c", LOOPS[self.loop]]
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=self.logdir)
         log.close()
         deadline = time.monotonic() + timeout

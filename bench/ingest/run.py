@@ -141,7 +141,7 @@ def run_scenario(target: Target, mode: str, args: argparse.Namespace) -> dict[st
     env = {"MEDIC_WRITER_QUEUE": str(args.writer_queue)} if args.writer_queue else {}
     if args.writer_batch:
         env["MEDIC_WRITER_BATCH"] = str(args.writer_batch)
-    server = Server(url, target.workdir / f"server-{mode}", env_extra=env, uvloop=args.uvloop)
+    server = Server(url, target.workdir / f"server-{mode}", env_extra=env, loop=args.loop)
     server.start()
     try:
         token = register(server, args.services)
@@ -183,6 +183,7 @@ def run_scenario(target: Target, mode: str, args: argparse.Namespace) -> dict[st
         "database": target.kind,
         "scenario": mode if mode != "batch" else f"batch{args.batch}",
         "connections": connections,
+        "loop": args.loop,
         "seconds": round(seconds, 1),
         "requests_2xx": ok_requests,
         "non_2xx": failed,
@@ -262,9 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writer-queue", type=int, default=0, help="MEDIC_WRITER_QUEUE override")
     parser.add_argument("--writer-batch", type=int, default=0, help="MEDIC_WRITER_BATCH override")
     parser.add_argument(
-        "--uvloop",
-        action="store_true",
-        help="experiment: run the server on uvloop (pip install uvloop into the venv first)",
+        "--loop",
+        choices=("default", "asyncio", "uvloop"),
+        default="default",
+        help="event loop of the server: default = as `medic serve` picks it (uvloop when "
+        "installed); asyncio or uvloop force one, to measure the difference",
     )
     parser.add_argument("--label", default="", help="free text stored with the results")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dirs")
