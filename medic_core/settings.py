@@ -73,6 +73,31 @@ class Settings:
     key_cache_ttl: float = _setting(5.0, "Seconds a verified API key is cached.")
     api_key: str = _setting("", "API key the CLI's client commands (medic ping) send.")
     otlp_endpoint: str = _setting("", "OTLP/HTTP endpoint for traces (needs the otel extra).")
+    notify_timeout: float = _setting(10.0, "Seconds one notification delivery may take.")
+    outbound_allow_hosts: str = _setting(
+        "",
+        "Comma-separated host names webhook targets may call (empty: any public host). "
+        "Entries may start with '*.' to allow subdomains.",
+    )
+    outbound_allow_networks: str = _setting(
+        "",
+        "Comma-separated CIDRs webhook targets may reach although they are private, loopback or "
+        "link-local (e.g. 10.20.0.0/16 for an internal receiver). Empty: none.",
+    )
+    slack_bot_token: str = _setting("", "Slack bot token (xoxb-...) the Slack notifier uses.")
+    slack_signing_secret: str = _setting(
+        "", "Slack signing secret; verifies Acknowledge/Resolve button clicks."
+    )
+    slack_api_url: str = _setting("https://slack.com/api", "Base URL of the Slack Web API.")
+    pagerduty_events_url: str = _setting(
+        "https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint."
+    )
+    smtp_host: str = _setting("", "SMTP server for the email notifier (empty: email disabled).")
+    smtp_port: int = _setting(587, "SMTP port.")
+    smtp_starttls: bool = _setting(True, "Upgrade the SMTP connection with STARTTLS (required).")
+    smtp_username: str = _setting("", "SMTP user name (empty: no authentication).")
+    smtp_password: str = _setting("", "SMTP password.")
+    smtp_from: str = _setting("", "Sender address of alert emails, e.g. Medic <medic@example.org>.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -13,6 +13,30 @@ from typing import Any, Literal, Protocol, runtime_checkable
 NotificationKind = Literal["opened", "acknowledged", "resolved", "reminder", "escalated", "test"]
 
 
+class DeliveryError(Exception):
+    """Raised by ``Notifier.send`` when a notification was not delivered.
+
+    ``retryable=False`` means trying again cannot help (the receiver rejected the request as
+    invalid, the configuration is wrong): Medic gives up at once instead of retrying.
+    ``status_code`` is the receiver's HTTP (or SMTP) reply code when there was one and
+    ``retry_after`` the seconds the receiver asked us to wait (HTTP 429/503 ``Retry-After``).
+    Any other exception is treated as retryable.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     """One message for one target about one alert.
@@ -20,12 +44,25 @@ class Notification:
     ``alert`` and ``service`` are the same JSON documents the REST API returns, so a notifier
     renders exactly what an operator sees in the API and UI. ``config`` is the target's
     configuration, already validated against the notifier's ``config_schema``.
+
+    ``target`` is the target's name; ``dedup_key`` is stable for the alert (the same on its
+    opening, reminders, acknowledgement and resolution; PagerDuty's ``dedup_key``).
+    ``state`` is what this notifier's ``send`` returned for earlier notifications of the same
+    alert to the same target (merged, later wins) — e.g. the Slack message ``ts`` to update.
+    ``links`` holds absolute URLs: ``alert`` (the alert in Medic) and ``runbook`` when the
+    service has one. ``delivery_id`` identifies this delivery across retries (an idempotency key
+    for receivers).
     """
 
     kind: NotificationKind
     alert: dict[str, Any]
     service: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
+    target: str = ""
+    dedup_key: str = ""
+    state: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    delivery_id: int | None = None
 
 
 @runtime_checkable
@@ -33,13 +70,17 @@ class Notifier(Protocol):
     """Delivers notifications somewhere (Slack, PagerDuty, a log...).
 
     ``name`` is unique among notifiers and is what targets refer to. ``config_schema`` is a JSON
-    Schema for a target's configuration. ``send`` raises on failure; Medic records the error.
+    Schema for a target's configuration; properties marked ``"writeOnly": true`` (secrets) are
+    never shown back by the API. ``send`` returns a small JSON-able dict to remember for later
+    notifications of the same alert to the same target (see ``Notification.state``) or None, and
+    raises on failure (``DeliveryError`` to say whether retrying can help). A notifier may also
+    define ``async close()``; Medic calls it on shutdown.
     """
 
     name: str
     config_schema: dict[str, Any]
 
-    async def send(self, notification: Notification) -> None: ...
+    async def send(self, notification: Notification) -> dict[str, Any] | None: ...
 
 
 HealthStatus = Literal["ok", "degraded", "down"]
