@@ -97,6 +97,9 @@ class Settings:
     smtp_starttls: bool = _setting(True, "Upgrade the SMTP connection with STARTTLS (required).")
     smtp_username: str = _setting("", "SMTP user name (empty: no authentication).")
     smtp_password: str = _setting("", "SMTP password.")
+    smtp_ca_file: str = _setting(
+        "", "PEM file of CAs trusted for the SMTP server's certificate (empty: the system's)."
+    )
     smtp_from: str = _setting("", "Sender address of alert emails, e.g. Medic <medic@example.org>.")
 
     @property

@@ -73,8 +73,11 @@ class Notifier(Protocol):
     Schema for a target's configuration; properties marked ``"writeOnly": true`` (secrets) are
     never shown back by the API. ``send`` returns a small JSON-able dict to remember for later
     notifications of the same alert to the same target (see ``Notification.state``) or None, and
-    raises on failure (``DeliveryError`` to say whether retrying can help). A notifier may also
-    define ``async close()``; Medic calls it on shutdown.
+    raises on failure (``DeliveryError`` to say whether retrying can help).
+
+    Optional methods: ``async check_target(config) -> HealthResult`` tests a target's
+    configuration without notifying anyone (``medic doctor``); ``async close()`` is called on
+    shutdown.
     """
 
     name: str

@@ -1,0 +1,1 @@
+"""Local servers that speak real third-party wire formats (Slack, PagerDuty, SMTP...)."""
