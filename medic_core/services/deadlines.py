@@ -7,19 +7,41 @@ row, so the writer, the registry and the monitor all compute deadlines the same 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from medic_core.clock import isoformat
-from medic_core.schedule import expected_at, parse_expectation, quorum_memory, remember
+from medic_core.schedule import (
+    Expectation,
+    expected_at,
+    parse_expectation,
+    quorum_memory,
+    remember,
+)
 from medic_core.store.models import Service
 
 
-def _recent(service: Service) -> list[datetime]:
+class Deadlined(Protocol):
+    """What deadline bookkeeping reads and writes: a ``Service`` row, or the heartbeat writer's
+    lighter copy of one (the writer's fast path does not load ORM objects)."""
+
+    expectation: dict[str, Any]
+    grace: int
+    recent_beats: list[str]
+    expected_at: datetime | None
+    next_due: datetime | None
+
+
+def _recent(service: Deadlined) -> list[datetime]:
     return [datetime.fromisoformat(v.replace("Z", "+00:00")) for v in service.recent_beats or []]
 
 
-def record_beat(service: Service, at: datetime) -> None:
-    """A heartbeat counted towards the expectation arrived at ``at``: move the deadline."""
-    expectation = parse_expectation(service.expectation)
+def record_beat(service: Deadlined, at: datetime, expectation: Expectation | None = None) -> None:
+    """A heartbeat counted towards the expectation arrived at ``at``: move the deadline.
+
+    ``expectation`` is ``service.expectation`` already parsed, when the caller has it.
+    """
+    if expectation is None:
+        expectation = parse_expectation(service.expectation)
     keep = quorum_memory(expectation)
     recent = remember(_recent(service), at, keep) if keep else []
     if keep:
@@ -50,7 +72,12 @@ def _plus_grace(due: datetime, grace: int) -> datetime:
     return due + timedelta(seconds=grace)
 
 
-def display_state(service: Service, now: datetime) -> str:
+class Stated(Protocol):
+    state: str
+    expected_at: datetime | None
+
+
+def display_state(service: Stated, now: datetime) -> str:
     """The state a person sees: ``late`` is ``up`` past ``expected_at`` but inside grace."""
     if service.state == "up" and service.expected_at is not None and now >= service.expected_at:
         return "late"

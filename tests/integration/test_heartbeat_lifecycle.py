@@ -286,3 +286,66 @@ async def test_one_failing_heartbeat_does_not_fail_the_batch_it_shares(medic: Me
     ]
     assert isinstance(results[1], MedicError) and "internal error" in results[1].message
     assert (await medic.services.get("good"))["state"] == "up"
+
+
+async def test_batched_ok_beats_move_deadlines_like_single_ones(
+    medic: Medic, clock: FakeClock
+) -> None:
+    """The writer's fast path (plain ok beats of up/new services) keeps every column the ORM
+    path would: the same service several times in one batch, a quorum service's memory."""
+    seen: list[tuple[str, str]] = []
+
+    async def record(event) -> None:
+        if event.type == "service.state_changed":
+            seen.append((event.data["slug"], event.data["state"]))
+
+    medic.bus.subscribe("test", record)
+    await add_service(medic, "every-minute", grace=5)
+    await add_service(
+        medic, "three-an-hour", expectation={"kind": "quorum", "min_count": 3, "window": 3600}
+    )
+    first = clock.now()
+    await medic.writer.submit_many(
+        [HeartbeatIn("every-minute"), HeartbeatIn("three-an-hour"), HeartbeatIn("three-an-hour")]
+    )
+    clock.advance(10)
+    results = await medic.writer.submit_many(
+        [HeartbeatIn("three-an-hour"), HeartbeatIn("every-minute"), HeartbeatIn("three-an-hour")]
+    )
+    assert [r.state for r in results] == ["up", "up", "up"]  # type: ignore[union-attr]
+    await medic.bus.drain()
+    assert sorted(seen) == [("every-minute", "up"), ("three-an-hour", "up")]  # new -> up once
+
+    minute = await medic.services.get("every-minute")
+    assert minute["state"] == "up"
+    assert minute["last_status"] == "ok"
+    assert minute["last_heartbeat_at"] == _iso(clock.now())
+    assert minute["next_due"] == _iso(clock.now() + timedelta(seconds=65))
+    quorum = await medic.services.get("three-an-hour")
+    # Four beats, three remembered: the window closes an hour after the oldest of those.
+    assert quorum["expected_at"] == _iso(first + timedelta(seconds=3600))
+    async with medic.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Heartbeat)) == 6
+
+
+async def test_ok_and_fail_for_one_service_in_one_batch_keep_their_order(
+    medic: Medic, clock: FakeClock
+) -> None:
+    """A service with a job signal in the batch takes the ORM path for all its beats, in order;
+    its neighbours stay on the fast path."""
+    await add_service(medic, "backup")
+    await add_service(medic, "web")
+    await medic.writer.submit_many(
+        [HeartbeatIn("backup"), HeartbeatIn("web"), HeartbeatIn("backup", "fail", exit_code=3)]
+    )
+    assert (await medic.services.get("backup"))["state"] == "down"
+    assert (await medic.services.get("web"))["state"] == "up"
+    assert [a["cause"] for a in await alerts_of(medic, "backup")] == ["failed"]
+    clock.advance(5)
+    await medic.writer.submit_many([HeartbeatIn("backup", "fail"), HeartbeatIn("backup")])
+    assert (await medic.services.get("backup"))["state"] == "up"
+    assert await alerts_of(medic, "backup", state="resolved") != []
+
+
+def _iso(at) -> str:
+    return at.isoformat().replace("+00:00", "Z")
