@@ -180,3 +180,26 @@ async def test_ingest_and_monitor_emit_spans(
     await medic.monitor.run_once()
     names = [s.name for s in exporter.get_finished_spans()]
     assert "heartbeats.write_batch" in names and "monitor.pass" in names
+
+
+async def test_http_requests_are_spans_only_when_a_tracer_provider_is_installed(
+    client: Any, admin_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+
+    import medic_core.server.http.middleware as middleware
+    from medic_core.observability.tracing import tracing_enabled
+
+    assert not tracing_enabled()  # the API's proxy provider: requests skip span creation
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    assert tracing_enabled()
+    monkeypatch.setattr(middleware, "tracer", provider.get_tracer("medic"))
+    response = await client.get(
+        "/api/v1/services", headers={"Authorization": f"Bearer {admin_token}"}
+    )
+    assert response.status == 200
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["GET /api/v1/services"].attributes["http.status_code"] == 200

@@ -6,9 +6,11 @@ or ``X-Api-Key``. An unknown route or method still gets a problem document, neve
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import secrets
 import time
-import uuid
 
 from aiohttp import web
 
@@ -21,7 +23,7 @@ from medic_core.errors import (
     Unauthorized,
     Unavailable,
 )
-from medic_core.observability.tracing import tracer
+from medic_core.observability.tracing import tracer, tracing_enabled
 from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, medic
 from medic_core.server.http.problems import from_error, from_http_exception, problem
 from medic_core.server.http.ratelimit import RateLimiter
@@ -37,25 +39,37 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+#: Request ids: a random per-process prefix and a counter -- unique across replicas without a
+#: uuid4 (and its urandom call) per request.
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:100] or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id", "")[:100] or (
+        f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+    )
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = _route_label(request)
     status = 500
-    with tracer.start_as_current_span(f"{request.method} {route}") as span:
+    span = (
+        tracer.start_as_current_span(f"{request.method} {route}")
+        if tracing_enabled()
+        else contextlib.nullcontext(None)
+    )
+    with span as current:
         try:
             response = await handler(request)
             status = response.status
             response.headers["X-Request-Id"] = request_id
             return response
         finally:
-            span.set_attribute("http.status_code", status)
-            metrics = medic(request).metrics
-            metrics.http_requests.labels(route, request.method, str(status)).inc()
-            metrics.http_latency.labels(route, request.method).observe(
-                time.perf_counter() - started
+            if current is not None:
+                current.set_attribute("http.status_code", status)
+            medic(request).metrics.observe_http(
+                route, request.method, status, time.perf_counter() - started
             )
 
 
