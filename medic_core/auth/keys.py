@@ -13,6 +13,7 @@ per key.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -97,6 +98,9 @@ class ApiKeys:
         self._clock = clock
         self._cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, str, Principal | None]] = {}
+        self._loading: dict[str, asyncio.Future[tuple[str, Principal | None]]] = {}
+        # Bumped by every revocation: a load that began before one must not cache what it read.
+        self._revocations = 0
         self._used: dict[int, datetime] = {}
         self._written: dict[int, datetime] = {}
 
@@ -208,34 +212,14 @@ class ApiKeys:
                 after=key_to_dict(key),
             )
         self._cache.pop(key.key_id, None)
+        self._loading.pop(key.key_id, None)
+        self._revocations += 1
         return key
 
     async def authenticate(self, token: str) -> Principal:
         key_id, secret = parse_token(token)
         digest = _hash(secret)
-        mono = time.monotonic()
-        cached = self._cache.get(key_id)
-        if cached is not None and mono - cached[0] < self._cache_ttl:
-            _, stored_hash, principal = cached
-        else:
-            async with self._db.sessions() as session:
-                key = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
-            if key is None or key.revoked_at is not None:
-                stored_hash, principal = "", None
-            else:
-                stored_hash = key.secret_hash
-                principal = Principal(
-                    id=key.id,
-                    key_id=key.key_id,
-                    name=key.name,
-                    scopes=frozenset(key.scopes),
-                    expires_at=key.expires_at,
-                )
-            if len(self._cache) >= _CACHE_MAX:
-                # Unknown key ids are cached too (so guessing costs no query each time);
-                # bound the cache so guessing cannot grow it without limit.
-                self._cache.clear()
-            self._cache[key_id] = (mono, stored_hash, principal)
+        stored_hash, principal = await self._lookup(key_id)
         # Compare even when the key is unknown, so timing does not reveal which key ids exist.
         matches = hmac.compare_digest(digest, stored_hash or "0" * 64)
         if principal is None or not matches:
@@ -245,6 +229,53 @@ class ApiKeys:
             raise Unauthorized(f"API key {key_id} expired at {isoformat(principal.expires_at)}")
         self._used[principal.id] = now
         return principal
+
+    async def _lookup(self, key_id: str) -> tuple[str, Principal | None]:
+        """The stored hash and principal of ``key_id`` (``""``, None when unknown or revoked).
+
+        Cached for ``cache_ttl`` seconds. When the entry is missing or stale, one query loads
+        it and every request for the same key waits for that one (single flight): at thousands
+        of requests per second an expiry otherwise sent every in-flight request to the database
+        at once.
+        """
+        cached = self._cache.get(key_id)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_ttl:
+            return cached[1], cached[2]
+        loading = self._loading.get(key_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(key_id))
+            self._loading[key_id] = loading
+            loading.add_done_callback(lambda done: self._loaded(key_id, done))
+        # shield: a client that hangs up must not cancel the load the others are waiting for.
+        return await asyncio.shield(loading)
+
+    def _loaded(self, key_id: str, done: asyncio.Future[tuple[str, Principal | None]]) -> None:
+        self._loading.pop(key_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here, so an error nobody awaited is not logged as lost
+
+    async def _load(self, key_id: str) -> tuple[str, Principal | None]:
+        mono, revocations = time.monotonic(), self._revocations
+        async with self._db.sessions() as session:
+            key = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+        principal: Principal | None = None
+        stored_hash = ""
+        if key is not None and key.revoked_at is None:
+            stored_hash = key.secret_hash
+            principal = Principal(
+                id=key.id,
+                key_id=key.key_id,
+                name=key.name,
+                scopes=frozenset(key.scopes),
+                expires_at=key.expires_at,
+            )
+        if len(self._cache) >= _CACHE_MAX:
+            # Unknown key ids are cached too (so guessing costs no query each time); bound the
+            # cache so guessing cannot grow it without limit.
+            self._cache.clear()
+        if revocations == self._revocations:
+            self._cache[key_id] = (mono, stored_hash, principal)
+        return stored_hash, principal
 
     async def flush_last_used(self) -> int:
         """Write ``last_used_at`` for keys used since the last flush (at most once a minute)."""

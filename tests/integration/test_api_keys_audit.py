@@ -467,3 +467,33 @@ async def test_supplied_admin_key_is_ignored_once_keys_exist(
         await problem_of(await client.get(KEYS, headers=auth(SUPPLIED)), 401)
         assert (await client.get(KEYS, headers=auth(generated))).status == 200
 
+
+
+async def test_concurrent_requests_share_one_key_lookup_and_revocation_still_wins(
+    medic: Medic, clock: FakeClock
+) -> None:
+    import asyncio
+
+    from sqlalchemy import event
+
+    from medic_core.auth import ApiKeys
+    from medic_core.errors import Unauthorized
+
+    keys = ApiKeys(medic.db, clock, cache_ttl=60.0)
+    _, token = await keys.create(name="busy", scopes=["heartbeat"], actor=Actor("test"))
+    lookups: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    event.listen(medic.db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        principals = await asyncio.gather(*(keys.authenticate(token) for _ in range(50)))
+        assert {p.name for p in principals} == {"busy"}
+        assert len(lookups) == 1  # single flight: one query for fifty concurrent requests
+        await keys.revoke(principals[0].id, actor=Actor("test"))
+        with pytest.raises(Unauthorized):
+            await keys.authenticate(token)  # the cached entry went with the revocation
+    finally:
+        event.remove(medic.db.engine.sync_engine, "before_cursor_execute", count)
