@@ -349,3 +349,32 @@ async def test_ok_and_fail_for_one_service_in_one_batch_keep_their_order(
 
 def _iso(at) -> str:
     return at.isoformat().replace("+00:00", "Z")
+
+
+async def test_monitor_skips_claims_whose_earliest_deadline_is_ahead(
+    medic: Medic, clock: FakeClock
+) -> None:
+    """A pass does not query for overruns or releases the previous pass saw none due of; a new
+    deadline (notice) makes the next pass look again, and nothing is missed."""
+    from sqlalchemy import event
+
+    claims: list[str] = []
+
+    def record(_conn, _cursor, statement: str, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "overrun_due <=" in statement or "notify_at <=" in statement:
+            claims.append(statement)
+
+    await add_service(medic, "job", max_duration=30)
+    await beat(medic, "job")
+    await medic.monitor.run_once()  # learns: no run, no suppressed alert
+    event.listen(medic.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await medic.monitor.run_once()
+        assert claims == []
+        await beat(medic, "job", status="start", run_id="r1")  # notice(): a new overrun deadline
+        clock.advance(31)
+        result = await medic.monitor.run_once()
+        assert result.overruns == 1
+        assert len(claims) == 2
+    finally:
+        event.remove(medic.db.engine.sync_engine, "before_cursor_execute", record)
