@@ -30,6 +30,10 @@ class Team(Base):
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    # How the team's unacknowledged alerts escalate and remind (none: only the first page).
+    escalation_policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("escalation_policies.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -127,6 +131,12 @@ class Alert(Base):
             postgresql_where=text("notify_at IS NOT NULL"),
         ),
         Index("ix_alerts_state_id", "state", "id"),
+        Index(
+            "ix_alerts_page_at",
+            "page_at",
+            sqlite_where=text("page_at IS NOT NULL"),
+            postgresql_where=text("page_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -148,6 +158,11 @@ class Alert(Base):
     suppressed_reason: Mapped[str | None] = mapped_column(String(200))
     notify_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Escalation: the policy level reached, reminders sent, and when the next page (escalation
+    # or reminder) is due while the alert stays open -- an indexed deadline like next_due.
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
+    page_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MaintenanceWindow(Base):
@@ -199,3 +214,115 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(Json)
     after: Mapped[dict[str, Any] | None] = mapped_column(Json)
     request_id: Mapped[str | None] = mapped_column(String(100))
+
+
+class Schedule(Base):
+    """A weekly schedule in an IANA zone: the working hours a target's period refers to.
+
+    ``weekly`` is a list of ``{"days": ["mon", ...], "start": "09:00", "end": "17:30"}``; an end
+    at or before the start runs past midnight into the next day.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    weekly: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EscalationPolicy(Base):
+    """What happens while an alert stays unacknowledged.
+
+    ``levels``: ``[{"after": seconds since opening, "targets": [target slug, ...]}, ...]`` in
+    increasing ``after``. ``repeat_every`` (seconds): remind everyone paged so far, at most
+    ``max_reminders`` times.
+    """
+
+    __tablename__ = "escalation_policies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    levels: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    repeat_every: Mapped[int | None] = mapped_column(Integer)
+    max_reminders: Mapped[int] = mapped_column(Integer, default=3)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NotificationTarget(Base):
+    """Where notifications go: a notifier plugin and its configuration.
+
+    Owned by a team (the team's services page it), by one service (an override that replaces
+    the team's targets for that service), or by neither (the fallback for services whose team
+    has no targets, and for services without a team). ``min_priority``: the least severe
+    priority notified (p1 is the most severe). ``period``: ``always``, or ``working_hours`` /
+    ``off_hours`` of ``schedule``.
+    """
+
+    __tablename__ = "notification_targets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    notifier: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    service_id: Mapped[int | None] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), index=True
+    )
+    min_priority: Mapped[str] = mapped_column(String(2), default="p5")
+    period: Mapped[str] = mapped_column(String(20), default="always")
+    schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("schedules.id", ondelete="RESTRICT"), index=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """The outbox: one notification of one alert to one target, written in the transaction that
+    changed the alert, and sent (with retries) by the delivery service.
+
+    ``status``: ``pending`` (waiting for ``next_attempt_at``), ``sent``, ``failed`` (gave up:
+    permanent error or attempts exhausted; re-drivable) or ``cancelled`` (no longer wanted,
+    e.g. a reminder after acknowledgement). ``key`` makes creation idempotent.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_deliveries_alert_target", "alert_id", "target_id", "id"),
+        Index("ix_deliveries_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    target_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_targets.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    # What the notifier returned (e.g. the Slack message ts), for later deliveries of the alert.
+    result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
