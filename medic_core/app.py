@@ -24,6 +24,7 @@ from medic_core.heartbeats.history import History
 from medic_core.maintenance.windows import MaintenanceWindows
 from medic_core.monitor import Monitor
 from medic_core.notify.dispatcher import NotificationDispatcher
+from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
 from medic_core.observability.metrics import Metrics
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
@@ -93,6 +94,9 @@ class Medic:
         self.audit = AuditLog(self.db)
         self.notifiers = self.plugins.notifiers(self)
         self.health_checks: dict[str, HealthCheck] = self.plugins.health_checks(self)
+        self.schedules = Schedules(self.db, self.clock)
+        self.escalations = EscalationPolicies(self.db, self.clock)
+        self.targets = Targets(self.db, self.clock, self.notifiers)
         self.dispatcher = NotificationDispatcher(
             self.notifiers, settings.notifier_names, self.metrics
         )

@@ -75,9 +75,10 @@ class Notifier(Protocol):
     notifications of the same alert to the same target (see ``Notification.state``) or None, and
     raises on failure (``DeliveryError`` to say whether retrying can help).
 
-    Optional methods: ``async check_target(config) -> HealthResult`` tests a target's
-    configuration without notifying anyone (``medic doctor``); ``async close()`` is called on
-    shutdown.
+    Optional methods: ``validate_config(config)`` checks what a JSON Schema cannot (raise
+    ``ValueError`` with a message for the operator; called when a target is saved, after the
+    schema); ``async check_target(config) -> HealthResult`` tests a target's configuration
+    without notifying anyone (``medic doctor``); ``async close()`` is called on shutdown.
     """
 
     name: str
