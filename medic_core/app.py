@@ -23,8 +23,10 @@ from medic_core.heartbeats import HeartbeatWriter
 from medic_core.heartbeats.history import History
 from medic_core.maintenance.windows import MaintenanceWindows
 from medic_core.monitor import Monitor
+from medic_core.notify.delivery import DeliveryService
 from medic_core.notify.dispatcher import NotificationDispatcher
 from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
+from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
@@ -63,7 +65,8 @@ class Medic:
             disabled=settings.disabled_plugin_names,
         )
         self.keys = ApiKeys(self.db, self.clock, cache_ttl=settings.key_cache_ttl)
-        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics)
+        self.router = Router(self.db)
+        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, self.router)
         self.monitor = Monitor(
             self.db,
             self.clock,
@@ -100,7 +103,11 @@ class Medic:
         self.dispatcher = NotificationDispatcher(
             self.notifiers, settings.notifier_names, self.metrics
         )
+        self.delivery = DeliveryService(
+            self.db, self.clock, self.metrics, self.notifiers, self.router, settings
+        )
         self.bus.subscribe("notifications", self.dispatcher.handle)
+        self.bus.subscribe("deliveries", self.delivery.on_event)
         self.bus.subscribe("plugins", self._plugin_event)
         self._background: list[asyncio.Task[None]] = []
         self.started = False
@@ -134,11 +141,13 @@ class Medic:
         return token
 
     async def start(self, *, monitor: bool = True) -> None:
-        """Start the background components (``monitor=False``: tests step it by hand)."""
+        """Start the background components (``monitor=False``: tests step the monitor and the
+        delivery service by hand)."""
         await self.bus.start()
         await self.writer.start()
         if monitor:
             await self.monitor.start()
+            await self.delivery.start()
         self._background = [
             asyncio.create_task(self._every(30.0, self.keys.flush_last_used), name="key-usage"),
             asyncio.create_task(self._every(15.0, self._refresh_alert_gauge), name="alert-gauge"),
@@ -151,13 +160,25 @@ class Medic:
             await self.plugins.acall("medic_shutdown", medic=self)
             await self.writer.stop()
             await self.monitor.stop()
+            await self.delivery.stop()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await self.keys.flush_last_used()
             await self.bus.stop()
             self.started = False
+        await self._close_notifiers()
         await self.db.close()
+
+    async def _close_notifiers(self) -> None:
+        for name, notifier in self.notifiers.items():
+            close = getattr(notifier, "close", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("notifier %s failed to close: %s", name, exc)
 
     async def _every(self, seconds: float, step: Any) -> None:
         while True:

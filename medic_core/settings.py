@@ -74,6 +74,20 @@ class Settings:
     api_key: str = _setting("", "API key the CLI's client commands (medic ping) send.")
     otlp_endpoint: str = _setting("", "OTLP/HTTP endpoint for traces (needs the otel extra).")
     notify_timeout: float = _setting(10.0, "Seconds one notification delivery may take.")
+    delivery_max_attempts: int = _setting(
+        12, "Attempts per notification before it is marked failed (re-drivable)."
+    )
+    delivery_backoff: float = _setting(
+        5.0, "First retry delay in seconds; doubles per attempt, with full jitter."
+    )
+    delivery_backoff_max: float = _setting(900.0, "Longest delay between two attempts (s).")
+    delivery_concurrency: int = _setting(16, "Notifications sent at once by one process.")
+    breaker_failures: int = _setting(
+        5, "Consecutive failures of a target that open its circuit breaker."
+    )
+    breaker_cooldown: float = _setting(
+        60.0, "Seconds an open breaker holds a target's deliveries before one probe."
+    )
     outbound_allow_hosts: str = _setting(
         "",
         "Comma-separated host names webhook targets may call (empty: any public host). "

@@ -27,6 +27,7 @@ from medic_core.audit import SYSTEM, Actor, AuditRecord, record_audit, record_au
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import EventBus, PendingEvents
+from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import Alert, Service
@@ -84,11 +85,20 @@ def alert_to_dict(alert: Alert, service: Service) -> dict[str, Any]:
 
 
 class AlertBook:
-    def __init__(self, db: Database, clock: Clock, bus: EventBus, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bus: EventBus,
+        metrics: Metrics,
+        router: Router | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._bus = bus
         self._metrics = metrics
+        # Queues the notifications of each transition in the transition's own transaction.
+        self._router = router or Router(db)
 
     # -- inside a caller's transaction -------------------------------------------------------
 
@@ -180,6 +190,7 @@ class AlertBook:
             pending.add("alert.opened", now, alert=body)
             self._metrics.alerts.labels(alert.cause, "open").inc()
         await record_audit_many(session, actor=SYSTEM, at=now, entries=records)
+        await self._router.opened_in(session, [(a, s) for a, s in fresh if not a.suppressed], now)
         return [a for a, _ in fresh]
 
     async def resolve_in(
@@ -205,6 +216,7 @@ class AlertBook:
         ).all()
         for alert in alerts:
             self._resolve(session, pending, alert, service, now=now, actor=actor, note=resolution)
+        await self._router.closed_in(session, "resolved", alerts, now)
         return list(alerts)
 
     def _resolve(
@@ -252,6 +264,7 @@ class AlertBook:
         if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True, of=Alert)
         rows = (await session.execute(query)).all()
+        released: list[tuple[Alert, Service]] = []
         for alert, service in rows:
             reason, notify_at = await suppression_for(session, service, now)
             if reason is not None:
@@ -262,7 +275,9 @@ class AlertBook:
             alert.suppressed = False
             alert.notify_at = None
             alert.notified_at = now
+            released.append((alert, service))
             pending.add("alert.released", now, alert=alert_to_dict(alert, service))
+        await self._router.opened_in(session, released, now)
         return len(rows)
 
     # -- whole operations (own transaction) --------------------------------------------------
@@ -304,6 +319,7 @@ class AlertBook:
                 after=after,
             )
             pending.add("alert.acknowledged", now, alert=after)
+            await self._router.closed_in(session, "acknowledged", [alert], now)
         self._metrics.alerts.labels(alert.cause, "acknowledged").inc()
         pending.publish(self._bus)
         return after
@@ -326,6 +342,7 @@ class AlertBook:
                 actor=actor,
                 note=note or f"resolved by {actor.name}",
             )
+            await self._router.closed_in(session, "resolved", [alert], now)
             body = alert_to_dict(alert, service)
         pending.publish(self._bus)
         return body

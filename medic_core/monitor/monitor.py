@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, func, select, update
@@ -31,6 +31,7 @@ from medic_core.observability.metrics import Metrics
 from medic_core.observability.tracing import tracer
 from medic_core.store import Database, is_transient_db_error
 from medic_core.store.models import Alert, JobRun, Service
+from medic_core.store.types import instant_from_db
 
 log = logging.getLogger(__name__)
 _SERVICES = cast(Table, Service.__table__)
@@ -202,7 +203,8 @@ class Monitor:
         )
         async with self._db.sessions() as session:
             values = [
-                _aware(v) if v is not None else None for v in (await session.execute(query)).one()
+                instant_from_db(v) if v is not None else None
+                for v in (await session.execute(query)).one()
             ]
         self._ahead = (values[1], values[2])
         found = [v for v in values if v is not None]
@@ -267,10 +269,3 @@ class Monitor:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _aware(value: datetime) -> datetime:
-    # MIN() over the SQLite column returns the stored (naive UTC) text, not the decorated type.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

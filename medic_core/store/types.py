@@ -39,6 +39,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def instant_from_db(value: datetime | str) -> datetime:
+    """An aware instant from a raw column value.
+
+    Aggregates such as ``MIN()`` over a SQLite column return the stored (naive UTC) text, not
+    the decorated type, so a caller reading them gets a string.
+    """
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 #: Integer primary keys: BIGINT on PostgreSQL, INTEGER on SQLite (where only ``INTEGER PRIMARY
 #: KEY`` is the rowid alias that autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
