@@ -343,7 +343,7 @@ class DeliveryService:
                     message = f"{type(error).__name__}: {message}"
                 delivery.last_error = message[:1000]
                 delivery.response_code = code
-                self._breaker_failed(outcome.job.target_id)
+                self._breaker_failed(outcome.job.target_id, outcome.job.notification.target)
                 if not retryable or delivery.attempts >= self._settings.delivery_max_attempts:
                     delivery.status = "failed"
                     delivery.next_attempt_at = None
@@ -382,7 +382,7 @@ class DeliveryService:
     def _breaker_ok(self, target_id: int) -> None:
         self._breakers.pop(target_id, None)
 
-    def _breaker_failed(self, target_id: int) -> None:
+    def _breaker_failed(self, target_id: int, target: str) -> None:
         breaker = self._breakers.setdefault(target_id, _Breaker())
         breaker.failures += 1
         if breaker.failures >= self._settings.breaker_failures:
@@ -390,8 +390,12 @@ class DeliveryService:
             # it is the probe -- a failure re-opens at once, a success closes.
             breaker.open_until = time.monotonic() + self._settings.breaker_cooldown
             breaker.failures = self._settings.breaker_failures - 1
-            self._metrics.notifications.labels("breaker", "opened").inc()
-            log.warning("circuit breaker opened for target %d", target_id)
+            self._metrics.breaker_opened.labels(target).inc()
+            log.warning(
+                "circuit breaker opened for target %s: deliveries held for %.0fs",
+                target,
+                self._settings.breaker_cooldown,
+            )
 
     async def _next_due(self) -> datetime | None:
         query = select(

@@ -90,6 +90,12 @@ class Metrics:
             ["subscriber"],
             registry=r,
         )
+        self.breaker_opened = Counter(
+            "medic_delivery_breaker_opened",
+            "Times a target's circuit breaker opened (its deliveries held for the cool-down).",
+            ["target"],
+            registry=r,
+        )
         self.notifications = Counter(
             "medic_notifications",
             "Notifications handed to notifier plugins, by notifier and outcome.",
