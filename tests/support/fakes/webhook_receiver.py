@@ -66,14 +66,14 @@ class ReceivedRequest:
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self, secret: str | None = None, port: int | None = None) -> None:
         self.secret = secret
         self.requests: list[ReceivedRequest] = []
         self._responses: list[tuple[int, dict[str, str], str]] = []
         self._redirect: str | None = None
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._server = TestServer(app, host="127.0.0.1")
+        self._server = TestServer(app, host="127.0.0.1", port=port)
 
     @property
     def port(self) -> int:
