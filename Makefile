@@ -40,8 +40,8 @@ postgres-binaries:
 	fi
 
 lint: install
-	$(BIN)/ruff check medic_core medic_plugins tests bench
-	$(BIN)/ruff format --check medic_core medic_plugins
+	$(BIN)/ruff check medic_core medic_plugins tests bench examples
+	$(BIN)/ruff format --check medic_core medic_plugins examples
 
 typecheck: install
 	$(BIN)/mypy --strict medic_core
@@ -50,6 +50,8 @@ pytest: install postgres-binaries
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=medic_core --cov=medic_plugins --cov-report=term-missing:skip-covered \
 		--cov-fail-under=85
+	# The example plugin's own tests, run the way its authors would (its own pytest config).
+	cd examples/medic-plugin-example && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test: lint typecheck pytest
 

@@ -157,7 +157,8 @@ class Medic:
 
     async def stop(self) -> None:
         if self.started:
-            await self.plugins.acall("medic_shutdown", medic=self)
+            # Producers first, then the events they published, then the plugins' shutdown
+            # (so shutdown hooks see every event), then the bus.
             await self.writer.stop()
             await self.monitor.stop()
             await self.delivery.stop()
@@ -165,6 +166,11 @@ class Medic:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await self.keys.flush_last_used()
+            try:
+                await self.bus.drain()
+            except TimeoutError:
+                log.warning("shutting down with events not yet handled by every subscriber")
+            await self.plugins.acall("medic_shutdown", medic=self)
             await self.bus.stop()
             self.started = False
         await self._close_notifiers()

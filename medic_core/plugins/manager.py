@@ -123,7 +123,15 @@ class PluginManager:
     def _collect(self, hook: str, kind: type, medic: Any) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for plugin, items in self.call(hook, medic=medic):
-            for item in items or []:
+            if inspect.iscoroutine(items):
+                items.close()
+                self._failed(plugin, hook, TypeError(f"{hook} must be a plain function, not async"))
+                continue
+            if not isinstance(items, list | tuple):
+                if items is not None:
+                    self._failed(plugin, hook, TypeError(f"{hook} must return a list"))
+                continue
+            for item in items:
                 name = getattr(item, "name", None)
                 if not isinstance(item, kind) or not isinstance(name, str):
                     self._failed(plugin, hook, TypeError(f"{item!r} is not a {kind.__name__}"))

@@ -138,3 +138,22 @@ async def test_health_check_plugin_reports_database_state(tmp_path: Any) -> None
         assert result.status == "down" and result.detail
     finally:
         await down.close()
+
+
+def test_a_list_hook_that_is_async_or_returns_a_non_list_is_a_counted_failure() -> None:
+    async def async_notifiers() -> list[Any]:
+        return [GoodNotifier()]
+
+    metrics = Metrics()
+    manager = PluginManager(
+        metrics,
+        entry_points=False,
+        plugins=[
+            ("async-one", types.SimpleNamespace(medic_notifiers=hookimpl(async_notifiers))),
+            ("single", types.SimpleNamespace(medic_notifiers=hookimpl(lambda: GoodNotifier()))),
+            ("fine", types.SimpleNamespace(medic_notifiers=hookimpl(lambda: [GoodNotifier()]))),
+        ],
+    )
+    assert list(manager.notifiers(medic=None)) == ["good"]
+    assert _errors(metrics, "async-one", "medic_notifiers") == 1
+    assert _errors(metrics, "single", "medic_notifiers") == 1
