@@ -151,6 +151,10 @@ class Medic:
         self._background = [
             asyncio.create_task(self._every(30.0, self.keys.flush_last_used), name="key-usage"),
             asyncio.create_task(self._every(15.0, self._refresh_alert_gauge), name="alert-gauge"),
+            asyncio.create_task(
+                self._every(60.0, self.delivery.refresh_target_health, first=1.0),
+                name="target-health",
+            ),
         ]
         await self.plugins.acall("medic_startup", medic=self)
         self.started = True
@@ -186,9 +190,11 @@ class Medic:
             except Exception as exc:
                 log.warning("notifier %s failed to close: %s", name, exc)
 
-    async def _every(self, seconds: float, step: Any) -> None:
+    async def _every(self, seconds: float, step: Any, *, first: float | None = None) -> None:
+        delay = seconds if first is None else first
         while True:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(delay)
+            delay = seconds
             try:
                 await step()
             except Exception as exc:

@@ -133,6 +133,9 @@ class DeliveryService:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._public_url = settings.resolved_public_url
+        #: The latest connection test of each enabled target (``refresh_target_health``), shown
+        #: in /health/ready: tested in the background, so probes never wait on Slack or SMTP.
+        self.target_health: dict[str, HealthResult] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -593,6 +596,19 @@ class DeliveryService:
             "response_code": error.status_code if isinstance(error, DeliveryError) else None,
             "duration_ms": round(outcome.seconds * 1000, 1),
         }
+
+    async def refresh_target_health(self) -> None:
+        """Test every enabled target's configuration (concurrently) and keep the results."""
+        async with self._db.sessions() as session:
+            slugs = (
+                await session.scalars(
+                    select(NotificationTarget.slug)
+                    .where(NotificationTarget.enabled.is_(True))
+                    .order_by(NotificationTarget.slug)
+                )
+            ).all()
+        results = await asyncio.gather(*(self.check_target(slug) for slug in slugs))
+        self.target_health = dict(zip(slugs, results, strict=True))
 
     async def check_target(self, slug: str) -> HealthResult:
         """Test a target's configuration without notifying anyone (``medic doctor``)."""

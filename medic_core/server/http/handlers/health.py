@@ -20,7 +20,8 @@ async def health(request: web.Request) -> web.Response:
 @routes.get(
     "/health/ready",
     scope=PUBLIC,
-    summary="Readiness: database and plugin health checks (503 when a critical one is down).",
+    summary="Readiness: database, plugin and notification-target checks (503 when a critical "
+    "one is down).",
     tag="health",
 )
 async def ready(request: web.Request) -> web.Response:
@@ -30,6 +31,10 @@ async def ready(request: web.Request) -> web.Response:
         name: {"status": r.status, "detail": r.detail, "critical": app.health_checks[name].critical}
         for name, r in results.items()
     }
+    # Notification targets, as last tested in the background: informative, never critical
+    # (a Slack outage must not take Medic out of its load balancer).
+    for slug, r in app.delivery.target_health.items():
+        checks[f"target:{slug}"] = {"status": r.status, "detail": r.detail, "critical": False}
     healthy = all(c["status"] == "ok" or not c["critical"] for c in checks.values())
     body = {"status": "ok" if healthy else "unavailable", "checks": checks}
     return json_response(body, status=200 if healthy else 503)
