@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck pytest postgres-binaries clean help
+.PHONY: run test install lint typecheck pytest server-binaries clean help
 
 help:
 	@echo "make run    install and start Medic on the embedded SQLite database"
@@ -27,16 +27,19 @@ run: install
 	$(BIN)/medic serve
 
 # PostgreSQL server binaries for the storage tests (the tests start a private cluster).
-postgres-binaries:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
-		echo "PostgreSQL server binaries: present"; \
-	elif [ -n "$$MEDIC_TEST_POSTGRES_URL" ]; then \
-		echo "PostgreSQL: using MEDIC_TEST_POSTGRES_URL"; \
+# Servers the tests start privately (PostgreSQL, Redis), from Debian packages when missing.
+server-binaries:
+	@missing=""; \
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \
+		&& [ -z "$$MEDIC_TEST_POSTGRES_URL" ]; then missing="postgresql"; fi; \
+	if ! command -v redis-server >/dev/null 2>&1; then missing="$$missing redis-server"; fi; \
+	if [ -z "$$missing" ]; then \
+		echo "PostgreSQL and Redis server binaries: present"; \
 	elif [ "$$(id -u)" = "0" ]; then \
-		echo "installing PostgreSQL server binaries (apt-get install postgresql)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		echo "installing$$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "PostgreSQL server binaries missing: run 'sudo apt-get install -y postgresql'" >&2; exit 1; \
+		echo "missing server binaries:$$missing -- run 'sudo apt-get install -y$$missing'" >&2; exit 1; \
 	fi
 
 lint: install
@@ -46,7 +49,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict medic_core
 
-pytest: install postgres-binaries
+pytest: install server-binaries
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=medic_core --cov=medic_plugins --cov-report=term-missing:skip-covered \
 		--cov-fail-under=85

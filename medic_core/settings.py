@@ -73,6 +73,9 @@ class Settings:
     key_cache_ttl: float = _setting(5.0, "Seconds a verified API key is cached.")
     api_key: str = _setting("", "API key the CLI's client commands (medic ping) send.")
     otlp_endpoint: str = _setting("", "OTLP/HTTP endpoint for traces (needs the otel extra).")
+    redis_url: str = _setting(
+        "", "Redis URL (redis:// or rediss:// for TLS); when set, /health/ready checks it."
+    )
     notify_timeout: float = _setting(10.0, "Seconds one notification delivery may take.")
     delivery_max_attempts: int = _setting(
         12, "Attempts per notification before it is marked failed (re-drivable)."
