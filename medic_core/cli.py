@@ -1,8 +1,8 @@
 """The ``medic`` command line.
 
-Administrative commands (``db``, ``apikey``, ``service``, ``plugins``) work on the database named
-by the settings, through the same domain code the API uses; ``ping`` is an HTTP client for cron
-lines and scripts.
+Administrative commands (``db``, ``apikey``, ``service``, ``schedule``, ``escalation``,
+``target``, ``team``, ``plugins``, ``doctor``) work on the database named by the settings,
+through the same domain code the API uses; ``ping`` is an HTTP client for cron lines and scripts.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ async def _with_medic(settings: Settings, work: Callable[[Any], Awaitable[None]]
             await upgrade(medic.db)
         await work(medic)
     finally:
-        await medic.db.close()
+        await medic.stop()  # not started: closes the notifiers' connections and the database
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -151,6 +151,7 @@ def _expectation(args: argparse.Namespace) -> dict[str, Any]:
     return {"kind": "quorum", "min_count": args.quorum, "window": args.window}
 
 
+_PRIORITIES = ["p1", "p2", "p3", "p4", "p5"]
 _SERVICE_COLUMNS = ["slug", "state", "priority", "team", "last_heartbeat_at", "next_due", "muted"]
 
 
@@ -201,6 +202,357 @@ def cmd_service(args: argparse.Namespace, settings: Settings) -> None:
             _emit(args, await change(args.slug, actor=_actor()), _SERVICE_COLUMNS)
 
     asyncio.run(_with_medic(settings, work))
+
+
+# -- alert delivery: schedules, escalation policies, targets, a team's policy ----------------------
+
+
+def _json_option(value: str, option: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise MedicError(f"{option} is not valid JSON: {exc}") from None
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _days(text: str) -> list[str]:
+    """``mon-fri,sun`` -> ``["mon", "tue", "wed", "thu", "fri", "sun"]`` (ranges may wrap)."""
+    days: list[str] = []
+    for part in text.lower().split(","):
+        first, _, last = part.partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise MedicError(
+                f"--hours: {part!r} is not a day or a day range: use {', '.join(_DAYS)}, "
+                "e.g. mon-fri or sat,sun"
+            )
+        start = _DAYS.index(first)
+        span = (_DAYS.index(last) - start) % 7 if last else 0
+        days += [
+            _DAYS[(start + i) % 7] for i in range(span + 1) if _DAYS[(start + i) % 7] not in days
+        ]
+    return days
+
+
+def _hours(values: Sequence[str]) -> list[dict[str, Any]]:
+    """``--hours "mon-fri 09:00-17:30"`` options as the API's ``weekly`` ranges."""
+    weekly = []
+    for value in values:
+        days, _, times = value.strip().partition(" ")
+        start, _, end = times.strip().partition("-")
+        if not days or not start or not end:
+            raise MedicError(
+                f"--hours {value!r} must look like 'DAYS HH:MM-HH:MM', e.g. 'mon-fri 09:00-17:30'"
+            )
+        weekly.append({"days": _days(days), "start": start.strip(), "end": end.strip()})
+    return weekly
+
+
+def _weekly_text(weekly: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(f"{','.join(r['days'])} {r['start']}-{r['end']}" for r in weekly)
+
+
+def _schedule_row(schedule: dict[str, Any]) -> dict[str, Any]:
+    return {**schedule, "hours": _weekly_text(schedule["weekly"])}
+
+
+_SCHEDULE_COLUMNS = ["slug", "name", "timezone", "hours"]
+
+
+def _emit_view(
+    args: argparse.Namespace,
+    data: Any,
+    columns: Sequence[str],
+    view: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """``_emit`` with table rows made by ``view`` (JSON output stays the API form)."""
+    if getattr(args, "json", False):
+        _emit(args, data)
+    elif isinstance(data, list):
+        _emit(args, [view(item) for item in data], columns)
+    else:
+        _emit(args, view(data), columns)
+
+
+async def _all(list_page: Callable[..., Awaitable[Any]], **filters: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = await list_page(**filters, cursor=cursor, limit=500)
+        items.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return items
+
+
+def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(medic: Any) -> None:
+        command = args.schedule_command
+        schedules = medic.schedules
+        if command in ("add", "update"):
+            data: dict[str, Any] = {}
+            if args.hours and args.weekly is not None:
+                raise MedicError("give the hours with --hours or --weekly, not both")
+            if args.hours:
+                data["weekly"] = _hours(args.hours)
+            elif args.weekly is not None:
+                data["weekly"] = _json_option(args.weekly, "--weekly")
+            for key in ("name", "timezone"):
+                if getattr(args, key) is not None:
+                    data[key] = getattr(args, key)
+            if command == "add":
+                if "weekly" not in data:
+                    raise MedicError("give the hours: --hours 'mon-fri 09:00-17:30' (repeatable)")
+                result = await schedules.create({"slug": args.slug, **data}, actor=_actor())
+            else:
+                result = await schedules.update(args.slug, data, actor=_actor())
+            _emit_view(args, result, _SCHEDULE_COLUMNS, _schedule_row)
+        elif command == "list":
+            _emit_view(args, await _all(schedules.list), _SCHEDULE_COLUMNS, _schedule_row)
+        elif command == "show":
+            print(json.dumps(await schedules.get(args.slug), indent=2))
+        else:
+            await schedules.delete(args.slug, actor=_actor())
+            print(f"removed schedule {args.slug}")
+
+    asyncio.run(_with_medic(settings, work))
+
+
+def _level(value: str) -> dict[str, Any]:
+    after, _, targets = value.partition(":")
+    try:
+        seconds = int(after)
+    except ValueError:
+        seconds = -1
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    if seconds < 0 or not names:
+        raise MedicError(
+            f"--level {value!r} must look like SECONDS:TARGET[,TARGET...], e.g. 900:sre-pager"
+        )
+    return {"after": seconds, "targets": names}
+
+
+def _policy_row(policy: dict[str, Any]) -> dict[str, Any]:
+    levels = "; ".join(f"{lv['after']}s: {','.join(lv['targets'])}" for lv in policy["levels"])
+    return {**policy, "levels": levels}
+
+
+_POLICY_COLUMNS = ["slug", "name", "levels", "repeat_every", "max_reminders"]
+
+
+def cmd_escalation(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(medic: Any) -> None:
+        command = args.escalation_command
+        policies = medic.escalations
+        if command in ("add", "update"):
+            data: dict[str, Any] = {}
+            if args.level and args.levels is not None:
+                raise MedicError("give the levels with --level or --levels, not both")
+            if args.level:
+                data["levels"] = [_level(value) for value in args.level]
+            elif args.levels is not None:
+                data["levels"] = _json_option(args.levels, "--levels")
+            if args.name is not None:
+                data["name"] = args.name
+            if args.max_reminders is not None:
+                data["max_reminders"] = args.max_reminders
+            if args.repeat_every is not None:
+                data["repeat_every"] = args.repeat_every
+            if getattr(args, "no_repeat", False):
+                data["repeat_every"] = None
+            if command == "add":
+                result = await policies.create({"slug": args.slug, **data}, actor=_actor())
+            else:
+                result = await policies.update(args.slug, data, actor=_actor())
+            _emit_view(args, result, _POLICY_COLUMNS, _policy_row)
+        elif command == "list":
+            _emit_view(args, await _all(policies.list), _POLICY_COLUMNS, _policy_row)
+        elif command == "show":
+            print(json.dumps(await policies.get(args.slug), indent=2))
+        else:
+            await policies.delete(args.slug, actor=_actor())
+            print(f"removed escalation policy {args.slug}")
+
+    asyncio.run(_with_medic(settings, work))
+
+
+def _target_config(args: argparse.Namespace) -> Any:
+    if args.config is not None and args.config_file is not None:
+        raise MedicError("give the configuration with --config or --config-file, not both")
+    if args.config is not None:
+        return _json_option(args.config, "--config")
+    if args.config_file is None:
+        return None
+    try:
+        if args.config_file == "-":
+            raw = sys.stdin.read()
+        else:
+            with open(args.config_file, encoding="utf-8") as handle:
+                raw = handle.read()
+    except OSError as exc:
+        raise MedicError(f"cannot read --config-file {args.config_file}: {exc.strerror}") from None
+    return _json_option(raw, f"--config-file {args.config_file}")
+
+
+def _target_row(target: dict[str, Any]) -> dict[str, Any]:
+    if target["service"]:
+        owner = f"service:{target['service']}"
+    elif target["team"]:
+        owner = f"team:{target['team']}"
+    else:
+        owner = "(fallback)"
+    return {**target, "owner": owner}
+
+
+_TARGET_COLUMNS = ["slug", "notifier", "owner", "min_priority", "period", "schedule", "enabled"]
+
+
+def _target_fields(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    config = _target_config(args)
+    if config is not None:
+        data["config"] = config
+    if args.team is not None and args.service is not None:
+        raise MedicError("a target belongs to a team or to a service: give --team or --service")
+    if args.team is not None:
+        data["team"] = args.team
+    if args.service is not None:
+        data["service"] = args.service
+    if getattr(args, "fallback", False):
+        if "team" in data or "service" in data:
+            raise MedicError("--fallback means no team and no service: drop --team/--service")
+        data["team"] = data["service"] = None
+    for key in ("name", "notifier", "min_priority", "period", "schedule"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    if getattr(args, "no_schedule", False):
+        data["schedule"] = None
+    if args.enabled is not None:
+        data["enabled"] = args.enabled
+    return data
+
+
+_TEST_COLUMNS = ["target", "notifier", "ok", "response_code", "duration_ms", "error"]
+
+
+def cmd_target(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(medic: Any) -> None:
+        command = args.target_command
+        targets = medic.targets
+        if command == "add":
+            data = {"slug": args.slug, **_target_fields(args)}
+            _emit_view(
+                args, await targets.create(data, actor=_actor()), _TARGET_COLUMNS, _target_row
+            )
+        elif command == "update":
+            result = await targets.update(args.slug, _target_fields(args), actor=_actor())
+            _emit_view(args, result, _TARGET_COLUMNS, _target_row)
+        elif command == "list":
+            items = await _all(
+                targets.list,
+                team=args.team,
+                service=args.service,
+                notifier=args.notifier,
+                enabled=args.enabled,
+            )
+            _emit_view(args, items, _TARGET_COLUMNS, _target_row)
+        elif command == "show":
+            print(json.dumps(await targets.get(args.slug), indent=2))
+        elif command == "remove":
+            await targets.delete(args.slug, actor=_actor())
+            print(f"removed target {args.slug}")
+        elif command == "test":
+            result = await medic.delivery.test_target(args.slug)
+            _emit(
+                args, result, ["target", "notifier", "ok", "response_code", "duration_ms", "error"]
+            )
+            if not result.get("ok"):
+                raise SystemExit(1)
+        else:
+            health = await medic.delivery.check_target(args.slug)
+            checked = {"target": args.slug, "status": health.status, "detail": health.detail}
+            _emit(args, checked, ["target", "status", "detail"])
+            if health.status == "down":
+                raise SystemExit(1)
+
+    asyncio.run(_with_medic(settings, work))
+
+
+def cmd_team(args: argparse.Namespace, settings: Settings) -> None:
+    if (args.policy is None) == (not args.none):
+        raise MedicError("give an escalation policy slug, or --none to remove the team's policy")
+
+    async def work(medic: Any) -> None:
+        team = await medic.teams.update(
+            args.team, {"escalation_policy": args.policy}, actor=_actor()
+        )
+        _emit(args, team, ["slug", "name", "escalation_policy"])
+
+    asyncio.run(_with_medic(settings, work))
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+_TARGET_CHECK_TIMEOUT = 30.0
+
+
+async def _doctor(settings: Settings) -> list[dict[str, str]]:
+    """Readiness checks, the schema revision, then every enabled target's own check."""
+    from medic_core.app import Medic
+    from medic_core.store.migrate import current_revision, head_revision
+
+    medic = Medic(settings)
+    try:
+        rows = [
+            {"check": name, "status": result.status, "detail": result.detail}
+            for name, result in (await medic.readiness()).items()
+        ]
+        if any(r["check"] == "database" and r["status"] == "down" for r in rows):
+            return rows  # nothing below can be read
+        try:
+            current = await current_revision(medic.db)
+        except Exception as exc:
+            detail = f"cannot read the schema revision: {type(exc).__name__}: {exc}"
+            return [*rows, {"check": "schema", "status": "down", "detail": detail[:300]}]
+        head = head_revision()
+        if current != head:
+            detail = f"at {current or 'an empty database'}, latest {head}: run `medic db upgrade`"
+            return [*rows, {"check": "schema", "status": "degraded", "detail": detail}]
+        rows.append({"check": "schema", "status": "ok", "detail": f"at {head}"})
+        return rows + await _doctor_targets(medic)
+    finally:
+        await medic.stop()
+
+
+async def _doctor_targets(medic: Any) -> list[dict[str, str]]:
+    slugs = [t["slug"] for t in await _all(medic.targets.list, enabled=True)]
+    delivery = getattr(medic, "delivery", None)
+    if not slugs:
+        return []
+    if delivery is None:
+        detail = f"{len(slugs)} enabled target(s) not checked: this Medic has no delivery service"
+        return [{"check": "targets", "status": "degraded", "detail": detail}]
+
+    async def check(target: str) -> dict[str, str]:
+        try:
+            async with asyncio.timeout(_TARGET_CHECK_TIMEOUT):
+                result = await delivery.check_target(target)
+        except MedicError as exc:
+            return {"check": f"target:{target}", "status": "down", "detail": str(exc)}
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            return {"check": f"target:{target}", "status": "down", "detail": detail}
+        return {"check": f"target:{target}", "status": result.status, "detail": result.detail}
+
+    return list(await asyncio.gather(*(check(target) for target in slugs)))
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> None:
+    rows = asyncio.run(_doctor(settings))
+    _emit(args, rows, ["check", "status", "detail"])
+    if any(row["status"] == "down" for row in rows):
+        raise SystemExit(1)
 
 
 def cmd_ping(args: argparse.Namespace, settings: Settings) -> None:
@@ -368,7 +720,137 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the effective settings")
     config.add_argument("--markdown", action="store_true", help="print the settings reference")
     config.set_defaults(func=cmd_config)
+
+    _add_delivery_commands(sub)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the database, the schema and every enabled notification target",
+        description="Runs the readiness checks (as /health/ready), compares the schema with the "
+        "latest migration, then checks each enabled target's configuration without notifying "
+        "anyone. Exits 1 when a check is down.",
+    )
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
+
+
+def _add_delivery_commands(sub: Any) -> None:
+    """``schedule``, ``escalation``, ``target`` and ``team`` (see docs/alert-delivery.md)."""
+    schedule = sub.add_parser("schedule", help="schedules: weekly hours in a time zone")
+    sc = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    for action, text in (("add", "create a schedule"), ("update", "change a schedule")):
+        p = sc.add_parser(action, help=text)
+        p.add_argument("slug")
+        p.add_argument("--timezone", required=action == "add", help="IANA zone, e.g. Europe/Berlin")
+        p.add_argument(
+            "--hours",
+            action="append",
+            metavar="'DAYS HH:MM-HH:MM'",
+            help="a range such as 'mon-fri 09:00-17:30' or 'fri 22:00-06:00' (past midnight); "
+            "repeat for several; replaces all ranges",
+        )
+        p.add_argument("--weekly", metavar="JSON", help="the ranges as the API's weekly JSON")
+        p.add_argument("--name")
+        p.add_argument("--json", action="store_true")
+    sc.add_parser("list", help="list schedules").add_argument("--json", action="store_true")
+    sc.add_parser("show", help="show one schedule as JSON").add_argument("slug")
+    sc.add_parser("remove", help="delete a schedule no target uses").add_argument("slug")
+    schedule.set_defaults(func=cmd_schedule)
+
+    escalation = sub.add_parser("escalation", help="escalation policies")
+    es = escalation.add_subparsers(dest="escalation_command", required=True, metavar="ACTION")
+    for action, text in (("add", "create an escalation policy"), ("update", "change one")):
+        p = es.add_parser(action, help=text)
+        p.add_argument("slug")
+        p.add_argument(
+            "--level",
+            action="append",
+            metavar="SECONDS:TARGET[,TARGET]",
+            help="page these targets if the alert is still unacknowledged SECONDS after it "
+            "was first notified; repeat in increasing order; replaces all levels",
+        )
+        p.add_argument("--levels", metavar="JSON", help="the levels as the API's JSON list")
+        p.add_argument(
+            "--repeat-every",
+            dest="repeat_every",
+            type=int,
+            metavar="SECONDS",
+            help="remind everyone paged so far this often (60 to 86400)",
+        )
+        if action == "update":
+            p.add_argument("--no-repeat", action="store_true", help="stop sending reminders")
+        p.add_argument("--max-reminders", dest="max_reminders", type=int, metavar="N")
+        p.add_argument("--name")
+        p.add_argument("--json", action="store_true")
+    es.add_parser("list", help="list escalation policies").add_argument(
+        "--json", action="store_true"
+    )
+    es.add_parser("show", help="show one policy as JSON").add_argument("slug")
+    es.add_parser("remove", help="delete a policy no team uses").add_argument("slug")
+    escalation.set_defaults(func=cmd_escalation)
+
+    target = sub.add_parser("target", help="notification targets")
+    tg = target.add_subparsers(dest="target_command", required=True, metavar="ACTION")
+    for action, text in (("add", "create a target"), ("update", "change a target")):
+        p = tg.add_parser(
+            action,
+            help=text,
+            description="Secrets in the configuration are never printed back (********); "
+            "on update, a ******** value keeps the stored secret.",
+        )
+        p.add_argument("slug")
+        p.add_argument(
+            "--notifier", required=action == "add", help="a loaded notifier: see `plugins list`"
+        )
+        p.add_argument("--config", metavar="JSON", help="the notifier's configuration")
+        p.add_argument(
+            "--config-file",
+            dest="config_file",
+            metavar="PATH",
+            help="read it from a file (-: stdin)",
+        )
+        p.add_argument("--team", help="owner team (its services page this target)")
+        p.add_argument("--service", help="owner service (replaces its team's targets)")
+        if action == "update":
+            p.add_argument("--fallback", action="store_true", help="no owner: the fallback")
+        p.add_argument("--min-priority", dest="min_priority", choices=_PRIORITIES)
+        p.add_argument("--period", choices=["always", "working_hours", "off_hours"])
+        p.add_argument("--schedule", help="schedule slug (working_hours/off_hours)")
+        if action == "update":
+            p.add_argument("--no-schedule", action="store_true", help="clear the schedule")
+        p.add_argument("--name")
+        switch = p.add_mutually_exclusive_group()
+        switch.add_argument("--enable", dest="enabled", action="store_const", const=True)
+        switch.add_argument("--disable", dest="enabled", action="store_const", const=False)
+        p.add_argument("--json", action="store_true")
+    ls = tg.add_parser("list", help="list targets")
+    ls.add_argument("--team")
+    ls.add_argument("--service")
+    ls.add_argument("--notifier")
+    switch = ls.add_mutually_exclusive_group()
+    switch.add_argument("--enabled", dest="enabled", action="store_const", const=True)
+    switch.add_argument("--disabled", dest="enabled", action="store_const", const=False)
+    ls.add_argument("--json", action="store_true")
+    tg.add_parser("show", help="show one target as JSON (secrets masked)").add_argument("slug")
+    tg.add_parser("remove", help="delete a target no escalation policy names").add_argument("slug")
+    for action, text in (
+        ("test", "send a test notification now; exits 1 if it failed"),
+        ("check", "check the configuration without notifying anyone; exits 1 if down"),
+    ):
+        p = tg.add_parser(action, help=text)
+        p.add_argument("slug")
+        p.add_argument("--json", action="store_true")
+    target.set_defaults(func=cmd_target)
+
+    team = sub.add_parser("team", help="teams")
+    tm = team.add_subparsers(dest="team_command", required=True, metavar="ACTION")
+    setp = tm.add_parser("set-escalation", help="choose (or with --none, remove) a team's policy")
+    setp.add_argument("team")
+    setp.add_argument("policy", nargs="?", help="escalation policy slug")
+    setp.add_argument("--none", action="store_true", help="no policy: only the first page")
+    setp.add_argument("--json", action="store_true")
+    team.set_defaults(func=cmd_team)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

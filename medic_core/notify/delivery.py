@@ -127,7 +127,9 @@ class DeliveryService:
         self._max_sleep = max_sleep
         self._timeout = settings.notify_timeout
         # A claimed delivery belongs to its claimer for this long; after it, anyone may retry.
-        self._lease = timedelta(seconds=settings.notify_timeout + 30.0)
+        # A send is cut at notify_timeout, so twice that (plus the outcome's commit) is ample;
+        # it is also how long a crash can hold a delivery back.
+        self._lease = timedelta(seconds=2 * settings.notify_timeout + 5.0)
         self._breakers: dict[int, _Breaker] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -78,6 +78,10 @@ class PluginManager:
         except Exception as exc:
             self._failed(name, "register", exc)
 
+    def record_failure(self, plugin: str, hook: str, exc: BaseException) -> None:
+        """Record a plugin's failure found outside a hook call (e.g. its routes are invalid)."""
+        self._failed(plugin, hook, exc)
+
     def _failed(self, plugin: str, hook: str, exc: BaseException) -> None:
         self._metrics.plugin_errors.labels(plugin, hook).inc()
         self.failures.append(LoadFailure(plugin, f"{hook}: {type(exc).__name__}: {exc}"))

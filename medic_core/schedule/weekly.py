@@ -70,7 +70,7 @@ def parse_weekly(value: object, field: str = "weekly") -> list[WeeklyRange]:
 
 
 def _minutes(value: object, field: str) -> int:
-    match = _TIME.match(value) if isinstance(value, str) else None
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ValidationError(f"{field} must be a time HH:MM (00:00 to 24:00)", field=field)
     assert isinstance(value, str)

@@ -1,4 +1,8 @@
-"""Teams: create, rename, list, delete."""
+"""Teams: create, rename, choose an escalation policy, list, delete.
+
+A team's ``escalation_policy`` (a policy slug, or null for none) decides how its services'
+unacknowledged alerts escalate and remind; without one only the first page is sent.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
-from medic_core.errors import Conflict, NotFound
+from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import EventBus
 from medic_core.store import Database
-from medic_core.store.models import Service, Team
+from medic_core.store.models import EscalationPolicy, Service, Team
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
 from medic_core.validation import only_keys, slug, text
 
 
-def team_to_dict(team: Team) -> dict[str, Any]:
+def team_to_dict(team: Team, escalation_policy: str | None = None) -> dict[str, Any]:
+    """The API form; ``escalation_policy`` is the slug of the team's policy (None: none)."""
     return {
         "id": team.id,
         "slug": team.slug,
         "name": team.name,
         "description": team.description,
+        "escalation_policy": escalation_policy,
         "created_at": isoformat(team.created_at),
         "updated_at": isoformat(team.updated_at),
     }
@@ -35,6 +41,31 @@ async def team_by_slug(session: AsyncSession, team_slug: str) -> Team:
     return team
 
 
+async def _policy_slug(session: AsyncSession, team: Team) -> str | None:
+    if team.escalation_policy_id is None:
+        return None
+    return await session.scalar(
+        select(EscalationPolicy.slug).where(EscalationPolicy.id == team.escalation_policy_id)
+    )
+
+
+async def _policy_id(session: AsyncSession, value: object) -> int | None:
+    """The id of the policy a body names by slug (None clears it)."""
+    if value is None:
+        return None
+    policy_slug = slug(value, "escalation_policy")
+    found = await session.scalar(
+        select(EscalationPolicy.id).where(EscalationPolicy.slug == policy_slug)
+    )
+    if found is None:
+        raise ValidationError(
+            f"no escalation policy {policy_slug!r}: create it first "
+            "(POST /api/v1/escalation-policies), or send null for none",
+            field="escalation_policy",
+        )
+    return int(found)
+
+
 class Teams:
     def __init__(self, db: Database, clock: Clock, bus: EventBus) -> None:
         self._db = db
@@ -42,7 +73,7 @@ class Teams:
         self._bus = bus
 
     async def create(self, data: dict[str, Any], *, actor: Actor) -> dict[str, Any]:
-        only_keys(data, {"slug", "name", "description"}, "team")
+        only_keys(data, {"slug", "name", "description", "escalation_policy"}, "team")
         team_slug = slug(data.get("slug"))
         now = self._clock.now()
         async with self._db.transaction() as session:
@@ -54,12 +85,13 @@ class Teams:
                 description=text(
                     data.get("description", ""), "description", max_len=2000, allow_empty=True
                 ),
+                escalation_policy_id=await _policy_id(session, data.get("escalation_policy")),
                 created_at=now,
                 updated_at=now,
             )
             session.add(team)
             await session.flush()
-            body = team_to_dict(team)
+            body = team_to_dict(team, await _policy_slug(session, team))
             record_audit(
                 session,
                 actor=actor,
@@ -74,22 +106,29 @@ class Teams:
 
     async def get(self, team_slug: str) -> dict[str, Any]:
         async with self._db.sessions() as session:
-            return team_to_dict(await team_by_slug(session, team_slug))
+            team = await team_by_slug(session, team_slug)
+            return team_to_dict(team, await _policy_slug(session, team))
 
     async def update(self, team_slug: str, data: dict[str, Any], *, actor: Actor) -> dict[str, Any]:
-        only_keys(data, {"name", "description"}, "team update (the slug cannot change)")
+        only_keys(
+            data,
+            {"name", "description", "escalation_policy"},
+            "team update (the slug cannot change)",
+        )
         now = self._clock.now()
         async with self._db.transaction() as session:
             team = await team_by_slug(session, team_slug)
-            before = team_to_dict(team)
+            before = team_to_dict(team, await _policy_slug(session, team))
             if "name" in data:
                 team.name = text(data["name"], "name", max_len=200)
             if "description" in data:
                 team.description = text(
                     data["description"], "description", max_len=2000, allow_empty=True
                 )
+            if "escalation_policy" in data:
+                team.escalation_policy_id = await _policy_id(session, data["escalation_policy"])
             team.updated_at = now
-            body = team_to_dict(team)
+            body = team_to_dict(team, await _policy_slug(session, team))
             record_audit(
                 session,
                 actor=actor,
@@ -121,7 +160,7 @@ class Teams:
                 action="team.delete",
                 resource_type="team",
                 resource_id=team.id,
-                before=team_to_dict(team),
+                before=team_to_dict(team, await _policy_slug(session, team)),
             )
             await session.delete(team)
         self._bus.publish("team.deleted", now, slug=team_slug)
@@ -130,15 +169,17 @@ class Teams:
         self, *, cursor: str | None = None, limit: int | None = None
     ) -> Page[dict[str, Any]]:
         limit = check_limit(limit)
-        query = select(Team)
+        query = select(Team, EscalationPolicy.slug).outerjoin(
+            EscalationPolicy, EscalationPolicy.id == Team.escalation_policy_id
+        )
         after = decode_cursor(cursor)
         if after is not None:
             query = query.where(Team.id > after)
         query = query.order_by(Team.id).limit(limit + 1)
         async with self._db.sessions() as session:
-            rows = (await session.scalars(query)).all()
+            rows = (await session.execute(query)).all()
         return page_of(
-            [team_to_dict(t) for t in rows],
+            [team_to_dict(t, policy) for t, policy in rows],
             limit,
-            rows[min(len(rows), limit) - 1].id if rows else None,
+            rows[min(len(rows), limit) - 1][0].id if rows else None,
         )

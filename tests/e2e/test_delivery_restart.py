@@ -115,7 +115,8 @@ async def test_notification_survives_a_crash_and_arrives_exactly_once(
                 rows = await _deliveries(url)
                 return rows if rows and rows[0].status == "sent" else None
 
-            (delivery,) = await _wait_for(sent, 30, "the delivery to be sent after the restart")
+            # A kill during an attempt leaves the delivery leased (2 x notify timeout + 5 s = 9 s).
+            (delivery,) = await _wait_for(sent, 45, "the delivery to be sent after the restart")
             await asyncio.sleep(1.5)  # time for a duplicate to show up, if there were one
             assert len(receiver.requests) == 1
             (request,) = receiver.requests

@@ -516,3 +516,80 @@ async def test_breaker_holds_a_failing_target_without_spending_attempts(
         assert opened == 1
     finally:
         await medic.stop()
+
+
+# -- API, connection tests and readiness ----------------------------------------------------------
+
+
+@pytest.fixture
+async def api(wired: tuple[Medic, Channel]) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from medic_core.server.http.app import build_app
+
+    medic, _ = wired
+    token = await medic.ensure_admin_key()
+    assert token is not None
+    async with TestClient(TestServer(build_app(medic))) as client:
+        yield client, {"Authorization": f"Bearer {token}"}
+
+
+async def test_failed_deliveries_are_listed_and_redriven_over_the_api(
+    wired: tuple[Medic, Channel], api: tuple[Any, dict[str, str]]
+) -> None:
+    medic, channel = wired
+    client, headers = api
+    await add_service(medic, "api")
+    await add_target(medic, "chat")
+    channel.failures = [DeliveryError("invalid_auth", retryable=False, status_code=401)]
+    alert = await fail(medic, "api")
+    await medic.delivery.run_once()
+    response = await client.get("/api/v1/deliveries?status=failed", headers=headers)
+    assert response.status == 200
+    (item,) = (await response.json())["items"]
+    assert item["alert_id"] == alert and item["response_code"] == 401
+    assert item["kind"] == "opened" and item["target"] == "chat"
+    one = await client.get(f"/api/v1/deliveries/{item['id']}", headers=headers)
+    assert (await one.json())["last_error"] == "invalid_auth"
+    retried = await client.post(f"/api/v1/deliveries/{item['id']}/retry", headers=headers)
+    assert retried.status == 200 and (await retried.json())["status"] == "pending"
+    again = await client.post(f"/api/v1/deliveries/{item['id']}/retry", headers=headers)
+    assert again.status == 409
+    await medic.delivery.run_once()
+    assert channel.log() == [("opened", "chat", alert)]
+    bulk = await client.post("/api/v1/deliveries:retry-failed?target=chat", headers=headers)
+    assert (await bulk.json()) == {"redriven": 0}
+    missing = await client.get("/api/v1/deliveries/99999", headers=headers)
+    assert missing.status == 404
+    bad = await client.get("/api/v1/deliveries?status=lost", headers=headers)
+    assert bad.status == 422
+
+
+async def test_test_notification_and_connection_check(wired: tuple[Medic, Channel]) -> None:
+    medic, channel = wired
+    await add_target(medic, "chat")
+    result = await medic.delivery.test_target("chat")
+    assert result["ok"] is True and result["notifier"] == "channel"
+    (sent,) = channel.sent
+    assert sent.kind == "test" and "Test notification" in sent.alert["summary"]
+    assert await deliveries(medic) == []  # not through the outbox
+    channel.failures = [DeliveryError("channel_not_found", retryable=False, status_code=404)]
+    failed = await medic.delivery.test_target("chat")
+    assert failed["ok"] is False and failed["error"] == "channel_not_found"
+    assert failed["response_code"] == 404
+    check = await medic.delivery.check_target("chat")
+    assert check.status == "ok" and "no connection test" in check.detail
+
+
+async def test_readiness_shows_each_target_as_last_tested(
+    wired: tuple[Medic, Channel], api: tuple[Any, dict[str, str]]
+) -> None:
+    medic, _ = wired
+    client, _ = api
+    await add_target(medic, "chat")
+    await medic.delivery.refresh_target_health()
+    response = await client.get("/health/ready")
+    body = await response.json()
+    assert response.status == 200
+    assert body["checks"]["target:chat"]["critical"] is False
+    assert body["checks"]["target:chat"]["status"] == "ok"

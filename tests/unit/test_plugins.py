@@ -157,3 +157,51 @@ def test_a_list_hook_that_is_async_or_returns_a_non_list_is_a_counted_failure() 
     assert list(manager.notifiers(medic=None)) == ["good"]
     assert _errors(metrics, "async-one", "medic_notifiers") == 1
     assert _errors(metrics, "single", "medic_notifiers") == 1
+
+
+def test_an_integration_with_broken_routes_is_left_out_and_the_server_builds(
+    tmp_path: Any,
+) -> None:
+    from medic_core.app import Medic
+    from medic_core.server.http.app import build_app
+    from medic_core.settings import Settings
+
+    async def hello(request: Any) -> Any:
+        from aiohttp import web
+
+        return web.Response(text="hi")
+
+    class Raising:
+        name = "raising"
+
+        def routes(self) -> list[Any]:
+            raise RuntimeError("boom")
+
+    class BadMethod:
+        name = "bad-method"
+
+        def routes(self) -> list[Any]:
+            return [("GET", "ok", hello), ("NOT A METHOD", "x", hello)]
+
+    class Good:
+        name = "good"
+
+        def routes(self) -> list[Any]:
+            return [("GET", "hello", hello)]
+
+    plugin = types.SimpleNamespace(
+        medic_integrations=hookimpl(lambda: [Raising(), BadMethod(), Good()])
+    )
+    medic = Medic(
+        Settings.load({}, data_dir=str(tmp_path), notifiers=""),
+        entry_points=False,
+        plugins=[("integrations", plugin)],
+    )
+    app = build_app(medic)
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert "/integrations/good/hello" in paths
+    assert not any(
+        p.startswith(("/integrations/raising", "/integrations/bad-method")) for p in paths
+    )
+    assert _errors(medic.metrics, "raising", "routes") == 1
+    assert _errors(medic.metrics, "bad-method", "routes") == 1

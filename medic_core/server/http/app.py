@@ -12,9 +12,11 @@ from medic_core.server.http.handlers import (
     alerts,
     apikeys,
     audit,
+    deliveries,
     health,
     heartbeats,
     maintenance,
+    notify,
     services,
     teams,
 )
@@ -25,7 +27,19 @@ from medic_core.server.http.routing import RouteTable
 if TYPE_CHECKING:
     from medic_core.app import Medic
 
-_TABLES = (health, heartbeats, services, alerts, teams, maintenance, apikeys, audit, openapi)
+_TABLES = (
+    health,
+    heartbeats,
+    services,
+    alerts,
+    teams,
+    maintenance,
+    notify,
+    deliveries,
+    apikeys,
+    audit,
+    openapi,
+)
 
 
 def route_table() -> RouteTable:
@@ -50,6 +64,19 @@ def build_app(medic: Medic) -> web.Application:
     app[LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     route_table().install(app)
     for name, integration in medic.plugins.integrations(medic).items():
-        for method, path, handler in integration.routes():
-            app.router.add_route(method, f"/integrations/{name}/{path.lstrip('/')}", handler)
+        # All of an integration's routes or none: one that raises or declares a bad route is
+        # a recorded plugin failure, not a server that cannot start.
+        try:
+            mounted = [
+                (method, f"/integrations/{name}/{path.lstrip('/')}", handler)
+                for method, path, handler in integration.routes()
+            ]
+            trial = web.UrlDispatcher()  # add_route validates method, path and handler
+            for method, path, handler in mounted:
+                trial.add_route(method, path, handler)
+        except Exception as exc:
+            medic.plugins.record_failure(name, "routes", exc)
+            continue
+        for method, path, handler in mounted:
+            app.router.add_route(method, path, handler)
     return app

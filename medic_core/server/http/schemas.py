@@ -95,17 +95,21 @@ RESOLVE = {
     "properties": {"note": {"type": "string", "maxLength": 500}},
     "additionalProperties": False,
 }
+_TEAM_FIELDS: dict[str, Any] = {
+    "name": {"type": "string"},
+    "description": {"type": "string"},
+    "escalation_policy": {
+        "oneOf": [SLUG, {"type": "null"}],
+        "description": "slug of the escalation policy for the team's alerts; null: none",
+    },
+}
 TEAM_CREATE = {
     "type": "object",
     "required": ["slug"],
-    "properties": {"slug": SLUG, "name": {"type": "string"}, "description": {"type": "string"}},
+    "properties": {"slug": SLUG, **_TEAM_FIELDS},
     "additionalProperties": False,
 }
-TEAM_UPDATE = {
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
-    "additionalProperties": False,
-}
+TEAM_UPDATE = {"type": "object", "properties": _TEAM_FIELDS, "additionalProperties": False}
 MAINTENANCE = {
     "type": "object",
     "required": ["name", "selector", "starts_at", "ends_at"],
@@ -153,6 +157,156 @@ API_KEY_CREATE = {
         "expires_at": INSTANT,
     },
     "additionalProperties": False,
+}
+
+# -- alert delivery: schedules, escalation policies, notification targets ----------------------
+
+_CLOCK = "([01][0-9]|2[0-3]):[0-5][0-9]"
+WEEKLY_RANGE = {
+    "type": "object",
+    "required": ["days", "start", "end"],
+    "properties": {
+        "days": {
+            "type": "array",
+            "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+            "minItems": 1,
+        },
+        "start": {"type": "string", "pattern": f"^{_CLOCK}$", "examples": ["09:00"]},
+        "end": {
+            "type": "string",
+            "pattern": f"^({_CLOCK}|24:00)$",
+            "description": "exclusive; at or before start: the range runs past midnight",
+            "examples": ["17:30"],
+        },
+    },
+    "additionalProperties": False,
+}
+_SCHEDULE_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "maxLength": 200},
+    "timezone": {"type": "string", "examples": ["Europe/Berlin"]},
+    "weekly": {"type": "array", "items": WEEKLY_RANGE, "minItems": 1, "maxItems": 50},
+}
+SCHEDULE_CREATE = {
+    "type": "object",
+    "required": ["slug", "timezone", "weekly"],
+    "properties": {"slug": SLUG, **_SCHEDULE_FIELDS},
+    "additionalProperties": False,
+}
+SCHEDULE_UPDATE = {"type": "object", "properties": _SCHEDULE_FIELDS, "additionalProperties": False}
+SCHEDULE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "slug": SLUG,
+        **_SCHEDULE_FIELDS,
+        "created_at": INSTANT,
+        "updated_at": INSTANT,
+    },
+}
+
+ESCALATION_LEVEL = {
+    "type": "object",
+    "required": ["after", "targets"],
+    "properties": {
+        "after": {
+            "type": "integer",
+            "minimum": 60,
+            "maximum": 604800,
+            "description": "seconds after the alert was first notified, if still unacknowledged",
+        },
+        "targets": {"type": "array", "items": SLUG, "minItems": 1, "maxItems": 20},
+    },
+    "additionalProperties": False,
+}
+_POLICY_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "maxLength": 200},
+    "levels": {
+        "type": "array",
+        "items": ESCALATION_LEVEL,
+        "maxItems": 10,
+        "description": "in strictly increasing `after`",
+    },
+    "repeat_every": {
+        "type": ["integer", "null"],
+        "minimum": 60,
+        "maximum": 86400,
+        "description": "seconds between reminders to everyone paged so far; null: no reminders",
+    },
+    "max_reminders": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
+}
+ESCALATION_POLICY_CREATE = {
+    "type": "object",
+    "required": ["slug"],
+    "properties": {"slug": SLUG, **_POLICY_FIELDS},
+    "additionalProperties": False,
+}
+ESCALATION_POLICY_UPDATE = {
+    "type": "object",
+    "properties": _POLICY_FIELDS,
+    "additionalProperties": False,
+}
+ESCALATION_POLICY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "slug": SLUG,
+        **_POLICY_FIELDS,
+        "created_at": INSTANT,
+        "updated_at": INSTANT,
+    },
+}
+
+_NULLABLE_SLUG = {"oneOf": [SLUG, {"type": "null"}]}
+_TARGET_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "maxLength": 200},
+    "notifier": {"type": "string", "description": "a loaded notifier (`medic plugins list`)"},
+    "config": {
+        "type": "object",
+        "description": "checked against the notifier's config_schema; secrets (writeOnly "
+        "properties) read back as ******** and sending ******** keeps the stored value",
+    },
+    "team": {**_NULLABLE_SLUG, "description": "owner team (at most one of team and service)"},
+    "service": {**_NULLABLE_SLUG, "description": "owner service: replaces its team's targets"},
+    "min_priority": {"enum": ["p1", "p2", "p3", "p4", "p5"], "default": "p5"},
+    "period": {"enum": ["always", "working_hours", "off_hours"], "default": "always"},
+    "schedule": {**_NULLABLE_SLUG, "description": "required by working_hours and off_hours"},
+    "enabled": {"type": "boolean", "default": True},
+}
+TARGET_CREATE = {
+    "type": "object",
+    "required": ["slug", "notifier"],
+    "properties": {"slug": SLUG, **_TARGET_FIELDS},
+    "additionalProperties": False,
+}
+TARGET_UPDATE = {"type": "object", "properties": _TARGET_FIELDS, "additionalProperties": False}
+TARGET = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "slug": SLUG,
+        **_TARGET_FIELDS,
+        "created_at": INSTANT,
+        "updated_at": INSTANT,
+    },
+}
+TARGET_TEST = {
+    "type": "object",
+    "properties": {
+        "target": SLUG,
+        "notifier": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "error": {"type": ["string", "null"]},
+        "response_code": {"type": ["integer", "null"]},
+        "duration_ms": {"type": "number"},
+    },
+}
+TARGET_CHECK = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["ok", "degraded", "down"]},
+        "detail": {"type": "string"},
+    },
+    "required": ["status", "detail"],
 }
 
 PROBLEM = {

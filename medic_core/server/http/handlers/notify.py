@@ -1,0 +1,270 @@
+"""Schedules, escalation policies and notification targets (the routing tables).
+
+Reads need ``read``; every change needs ``admin``: targets hold notifier secrets (never shown
+back: ``"********"`` stands for them) and these tables decide who gets paged.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from medic_core.server.http import schemas
+from medic_core.server.http.context import (
+    actor,
+    json_body,
+    json_response,
+    medic,
+    page_response,
+    q_bool,
+    q_int,
+    q_str,
+)
+from medic_core.server.http.routing import QueryParam, RouteTable
+
+routes = RouteTable()
+SCHEDULES, POLICIES, TARGETS = "schedules", "escalation-policies", "targets"
+PAGING = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", {"type": "integer"}))
+
+# -- schedules ----------------------------------------------------------------------------------
+
+
+@routes.get(
+    "/api/v1/schedules",
+    scope="read",
+    summary="List schedules (weekly hours in a time zone), oldest first.",
+    tag=SCHEDULES,
+    query=PAGING,
+    response=schemas.page_of(schemas.SCHEDULE),
+)
+async def list_schedules(request: web.Request) -> web.Response:
+    page = await medic(request).schedules.list(
+        cursor=q_str(request, "cursor"), limit=q_int(request, "limit")
+    )
+    return page_response(page)
+
+
+@routes.post(
+    "/api/v1/schedules",
+    scope="admin",
+    summary="Create a schedule.",
+    tag=SCHEDULES,
+    body=schemas.SCHEDULE_CREATE,
+    response=schemas.SCHEDULE,
+    status=201,
+)
+async def create_schedule(request: web.Request) -> web.Response:
+    body = await medic(request).schedules.create(await json_body(request), actor=actor(request))
+    return json_response(body, status=201)
+
+
+@routes.get(
+    "/api/v1/schedules/{slug}",
+    scope="read",
+    summary="One schedule.",
+    tag=SCHEDULES,
+    response=schemas.SCHEDULE,
+)
+async def get_schedule(request: web.Request) -> web.Response:
+    return json_response(await medic(request).schedules.get(request.match_info["slug"]))
+
+
+@routes.patch(
+    "/api/v1/schedules/{slug}",
+    scope="admin",
+    summary="Change a schedule's name, time zone or hours.",
+    tag=SCHEDULES,
+    body=schemas.SCHEDULE_UPDATE,
+    response=schemas.SCHEDULE,
+)
+async def update_schedule(request: web.Request) -> web.Response:
+    body = await medic(request).schedules.update(
+        request.match_info["slug"], await json_body(request), actor=actor(request)
+    )
+    return json_response(body)
+
+
+@routes.delete(
+    "/api/v1/schedules/{slug}",
+    scope="admin",
+    summary="Delete a schedule no target's period uses (409 names the targets).",
+    tag=SCHEDULES,
+    status=204,
+)
+async def delete_schedule(request: web.Request) -> web.Response:
+    await medic(request).schedules.delete(request.match_info["slug"], actor=actor(request))
+    return web.Response(status=204)
+
+
+# -- escalation policies ------------------------------------------------------------------------
+
+
+@routes.get(
+    "/api/v1/escalation-policies",
+    scope="read",
+    summary="List escalation policies, oldest first.",
+    tag=POLICIES,
+    query=PAGING,
+    response=schemas.page_of(schemas.ESCALATION_POLICY),
+)
+async def list_escalation_policies(request: web.Request) -> web.Response:
+    page = await medic(request).escalations.list(
+        cursor=q_str(request, "cursor"), limit=q_int(request, "limit")
+    )
+    return page_response(page)
+
+
+@routes.post(
+    "/api/v1/escalation-policies",
+    scope="admin",
+    summary="Create an escalation policy (its targets must exist).",
+    tag=POLICIES,
+    body=schemas.ESCALATION_POLICY_CREATE,
+    response=schemas.ESCALATION_POLICY,
+    status=201,
+)
+async def create_escalation_policy(request: web.Request) -> web.Response:
+    body = await medic(request).escalations.create(await json_body(request), actor=actor(request))
+    return json_response(body, status=201)
+
+
+@routes.get(
+    "/api/v1/escalation-policies/{slug}",
+    scope="read",
+    summary="One escalation policy.",
+    tag=POLICIES,
+    response=schemas.ESCALATION_POLICY,
+)
+async def get_escalation_policy(request: web.Request) -> web.Response:
+    return json_response(await medic(request).escalations.get(request.match_info["slug"]))
+
+
+@routes.patch(
+    "/api/v1/escalation-policies/{slug}",
+    scope="admin",
+    summary="Change an escalation policy (levels are replaced as a whole).",
+    tag=POLICIES,
+    body=schemas.ESCALATION_POLICY_UPDATE,
+    response=schemas.ESCALATION_POLICY,
+)
+async def update_escalation_policy(request: web.Request) -> web.Response:
+    body = await medic(request).escalations.update(
+        request.match_info["slug"], await json_body(request), actor=actor(request)
+    )
+    return json_response(body)
+
+
+@routes.delete(
+    "/api/v1/escalation-policies/{slug}",
+    scope="admin",
+    summary="Delete an escalation policy no team uses (409 names the teams).",
+    tag=POLICIES,
+    status=204,
+)
+async def delete_escalation_policy(request: web.Request) -> web.Response:
+    await medic(request).escalations.delete(request.match_info["slug"], actor=actor(request))
+    return web.Response(status=204)
+
+
+# -- notification targets -----------------------------------------------------------------------
+
+
+@routes.get(
+    "/api/v1/targets",
+    scope="read",
+    summary="List notification targets, oldest first (secrets shown as ********).",
+    tag=TARGETS,
+    query=(
+        QueryParam("team", schemas.SLUG, "targets owned by this team"),
+        QueryParam("service", schemas.SLUG, "targets owned by this service (overrides)"),
+        QueryParam("notifier", {"type": "string"}, "targets using this notifier"),
+        QueryParam("enabled", {"type": "boolean"}),
+        *PAGING,
+    ),
+    response=schemas.page_of(schemas.TARGET),
+)
+async def list_targets(request: web.Request) -> web.Response:
+    page = await medic(request).targets.list(
+        team=q_str(request, "team"),
+        service=q_str(request, "service"),
+        notifier=q_str(request, "notifier"),
+        enabled=q_bool(request, "enabled"),
+        cursor=q_str(request, "cursor"),
+        limit=q_int(request, "limit"),
+    )
+    return page_response(page)
+
+
+@routes.post(
+    "/api/v1/targets",
+    scope="admin",
+    summary="Create a notification target (config is checked against the notifier's schema).",
+    tag=TARGETS,
+    body=schemas.TARGET_CREATE,
+    response=schemas.TARGET,
+    status=201,
+)
+async def create_target(request: web.Request) -> web.Response:
+    body = await medic(request).targets.create(await json_body(request), actor=actor(request))
+    return json_response(body, status=201)
+
+
+@routes.get(
+    "/api/v1/targets/{slug}",
+    scope="read",
+    summary="One notification target (secrets shown as ********).",
+    tag=TARGETS,
+    response=schemas.TARGET,
+)
+async def get_target(request: web.Request) -> web.Response:
+    return json_response(await medic(request).targets.get(request.match_info["slug"]))
+
+
+@routes.patch(
+    "/api/v1/targets/{slug}",
+    scope="admin",
+    summary="Change a target; the merged result is validated again. Send ******** back for a "
+    "secret to keep it.",
+    tag=TARGETS,
+    body=schemas.TARGET_UPDATE,
+    response=schemas.TARGET,
+)
+async def update_target(request: web.Request) -> web.Response:
+    body = await medic(request).targets.update(
+        request.match_info["slug"], await json_body(request), actor=actor(request)
+    )
+    return json_response(body)
+
+
+@routes.delete(
+    "/api/v1/targets/{slug}",
+    scope="admin",
+    summary="Delete a target no escalation policy names (409 names the policies).",
+    tag=TARGETS,
+    status=204,
+)
+async def delete_target(request: web.Request) -> web.Response:
+    await medic(request).targets.delete(request.match_info["slug"], actor=actor(request))
+    return web.Response(status=204)
+
+
+@routes.post(
+    "/api/v1/targets/{slug}/test",
+    scope="admin",
+    summary="Send a test notification to a target now (not through the outbox).",
+    tag=TARGETS,
+    response=schemas.TARGET_TEST,
+)
+async def test_target(request: web.Request) -> web.Response:
+    return json_response(await medic(request).delivery.test_target(request.match_info["slug"]))
+
+
+@routes.get(
+    "/api/v1/targets/{slug}/check",
+    scope="read",
+    summary="Check a target's configuration without notifying anyone.",
+    tag=TARGETS,
+    response=schemas.TARGET_CHECK,
+)
+async def check_target(request: web.Request) -> web.Response:
+    result = await medic(request).delivery.check_target(request.match_info["slug"])
+    return json_response({"status": result.status, "detail": result.detail})
