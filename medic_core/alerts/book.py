@@ -190,7 +190,9 @@ class AlertBook:
             pending.add("alert.opened", now, alert=body)
             self._metrics.alerts.labels(alert.cause, "open").inc()
         await record_audit_many(session, actor=SYSTEM, at=now, entries=records)
-        await self._router.opened_in(session, [(a, s) for a, s in fresh if not a.suppressed], now)
+        await self._router.opened_in(
+            session, pending, [(a, s) for a, s in fresh if not a.suppressed], now
+        )
         return [a for a, _ in fresh]
 
     async def resolve_in(
@@ -216,7 +218,7 @@ class AlertBook:
         ).all()
         for alert in alerts:
             self._resolve(session, pending, alert, service, now=now, actor=actor, note=resolution)
-        await self._router.closed_in(session, "resolved", alerts, now)
+        await self._router.closed_in(session, pending, "resolved", alerts, now)
         return list(alerts)
 
     def _resolve(
@@ -277,7 +279,7 @@ class AlertBook:
             alert.notified_at = now
             released.append((alert, service))
             pending.add("alert.released", now, alert=alert_to_dict(alert, service))
-        await self._router.opened_in(session, released, now)
+        await self._router.opened_in(session, pending, released, now)
         return len(rows)
 
     # -- whole operations (own transaction) --------------------------------------------------
@@ -319,7 +321,7 @@ class AlertBook:
                 after=after,
             )
             pending.add("alert.acknowledged", now, alert=after)
-            await self._router.closed_in(session, "acknowledged", [alert], now)
+            await self._router.closed_in(session, pending, "acknowledged", [alert], now)
         self._metrics.alerts.labels(alert.cause, "acknowledged").inc()
         pending.publish(self._bus)
         return after
@@ -342,7 +344,7 @@ class AlertBook:
                 actor=actor,
                 note=note or f"resolved by {actor.name}",
             )
-            await self._router.closed_in(session, "resolved", [alert], now)
+            await self._router.closed_in(session, pending, "resolved", [alert], now)
             body = alert_to_dict(alert, service)
         pending.publish(self._bus)
         return body

@@ -142,8 +142,8 @@ class DeliveryService:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def on_event(self, event: Event) -> None:
-        """Bus subscriber: alert transitions queue deliveries, so look at once."""
-        if event.type.startswith("alert."):
+        """Bus subscriber: deliveries were queued (committed), so look at once."""
+        if event.type == "deliveries.queued":
             self._wake.set()
 
     def notice(self) -> None:

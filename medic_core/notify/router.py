@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from medic_core.events import PendingEvents
 from medic_core.schedule.cron import load_zone
 from medic_core.schedule.weekly import WeeklyRange, parse_weekly, within
 from medic_core.store import Database
@@ -156,7 +157,11 @@ class Router:
     # -- transitions (inside the caller's transaction) ------------------------------------------
 
     async def opened_in(
-        self, session: AsyncSession, alerts: Sequence[tuple[Alert, Service]], now: datetime
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        alerts: Sequence[tuple[Alert, Service]],
+        now: datetime,
     ) -> int:
         """First notification of alerts (opened unsuppressed, or released from suppression)."""
         if not alerts:
@@ -168,12 +173,13 @@ class Router:
                 if target.accepts(alert.priority, now):
                     rows.append(_row(alert.id, target.id, "opened", 0, now))
             alert.page_at = _next_page(book.policy(service), alert, now)
-        await self._insert(session, rows)
+        await self._insert(session, pending, rows, now)
         return len(rows)
 
     async def closed_in(
         self,
         session: AsyncSession,
+        pending: PendingEvents,
         kind: str,
         alerts: Sequence[Alert],
         now: datetime,
@@ -206,7 +212,7 @@ class Router:
             )
         ).all()
         rows = [_row(alert_id, target_id, kind, 0, now) for alert_id, target_id in paged]
-        await self._insert(session, rows)
+        await self._insert(session, pending, rows, now)
         return len(rows)
 
     # -- escalation and reminders (the delivery service calls this) -----------------------------
@@ -267,12 +273,23 @@ class Router:
                         for target_id in sorted(targets)
                     ]
             alert.page_at = _next_page(policy, alert, now)
-        await self._insert(session, rows)
+        await self._insert(session, None, rows, now)
         return len(due)
 
-    async def _insert(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            await session.execute(insert(_DELIVERIES), rows)
+    async def _insert(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents | None,
+        rows: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        if not rows:
+            return
+        await session.execute(insert(_DELIVERIES), rows)
+        if pending is not None:
+            # After commit: wakes the delivery service. Transitions that queue nothing (no
+            # targets) do not wake it, so an outage's alert storm costs it nothing.
+            pending.add("deliveries.queued", now, count=len(rows))
 
 
 def _row(alert_id: int, target_id: int, kind: str, level: int, now: datetime) -> dict[str, Any]:

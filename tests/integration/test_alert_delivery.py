@@ -593,3 +593,26 @@ async def test_readiness_shows_each_target_as_last_tested(
     assert response.status == 200
     assert body["checks"]["target:chat"]["critical"] is False
     assert body["checks"]["target:chat"]["status"] == "ok"
+
+
+async def test_the_delivery_service_is_woken_only_when_deliveries_were_queued(
+    wired: tuple[Medic, Channel],
+) -> None:
+    medic, _ = wired
+    queued: list[int] = []
+
+    async def record(event: Any) -> None:
+        if event.type == "deliveries.queued":
+            queued.append(event.data["count"])
+
+    medic.bus.subscribe("test", record)
+    await add_service(medic, "quiet")
+    await fail(medic, "quiet")  # no targets anywhere: nothing queued, nobody woken
+    await medic.bus.drain()
+    assert queued == []
+    await add_target(medic, "chat")
+    await add_service(medic, "loud")
+    alert = await fail(medic, "loud")
+    await medic.alerts.acknowledge(alert, actor=ME)
+    await medic.bus.drain()
+    assert queued == [1, 1]  # the opening, then the acknowledgement
