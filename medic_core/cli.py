@@ -479,6 +479,39 @@ def cmd_target(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(_with_medic(settings, work))
 
 
+_DELIVERY_COLUMNS = (
+    "id",
+    "alert_id",
+    "target",
+    "kind",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "response_code",
+    "last_error",
+)
+
+
+def cmd_delivery(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(medic: Any) -> None:
+        command = args.delivery_command
+        delivery = medic.delivery
+        if command == "list":
+            page = await delivery.list(
+                status=args.status, alert_id=args.alert, target=args.target, limit=args.limit
+            )
+            _emit(args, list(page.items), _DELIVERY_COLUMNS)
+        elif command == "show":
+            print(json.dumps(await delivery.get(args.id), indent=2))
+        elif command == "retry":
+            _emit(args, await delivery.redrive(args.id, actor=_actor()), _DELIVERY_COLUMNS)
+        else:
+            count = await delivery.redrive_failed(target=args.target, actor=_actor())
+            print(f"re-driven {count} failed deliveries (the running server sends them)")
+
+    asyncio.run(_with_medic(settings, work))
+
+
 def cmd_team(args: argparse.Namespace, settings: Settings) -> None:
     if (args.policy is None) == (not args.none):
         raise MedicError("give an escalation policy slug, or --none to remove the team's policy")
@@ -842,6 +875,25 @@ def _add_delivery_commands(sub: Any) -> None:
         p.add_argument("slug")
         p.add_argument("--json", action="store_true")
     target.set_defaults(func=cmd_target)
+
+    delivery = sub.add_parser(
+        "delivery", help="notification deliveries (the outbox): list, show, re-drive failed ones"
+    )
+    dl = delivery.add_subparsers(dest="delivery_command", required=True, metavar="ACTION")
+    dls = dl.add_parser("list", help="list deliveries, newest first")
+    dls.add_argument("--status", choices=["pending", "sent", "failed", "cancelled"])
+    dls.add_argument("--alert", type=int, help="only this alert's deliveries")
+    dls.add_argument("--target", help="only this target's deliveries (slug)")
+    dls.add_argument("--limit", type=int, default=50, help="at most this many (1-500, default 50)")
+    dls.add_argument("--json", action="store_true")
+    dsh = dl.add_parser("show", help="one delivery as JSON")
+    dsh.add_argument("id", type=int)
+    drt = dl.add_parser("retry", help="re-drive one failed delivery with fresh attempts")
+    drt.add_argument("id", type=int)
+    drt.add_argument("--json", action="store_true")
+    dra = dl.add_parser("retry-failed", help="re-drive every failed delivery (of one target)")
+    dra.add_argument("--target", help="only this target's failed deliveries (slug)")
+    delivery.set_defaults(func=cmd_delivery)
 
     team = sub.add_parser("team", help="teams")
     tm = team.add_subparsers(dest="team_command", required=True, metavar="ACTION")

@@ -43,6 +43,8 @@ NEW_COMMANDS = [
     ("team",),
     ("team", "set-escalation"),
     ("doctor",),
+    ("delivery",),
+    *[("delivery", a) for a in ("list", "show", "retry", "retry-failed")],
 ]
 
 
@@ -152,13 +154,27 @@ def test_help_explains_the_formats(cli: Cli) -> None:
 
 def test_schedule_commands(cli_db: Cli) -> None:
     cli = cli_db
-    out = cli.ok("schedule", "add", "office", "--timezone", "Europe/Berlin",
-                 "--hours", "mon-fri 09:00-17:30", "--hours", "sun-mon 22:00-06:00",
-                 "--name", "Office")
+    out = cli.ok(
+        "schedule",
+        "add",
+        "office",
+        "--timezone",
+        "Europe/Berlin",
+        "--hours",
+        "mon-fri 09:00-17:30",
+        "--hours",
+        "sun-mon 22:00-06:00",
+        "--name",
+        "Office",
+    )
     assert table(out) == [
         ["SLUG", "NAME", "TIMEZONE", "HOURS"],
-        ["office", "Office", "Europe/Berlin",
-         "mon,tue,wed,thu,fri 09:00-17:30; mon,sun 22:00-06:00"],
+        [
+            "office",
+            "Office",
+            "Europe/Berlin",
+            "mon,tue,wed,thu,fri 09:00-17:30; mon,sun 22:00-06:00",
+        ],
     ]
     shown = cli.json("schedule", "show", "office")
     assert shown["weekly"] == [
@@ -168,8 +184,16 @@ def test_schedule_commands(cli_db: Cli) -> None:
     weekly = json.dumps([{"days": ["sat"], "start": "10:00", "end": "24:00"}])
     cli.ok("schedule", "add", "weekend", "--timezone", "UTC", "--weekly", weekly)
     assert [s["slug"] for s in cli.json("schedule", "list", "--json")] == ["office", "weekend"]
-    updated = cli.json("schedule", "update", "weekend", "--timezone", "Asia/Tokyo",
-                       "--hours", "sat,sun 00:00-00:00", "--json")
+    updated = cli.json(
+        "schedule",
+        "update",
+        "weekend",
+        "--timezone",
+        "Asia/Tokyo",
+        "--hours",
+        "sat,sun 00:00-00:00",
+        "--json",
+    )
     assert updated["timezone"] == "Asia/Tokyo"
     assert updated["weekly"] == [{"days": ["sat", "sun"], "start": "00:00", "end": "00:00"}]
     assert cli.ok("schedule", "remove", "weekend") == "removed schedule weekend\n"
@@ -177,20 +201,78 @@ def test_schedule_commands(cli_db: Cli) -> None:
 
     cli.fails("schedule", "add", "x", "--timezone", "UTC", needle="give the hours")
     cli.fails("schedule", "add", "x", "--hours", "mon 09:00-10:00", needle="--timezone")
-    cli.fails("schedule", "add", "x", "--timezone", "Mars/Base", "--hours", "mon 09:00-10:00",
-              needle="unknown time zone 'Mars/Base'")
-    cli.fails("schedule", "add", "x", "--timezone", "UTC", "--hours", "mon 9-17",
-              needle="weekly[0].start must be a time HH:MM")
-    cli.fails("schedule", "add", "x", "--timezone", "UTC", "--hours", "someday 09:00-10:00",
-              needle="'someday' is not a day")
-    cli.fails("schedule", "add", "x", "--timezone", "UTC", "--hours", "09:00-10:00",
-              needle="must look like 'DAYS HH:MM-HH:MM'")
-    cli.fails("schedule", "add", "x", "--timezone", "UTC", "--weekly", "[oops",
-              needle="--weekly is not valid JSON")
-    cli.fails("schedule", "add", "x", "--timezone", "UTC", "--weekly", weekly,
-              "--hours", "mon 09:00-10:00", needle="not both")
-    cli.fails("schedule", "add", "office", "--timezone", "UTC", "--hours", "mon 09:00-10:00",
-              needle="already exists")
+    cli.fails(
+        "schedule",
+        "add",
+        "x",
+        "--timezone",
+        "Mars/Base",
+        "--hours",
+        "mon 09:00-10:00",
+        needle="unknown time zone 'Mars/Base'",
+    )
+    cli.fails(
+        "schedule",
+        "add",
+        "x",
+        "--timezone",
+        "UTC",
+        "--hours",
+        "mon 9-17",
+        needle="weekly[0].start must be a time HH:MM",
+    )
+    cli.fails(
+        "schedule",
+        "add",
+        "x",
+        "--timezone",
+        "UTC",
+        "--hours",
+        "someday 09:00-10:00",
+        needle="'someday' is not a day",
+    )
+    cli.fails(
+        "schedule",
+        "add",
+        "x",
+        "--timezone",
+        "UTC",
+        "--hours",
+        "09:00-10:00",
+        needle="must look like 'DAYS HH:MM-HH:MM'",
+    )
+    cli.fails(
+        "schedule",
+        "add",
+        "x",
+        "--timezone",
+        "UTC",
+        "--weekly",
+        "[oops",
+        needle="--weekly is not valid JSON",
+    )
+    cli.fails(
+        "schedule",
+        "add",
+        "x",
+        "--timezone",
+        "UTC",
+        "--weekly",
+        weekly,
+        "--hours",
+        "mon 09:00-10:00",
+        needle="not both",
+    )
+    cli.fails(
+        "schedule",
+        "add",
+        "office",
+        "--timezone",
+        "UTC",
+        "--hours",
+        "mon 09:00-10:00",
+        needle="already exists",
+    )
     cli.fails("schedule", "show", "nope", needle="no schedule 'nope'")
     cli.fails("schedule", "remove", "nope", needle="no schedule 'nope'")
 
@@ -207,8 +289,19 @@ def test_target_commands_mask_secrets_and_keep_them_on_round_trip(
     config_file = tmp_path / "hook.json"
     config_file.write_text(json.dumps(HOOK))
 
-    out = cli.ok("target", "add", "hook", "--notifier", "webhook", "--config-file",
-                 str(config_file), "--service", "billing", "--min-priority", "p2")
+    out = cli.ok(
+        "target",
+        "add",
+        "hook",
+        "--notifier",
+        "webhook",
+        "--config-file",
+        str(config_file),
+        "--service",
+        "billing",
+        "--min-priority",
+        "p2",
+    )
     assert table(out) == [
         ["SLUG", "NOTIFIER", "OWNER", "MIN_PRIORITY", "PERIOD", "SCHEDULE", "ENABLED"],
         ["hook", "webhook", "service:billing", "p2", "always", "True"],
@@ -224,44 +317,116 @@ def test_target_commands_mask_secrets_and_keep_them_on_round_trip(
     assert updated["config"] == {"url": "https://hooks.example.com/v2", "secret": MASK}
     assert stored_config("hook") == {**HOOK, "url": "https://hooks.example.com/v2"}
 
-    cli.ok("target", "add", "chat", "--notifier", "log", "--config", '{"level": "ERROR"}',
-           "--period", "working_hours", "--schedule", "office", "--disable")
+    cli.ok(
+        "target",
+        "add",
+        "chat",
+        "--notifier",
+        "log",
+        "--config",
+        '{"level": "ERROR"}',
+        "--period",
+        "working_hours",
+        "--schedule",
+        "office",
+        "--disable",
+    )
     listed = cli.ok("target", "list")
     assert SECRET not in listed
     assert [row[0] for row in table(listed)] == ["SLUG", "hook", "chat"]
     assert [t["slug"] for t in cli.json("target", "list", "--disabled", "--json")] == ["chat"]
     assert [t["slug"] for t in cli.json("target", "list", "--enabled", "--json")] == ["hook"]
-    assert [t["slug"] for t in cli.json("target", "list", "--service", "billing",
-                                        "--json")] == ["hook"]
-    assert [t["slug"] for t in cli.json("target", "list", "--notifier", "log",
-                                        "--json")] == ["chat"]
+    assert [t["slug"] for t in cli.json("target", "list", "--service", "billing", "--json")] == [
+        "hook"
+    ]
+    assert [t["slug"] for t in cli.json("target", "list", "--notifier", "log", "--json")] == [
+        "chat"
+    ]
 
-    moved = cli.json("target", "update", "chat", "--period", "always", "--enable", "--fallback",
-                     "--json")
+    moved = cli.json(
+        "target", "update", "chat", "--period", "always", "--enable", "--fallback", "--json"
+    )
     assert (moved["period"], moved["schedule"], moved["enabled"], moved["service"]) == (
-        "always", None, True, None)
+        "always",
+        None,
+        True,
+        None,
+    )
     cli.ok("target", "update", "chat", "--period", "off_hours", "--schedule", "office")
     cli.fails("target", "update", "chat", "--no-schedule", needle="needs a schedule")
     assert cli.ok("target", "remove", "chat") == "removed target chat\n"
 
     cli.fails("target", "add", "x", "--notifier", "smoke", needle="the loaded notifiers are ")
-    cli.fails("target", "add", "x", "--notifier", "webhook", "--config", '{"url": 5}',
-              needle="config.url: 5 is not of type 'string'")
-    cli.fails("target", "add", "x", "--notifier", "webhook",
-              "--config", json.dumps({**HOOK, "secret": "short"}),
-              needle="config.secret: the value (not shown")
-    cli.fails("target", "add", "x", "--notifier", "webhook", "--config", "{nope",
-              needle="--config is not valid JSON")
-    cli.fails("target", "add", "x", "--notifier", "log", "--config-file",
-              str(tmp_path / "missing.json"), needle="cannot read --config-file")
-    cli.fails("target", "add", "x", "--notifier", "log", "--config", "{}", "--config-file",
-              str(config_file), needle="not both")
-    cli.fails("target", "add", "x", "--notifier", "log", "--team", "a", "--service", "b",
-              needle="a team or to a service")
-    cli.fails("target", "add", "x", "--notifier", "log", "--team", "ghosts",
-              needle="no team 'ghosts'")
-    cli.fails("target", "add", "x", "--notifier", "log", "--min-priority", "p9",
-              needle="invalid choice")
+    cli.fails(
+        "target",
+        "add",
+        "x",
+        "--notifier",
+        "webhook",
+        "--config",
+        '{"url": 5}',
+        needle="config.url: 5 is not of type 'string'",
+    )
+    cli.fails(
+        "target",
+        "add",
+        "x",
+        "--notifier",
+        "webhook",
+        "--config",
+        json.dumps({**HOOK, "secret": "short"}),
+        needle="config.secret: the value (not shown",
+    )
+    cli.fails(
+        "target",
+        "add",
+        "x",
+        "--notifier",
+        "webhook",
+        "--config",
+        "{nope",
+        needle="--config is not valid JSON",
+    )
+    cli.fails(
+        "target",
+        "add",
+        "x",
+        "--notifier",
+        "log",
+        "--config-file",
+        str(tmp_path / "missing.json"),
+        needle="cannot read --config-file",
+    )
+    cli.fails(
+        "target",
+        "add",
+        "x",
+        "--notifier",
+        "log",
+        "--config",
+        "{}",
+        "--config-file",
+        str(config_file),
+        needle="not both",
+    )
+    cli.fails(
+        "target",
+        "add",
+        "x",
+        "--notifier",
+        "log",
+        "--team",
+        "a",
+        "--service",
+        "b",
+        needle="a team or to a service",
+    )
+    cli.fails(
+        "target", "add", "x", "--notifier", "log", "--team", "ghosts", needle="no team 'ghosts'"
+    )
+    cli.fails(
+        "target", "add", "x", "--notifier", "log", "--min-priority", "p9", needle="invalid choice"
+    )
     cli.fails("target", "add", "x", needle="--notifier")
     cli.fails("target", "update", "hook", "--fallback", "--team", "a", needle="--fallback")
     cli.fails("target", "show", "nope", needle="no target 'nope'")
@@ -274,20 +439,45 @@ def test_escalation_and_team_commands(cli_db: Cli) -> None:
     cli = cli_db
     for slug in ("primary", "manager"):
         cli.ok("target", "add", slug, "--notifier", "log")
-    out = cli.ok("escalation", "add", "sre", "--level", "300:primary",
-                 "--level", "1800:primary,manager", "--repeat-every", "600", "--name", "SRE")
+    out = cli.ok(
+        "escalation",
+        "add",
+        "sre",
+        "--level",
+        "300:primary",
+        "--level",
+        "1800:primary,manager",
+        "--repeat-every",
+        "600",
+        "--name",
+        "SRE",
+    )
     assert table(out) == [
         ["SLUG", "NAME", "LEVELS", "REPEAT_EVERY", "MAX_REMINDERS"],
         ["sre", "SRE", "300s: primary; 1800s: primary,manager", "600", "3"],
     ]
     shown = cli.json("escalation", "show", "sre")
-    assert shown["levels"] == [{"after": 300, "targets": ["primary"]},
-                               {"after": 1800, "targets": ["primary", "manager"]}]
+    assert shown["levels"] == [
+        {"after": 300, "targets": ["primary"]},
+        {"after": 1800, "targets": ["primary", "manager"]},
+    ]
     levels = json.dumps([{"after": 120, "targets": ["manager"]}])
-    updated = cli.json("escalation", "update", "sre", "--levels", levels, "--no-repeat",
-                       "--max-reminders", "0", "--json")
+    updated = cli.json(
+        "escalation",
+        "update",
+        "sre",
+        "--levels",
+        levels,
+        "--no-repeat",
+        "--max-reminders",
+        "0",
+        "--json",
+    )
     assert (updated["levels"], updated["repeat_every"], updated["max_reminders"]) == (
-        [{"after": 120, "targets": ["manager"]}], None, 0)
+        [{"after": 120, "targets": ["manager"]}],
+        None,
+        0,
+    )
     assert [p["slug"] for p in cli.json("escalation", "list", "--json")] == ["sre"]
 
     with_medic(lambda medic: medic.teams.create({"slug": "payments"}, actor=Actor("test")))
@@ -307,10 +497,19 @@ def test_escalation_and_team_commands(cli_db: Cli) -> None:
     cli.fails("escalation", "add", "x", "--level", "300", needle="SECONDS:TARGET")
     cli.fails("escalation", "add", "x", "--level", "30:primary", needle="between 60 and 604800")
     cli.fails("escalation", "add", "x", "--level", "300:ghost", needle="no target 'ghost'")
-    cli.fails("escalation", "add", "x", "--level", "600:primary", "--level", "300:primary",
-              needle="levels[1].after must be greater")
-    cli.fails("escalation", "add", "x", "--levels", "[]", "--level", "300:primary",
-              needle="not both")
+    cli.fails(
+        "escalation",
+        "add",
+        "x",
+        "--level",
+        "600:primary",
+        "--level",
+        "300:primary",
+        needle="levels[1].after must be greater",
+    )
+    cli.fails(
+        "escalation", "add", "x", "--levels", "[]", "--level", "300:primary", needle="not both"
+    )
     cli.fails("escalation", "add", "x", "--repeat-every", "5", needle="repeat_every")
     cli.fails("escalation", "show", "nope", needle="no escalation policy 'nope'")
 
@@ -371,21 +570,33 @@ def test_doctor_checks_every_enabled_target(cli_db: Cli) -> None:
     cli.ok("target", "remove", "vanished")
     checks = cli.json("doctor", "--json")
     assert [(c["check"], c["status"]) for c in checks] == [
-        ("database", "ok"), ("schema", "ok"), ("target:fine", "ok")]
+        ("database", "ok"),
+        ("schema", "ok"),
+        ("target:fine", "ok"),
+    ]
 
 
 def test_doctor_without_a_delivery_service_says_targets_were_not_checked(cli: Cli) -> None:
     cli.ok("target", "add", "fine", "--notifier", "log")
     give_medic(cli.monkeypatch, None)
     checks = cli.json("doctor", "--json")
-    assert checks[-1] == {"check": "targets", "status": "degraded",
-                          "detail": "1 enabled target(s) not checked: "
-                                    "this Medic has no delivery service"}
+    assert checks[-1] == {
+        "check": "targets",
+        "status": "degraded",
+        "detail": "1 enabled target(s) not checked: this Medic has no delivery service",
+    }
 
 
 def doctor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(medic_bin()), "doctor", *args], env=env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [str(medic_bin()), "doctor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 @pytest.mark.e2e
@@ -398,8 +609,14 @@ def test_doctor_on_the_default_sqlite_database(tmp_path: Path) -> None:
     assert rows[1] == ["database", "ok", "sqlite"]
     assert rows[2][:2] == ["schema", "degraded"] and "medic db upgrade" in rows[2][2]
 
-    upgrade = subprocess.run([str(medic_bin()), "db", "upgrade"], env=env, capture_output=True,
-                             text=True, timeout=60, check=False)
+    upgrade = subprocess.run(
+        [str(medic_bin()), "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert upgrade.returncode == 0, upgrade.stderr
     ready = doctor("--json", env=env)
     assert ready.returncode == 0, (ready.stdout, ready.stderr)
@@ -414,8 +631,11 @@ def test_doctor_on_the_default_sqlite_database(tmp_path: Path) -> None:
 def test_doctor_exits_1_when_the_database_is_down_and_2_on_a_usage_error(
     tmp_path: Path,
 ) -> None:
-    env = cli_env(tmp_path, MEDIC_DATABASE_URL=f"postgresql://medic@127.0.0.1:{free_port()}/x",
-                  MEDIC_DB_CONNECT_TIMEOUT="2")
+    env = cli_env(
+        tmp_path,
+        MEDIC_DATABASE_URL=f"postgresql://medic@127.0.0.1:{free_port()}/x",
+        MEDIC_DB_CONNECT_TIMEOUT="2",
+    )
     down = doctor(env=env)
     assert down.returncode == 1, (down.stdout, down.stderr)
     assert "Traceback" not in down.stderr
@@ -429,3 +649,90 @@ def test_doctor_exits_1_when_the_database_is_down_and_2_on_a_usage_error(
     usage = doctor("--verbose", env=env)
     assert usage.returncode == 2
     assert usage.stderr.startswith("usage: medic") and "--verbose" in usage.stderr
+
+
+# -- real notifiers and the outbox ----------------------------------------------------------------
+
+
+def test_target_test_and_check_with_a_real_notifier(cli_db: Cli) -> None:
+    cli = cli_db
+    cli.ok("target", "add", "ops-log", "--notifier", "log")
+    result = cli.json("target", "test", "ops-log", "--json")
+    assert result["ok"] is True and result["notifier"] == "log"
+    checked = cli.json("target", "check", "ops-log", "--json")
+    assert checked["status"] == "ok" and "no connection test" in checked["detail"]
+    cli.fails("target", "test", "nope", needle="no target 'nope'")
+
+
+def test_delivery_commands_list_show_and_redrive(cli_db: Cli) -> None:
+    from datetime import UTC, datetime
+
+    from medic_core.store.models import Alert, Delivery, Service
+
+    cli = cli_db
+    cli.ok("target", "add", "ops-log", "--notifier", "log")
+
+    async def seed(medic: Medic) -> int:
+        now = datetime.now(UTC)
+        async with medic.db.transaction() as session:
+            service = Service(
+                slug="api",
+                name="api",
+                tags=[],
+                priority="p2",
+                description="",
+                expectation={"kind": "interval", "period": 60},
+                grace=0,
+                state="down",
+                recent_beats=[],
+                muted=False,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(service)
+            await session.flush()
+            alert = Alert(
+                service_id=service.id,
+                cause="failed",
+                state="open",
+                priority="p2",
+                summary="api failed",
+                details={},
+                opened_at=now,
+                notified_at=now,
+            )
+            session.add(alert)
+            await session.flush()
+            target_id = await session.scalar(
+                select(NotificationTarget.id).where(NotificationTarget.slug == "ops-log")
+            )
+            delivery = Delivery(
+                key=f"{alert.id}:{target_id}:opened:0",
+                alert_id=alert.id,
+                target_id=target_id,
+                kind="opened",
+                level=0,
+                status="failed",
+                attempts=12,
+                last_error="HTTP 410 from the receiver",
+                response_code=410,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(delivery)
+            await session.flush()
+            return delivery.id
+
+    delivery_id: int = with_medic(seed)
+    rows = cli.json("delivery", "list", "--status", "failed", "--json")
+    assert [(r["id"], r["target"], r["response_code"]) for r in rows] == [
+        (delivery_id, "ops-log", 410)
+    ]
+    shown = cli.json("delivery", "show", str(delivery_id))
+    assert shown["last_error"] == "HTTP 410 from the receiver"
+    retried = cli.json("delivery", "retry", str(delivery_id), "--json")
+    assert retried["status"] == "pending" and retried["attempts"] == 0
+    cli.fails("delivery", "retry", str(delivery_id), needle="only failed deliveries")
+    out = cli.ok("delivery", "retry-failed", "--target", "ops-log")
+    assert "re-driven 0 failed deliveries" in out
+    assert table(cli.ok("delivery", "list"))[0][:3] == ["ID", "ALERT_ID", "TARGET"]
