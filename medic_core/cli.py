@@ -823,7 +823,7 @@ def _add_delivery_commands(sub: Any) -> None:
     es.add_parser("remove", help="delete a policy no team uses").add_argument("slug")
     escalation.set_defaults(func=cmd_escalation)
 
-    target = sub.add_parser("target", help="notification targets")
+    target = sub.add_parser("target", aliases=["targets"], help="notification targets")
     tg = target.add_subparsers(dest="target_command", required=True, metavar="ACTION")
     for action, text in (("add", "create a target"), ("update", "change a target")):
         p = tg.add_parser(

@@ -616,3 +616,33 @@ async def test_the_delivery_service_is_woken_only_when_deliveries_were_queued(
     await medic.alerts.acknowledge(alert, actor=ME)
     await medic.bus.drain()
     assert queued == [1, 1]  # the opening, then the acknowledgement
+
+
+async def test_maintenance_window_holds_delivery_until_it_ends_and_only_if_still_down(
+    wired: tuple[Medic, Channel], clock: FakeClock
+) -> None:
+    medic, channel = wired
+    daily = {"kind": "interval", "period": 86400}  # no missed deadline during the test
+    await add_service(medic, "db-primary", tags=["db"], expectation=daily)
+    await add_service(medic, "db-replica", tags=["db"], expectation=daily)
+    await add_target(medic, "dba")
+    now = clock.now()
+    await medic.maintenance.create(
+        {
+            "name": "upgrade",
+            "selector": {"tags": ["db"]},
+            "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+        },
+        actor=ME,
+    )
+    primary = await fail(medic, "db-primary")
+    await fail(medic, "db-replica")
+    await medic.delivery.run_once()
+    assert channel.sent == [] and await deliveries(medic) == []  # recorded, not notified
+    clock.advance(600)
+    await medic.writer.submit(HeartbeatIn("db-replica", "success"))  # recovered inside
+    clock.advance(3000)
+    await medic.monitor.run_once()  # the window ends: release what is still unresolved
+    await medic.delivery.run_once()
+    assert channel.log() == [("opened", "dba", primary)]
