@@ -14,7 +14,6 @@ skipped until the next pass. ``run_once`` is the whole step, so tests drive it w
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +28,8 @@ from medic_core.clock import Clock
 from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.observability.tracing import tracer
-from medic_core.store import Database, is_transient_db_error
+from medic_core.passes import Pass, PassLoop
+from medic_core.store import Database
 from medic_core.store.models import Alert, JobRun, Service
 from medic_core.store.types import instant_from_db
 
@@ -69,11 +69,7 @@ class Monitor:
         self._metrics = metrics
         self._alerts = alerts
         self._batch = batch_size
-        self._max_sleep = max_sleep
-        self._wake = asyncio.Event()
-        self._target: datetime | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = PassLoop("monitor", self._pass, clock, max_sleep=max_sleep)
         # The earliest overrun and notify deadlines the last pass saw; a pass skips a claim
         # query whose earliest deadline is still ahead (an outage backlog of 100k missed
         # services is 200 passes, each otherwise paying two empty claims). Forgotten on every
@@ -83,8 +79,8 @@ class Monitor:
     def notice(self, deadline: datetime) -> None:
         """A deadline was set; wake the loop if it is sooner than the one it sleeps towards."""
         self._ahead = None
-        if self._target is None or deadline < self._target:
-            self._wake.set()
+        if self._loop.target is None or deadline < self._loop.target:
+            self._loop.wake()
 
     async def run_once(self) -> MonitorPass:
         now = self._clock.now()
@@ -214,57 +210,16 @@ class Monitor:
         now = self._clock.now()
         return earliest, earliest if earliest <= now else None
 
+    async def _pass(self) -> Pass:
+        result = await self.run_once()
+        return Pass(result.more, result.next_deadline)
+
     async def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._loop(), name="monitor")
+        await self._loop.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Let the current pass finish (cancelling mid-transaction leaves a rollback half
-        done), then end the loop; cancel only if the pass overruns ``timeout``."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-
-    async def _loop(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                result = await self.run_once()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                delay = min(5.0, 0.25 * 2**failures)
-                if is_transient_db_error(exc):
-                    log.warning("monitor: database unreachable, retrying in %.1fs: %s", delay, exc)
-                else:
-                    log.exception("monitor pass failed, retrying in %.1fs", delay)
-                await self._sleep(delay)
-                continue
-            if result.more:
-                continue
-            now = self._clock.now()
-            self._target = result.next_deadline
-            sleep = self._max_sleep
-            if result.next_deadline is not None:
-                sleep = min(sleep, max(0.0, (result.next_deadline - now).total_seconds()))
-            if sleep > 0:
-                await self._sleep(sleep)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, waking early for ``notice()`` or ``stop()``."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        """Let the current pass finish, then end the loop (see ``PassLoop.stop``)."""
+        await self._loop.stop(timeout)
 
 
 def _iso(value: datetime | None) -> str | None:

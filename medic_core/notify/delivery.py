@@ -21,7 +21,6 @@ its deliveries are deferred to the end of the cool-down without spending an atte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -40,9 +39,10 @@ from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import Event
 from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
+from medic_core.passes import Pass, PassLoop
 from medic_core.plugins.interfaces import DeliveryError, HealthResult, Notification, Notifier
 from medic_core.settings import Settings
-from medic_core.store import Database, is_transient_db_error
+from medic_core.store import Database
 from medic_core.store.models import Alert, Delivery, NotificationTarget, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
 from medic_core.store.types import instant_from_db
@@ -124,16 +124,13 @@ class DeliveryService:
         self._router = router
         self._settings = settings
         self._batch = batch_size
-        self._max_sleep = max_sleep
         self._timeout = settings.notify_timeout
         # A claimed delivery belongs to its claimer for this long; after it, anyone may retry.
         # A send is cut at notify_timeout, so twice that (plus the outcome's commit) is ample;
         # it is also how long a crash can hold a delivery back.
         self._lease = timedelta(seconds=2 * settings.notify_timeout + 5.0)
         self._breakers: dict[int, _Breaker] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = PassLoop("deliveries", self._pass, clock, max_sleep=max_sleep)
         self._public_url = settings.resolved_public_url
         #: The latest connection test of each enabled target (``refresh_target_health``), shown
         #: in /health/ready: tested in the background, so probes never wait on Slack or SMTP.
@@ -144,52 +141,21 @@ class DeliveryService:
     async def on_event(self, event: Event) -> None:
         """Bus subscriber: deliveries were queued (committed), so look at once."""
         if event.type == "deliveries.queued":
-            self._wake.set()
+            self._loop.wake()
 
     def notice(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._loop(), name="deliveries")
+        await self._loop.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
+        await self._loop.stop(timeout)
 
-    async def _loop(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                result = await self.run_once()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                level = logging.WARNING if is_transient_db_error(exc) else logging.ERROR
-                log.log(level, "delivery pass failed: %s", exc, exc_info=level == logging.ERROR)
-                await self._sleep(min(5.0, 0.25 * 2**failures))
-                continue
-            if result.claimed or result.paged:
-                continue  # maybe more due; the next pass is cheap when nothing is
-            delay = self._max_sleep
-            if result.next_due is not None:
-                delay = min(delay, (result.next_due - self._clock.now()).total_seconds())
-            await self._sleep(max(0.0, delay))
-
-    async def _sleep(self, seconds: float) -> None:
-        if self._stopping:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+    async def _pass(self) -> Pass:
+        result = await self.run_once()
+        # Something claimed or paged: maybe more is due; the next pass is cheap when not.
+        return Pass(bool(result.claimed or result.paged), result.next_due)
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -498,7 +464,7 @@ class DeliveryService:
                 before=before,
                 after=after,
             )
-        self._wake.set()
+        self._loop.wake()
         return after
 
     async def redrive_failed(self, *, target: str | None, actor: Actor) -> int:
@@ -529,7 +495,7 @@ class DeliveryService:
                 resource_id=target or "*",
                 after={"target": target, "count": count},
             )
-        self._wake.set()
+        self._loop.wake()
         return count
 
     async def _target(self, slug: str) -> NotificationTarget:
