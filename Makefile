@@ -49,7 +49,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict medic_core
 
-pytest: install server-binaries
+pytest: install server-binaries infra-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=medic_core --cov=medic_plugins --cov-report=term-missing:skip-covered \
 		--cov-fail-under=85
@@ -60,3 +60,70 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache
+
+# ---- Infrastructure checks (tests/infra: workflows, image, Helm chart, Terraform) ------------
+# `make infra-check` installs the tools tests/infra needs, runs those tests, then
+# `terraform fmt -check` when a terraform binary exists (no registry ships one: the HCL checks
+# in tests/infra run either way). helm and actionlint are built with `go install` into
+# $(go env GOPATH)/bin, once per version (a stamp file beside them); checkov gets a virtualenv of
+# its own under .venv/ because it pins packaging<24, which the test tools in .venv cannot use.
+INFRA_HELM_VERSION       := v3.22.0
+INFRA_ACTIONLINT_VERSION := v1.7.12
+INFRA_CHECKOV_VERSION    := 3.3.30
+INFRA_CHECKOV_VENV       := $(VENV)/infra-tools/checkov
+
+.PHONY: infra-check infra-tools infra-go-tools infra-checkov infra-shellcheck
+
+infra-go-tools:
+	@command -v go >/dev/null 2>&1 || { echo "infra-check: Go is needed to build helm and actionlint (go install)" >&2; exit 1; }
+	@gobin="$$(go env GOPATH | cut -d: -f1)/bin"; \
+	if [ ! -x "$$gobin/helm" ] || [ ! -f "$$gobin/.medic-helm-$(INFRA_HELM_VERSION)" ]; then \
+		echo "go install helm $(INFRA_HELM_VERSION) (a few minutes the first time)"; \
+		go install helm.sh/helm/v3/cmd/helm@$(INFRA_HELM_VERSION) && touch "$$gobin/.medic-helm-$(INFRA_HELM_VERSION)"; \
+	fi; \
+	if [ ! -x "$$gobin/actionlint" ] || [ ! -f "$$gobin/.medic-actionlint-$(INFRA_ACTIONLINT_VERSION)" ]; then \
+		echo "go install actionlint $(INFRA_ACTIONLINT_VERSION)"; \
+		go install github.com/rhysd/actionlint/cmd/actionlint@$(INFRA_ACTIONLINT_VERSION) \
+			&& touch "$$gobin/.medic-actionlint-$(INFRA_ACTIONLINT_VERSION)"; \
+	fi
+
+infra-checkov: $(BIN)/python
+	@if ! $(INFRA_CHECKOV_VENV)/bin/checkov --version 2>/dev/null | grep -qx "$(INFRA_CHECKOV_VERSION)"; then \
+		echo "installing checkov $(INFRA_CHECKOV_VERSION) into $(INFRA_CHECKOV_VENV)"; \
+		$(PYTHON) -m venv $(INFRA_CHECKOV_VENV) \
+			&& $(INFRA_CHECKOV_VENV)/bin/pip install --quiet checkov==$(INFRA_CHECKOV_VERSION); \
+	fi
+
+# actionlint runs shellcheck on every `run:` script when shellcheck is on PATH.
+infra-shellcheck:
+	@if command -v shellcheck >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing shellcheck (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
+	else echo "shellcheck is missing -- run 'sudo apt-get install -y shellcheck'" >&2; exit 1; fi
+
+infra-tools: infra-go-tools infra-checkov infra-shellcheck
+
+infra-check: infra-tools
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/infra
+	@if [ ! -d infra/terraform ]; then \
+		echo "infra/terraform: not written yet, no Terraform checks"; \
+	elif command -v terraform >/dev/null 2>&1; then \
+		terraform fmt -check -recursive -diff infra/terraform && echo "terraform fmt -check: ok"; \
+	else \
+		echo "terraform: no binary on this machine, so 'terraform fmt -check' did not run (the HCL checks above did)"; \
+	fi
+
+# ---- Rust workspace (agent-rs: the allowlist verifier; the agent to come) --------------------
+# `make agent-test` checks formatting, lints with every warning an error, and runs the tests.
+# Crates come from the Rust package registry at the versions pinned in agent-rs/Cargo.lock
+# (--locked); the first run downloads and builds them (cold: about 1 minute on 2 cores), later runs
+# are incremental. The file tests chown files, so they expect to run as root, as CI does.
+CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+
+.PHONY: agent-test
+
+agent-test:
+	cd agent-rs && $(CARGO) fmt --all --check
+	cd agent-rs && $(CARGO) clippy --locked --all-targets -- -D warnings
+	cd agent-rs && $(CARGO) test --locked

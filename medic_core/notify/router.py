@@ -163,16 +163,38 @@ class Router:
         alerts: Sequence[tuple[Alert, Service]],
         now: datetime,
     ) -> int:
-        """First notification of alerts (opened unsuppressed, or released from suppression)."""
+        """First notification of alerts (released from suppression): page now, plan paging."""
         if not alerts:
             return 0
-        book = await self._book(session)
+        book = await self.book(session)
+        for alert, service in alerts:
+            alert.page_at = self.first_page(book, service, alert, now)
+        return await self.queue_opened(session, pending, book, alerts, now)
+
+    async def book(self, session: AsyncSession) -> _Book:
+        """The routing tables, for ``first_page`` and ``queue_opened``."""
+        return await self._book(session)
+
+    def first_page(
+        self, book: _Book, service: Service, alert: Alert, now: datetime
+    ) -> datetime | None:
+        """When an alert first notified ``now`` is next escalated or reminded (None: never)."""
+        return _next_page(book.policy(service), alert, now)
+
+    async def queue_opened(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        book: _Book,
+        alerts: Sequence[tuple[Alert, Service]],
+        now: datetime,
+    ) -> int:
+        """Queue the ``opened`` deliveries of alerts already inserted (their ids are known)."""
         rows: list[dict[str, Any]] = []
         for alert, service in alerts:
             for target in book.for_service(service):
                 if target.accepts(alert.priority, now):
                     rows.append(_row(alert.id, target.id, "opened", 0, now))
-            alert.page_at = _next_page(book.policy(service), alert, now)
         await self._insert(session, pending, rows, now)
         return len(rows)
 

@@ -114,6 +114,27 @@ class Database:
             else:
                 row.id = last + offset
 
+    async def take_ids(self, session: AsyncSession, model: Any, count: int) -> list[int]:
+        """``count`` new ids for ``model``'s table, before inserting (both databases).
+
+        PostgreSQL: from the table's sequence, in one statement. SQLite: numbered from the
+        current maximum, as ``assign_ids`` does (the caller holds the write lock). Callers that
+        know their ids up front can insert with plain Core ``executemany`` and refer to the
+        rows (foreign keys, events) before the insert.
+        """
+        if count <= 0:
+            return []
+        if self.dialect != "sqlite":
+            table = model.__tablename__
+            sequence = func.pg_get_serial_sequence(table, "id")
+            rows = await session.execute(
+                select(func.nextval(sequence)).select_from(func.generate_series(1, count))
+            )
+            return sorted(int(value) for (value,) in rows)
+        with session.no_autoflush:
+            last = int(await session.scalar(select(func.max(model.id))) or 0)
+        return list(range(last + 1, last + 1 + count))
+
     async def ping(self, timeout: float = 2.0) -> None:
         """Raise if the database cannot answer a trivial query within ``timeout`` seconds."""
         async with asyncio.timeout(timeout), self.engine.connect() as conn:

@@ -56,15 +56,17 @@ BAD_KEY = "medic_000000000000_" + "A" * 43
 def command_paths(
     parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, ...]]:
-    """Every command and subcommand the parser knows, found by walking it."""
+    """Every command and subcommand the parser knows, found by walking it (an alias such as
+    ``targets`` is the same parser as ``target``: its canonical path, from ``prog``)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield (*prefix, name)
-                yield from command_paths(sub, (*prefix, name))
+            for sub in action.choices.values():
+                path = tuple(sub.prog.split()[1:])
+                yield path
+                yield from command_paths(sub, path)
 
 
-ALL_COMMANDS = sorted(command_paths(build_parser()))
+ALL_COMMANDS = sorted(set(command_paths(build_parser())))
 
 
 def test_the_parser_has_every_expected_command() -> None:
