@@ -56,7 +56,7 @@ pytest: install server-binaries infra-tools
 	# The example plugin's own tests, run the way its authors would (its own pytest config).
 	cd examples/medic-plugin-example && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-test: lint typecheck pytest
+test: lint typecheck pytest agent-test
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache
@@ -116,14 +116,14 @@ infra-check: infra-tools
 
 # ---- Rust workspace (agent-rs: the allowlist verifier; the agent to come) --------------------
 # `make agent-test` checks formatting, lints with every warning an error, and runs the tests.
-# Crates come from the Rust package registry at the versions pinned in agent-rs/Cargo.lock
-# (--locked); the first run downloads and builds them (cold: about 1 minute on 2 cores), later runs
-# are incremental. The file tests chown files, so they expect to run as root, as CI does.
+# Crates come from the Rust package registry (agent-rs/Cargo.lock is generated, not committed: it
+# names the registry's host); the first run downloads and builds them (cold: about 1 minute on
+# 2 cores), later runs are incremental. Two file tests chown files, so they expect root, as in CI.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
 .PHONY: agent-test
 
 agent-test:
 	cd agent-rs && $(CARGO) fmt --all --check
-	cd agent-rs && $(CARGO) clippy --locked --all-targets -- -D warnings
-	cd agent-rs && $(CARGO) test --locked
+	cd agent-rs && $(CARGO) clippy --all-targets -- -D warnings
+	cd agent-rs && $(CARGO) test

@@ -23,6 +23,7 @@ from medic_core.heartbeats import HeartbeatWriter
 from medic_core.heartbeats.history import History
 from medic_core.maintenance.windows import MaintenanceWindows
 from medic_core.monitor import Monitor
+from medic_core.net.guard import OutboundPolicy
 from medic_core.notify.delivery import DeliveryService
 from medic_core.notify.dispatcher import NotificationDispatcher
 from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
@@ -49,6 +50,8 @@ class Medic:
         entry_points: bool = True,
     ) -> None:
         self.settings = settings
+        # Fail at start, not at the first webhook, on a malformed outbound allow-list.
+        self.outbound = OutboundPolicy.from_settings(settings)
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
         self.db = Database(

@@ -103,3 +103,16 @@ def test_input_rules() -> None:
         v.integer(0, "n", low=1, high=2)
     with pytest.raises(ValidationError, match="must be an integer"):
         v.integer(True, "n", low=0, high=2)
+
+
+def test_a_malformed_outbound_network_stops_medic_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from medic_core.app import Medic
+    from medic_core.settings import Settings
+
+    settings = Settings.load(
+        {}, data_dir=str(tmp_path), notifiers="", outbound_allow_networks="10.0.0.1/8"
+    )
+    with pytest.raises(ValueError, match="MEDIC_OUTBOUND_ALLOW_NETWORKS"):
+        Medic(settings, entry_points=False)

@@ -1,0 +1,148 @@
+//! `medic-agent`: runs allow-listed scripts on a host for the Medic server.
+//!
+//! This is the skeleton of the agent: `--version`, and `check`, which validates the
+//! configuration and the allowlist and prints what the server may ask for. The connection to
+//! the server (`docs/agent-protocol.md`) comes next. Arguments are parsed by hand: two commands
+//! do not justify an argument-parsing dependency in a binary that must stay small.
+
+#![deny(unsafe_code)]
+
+mod check;
+mod config;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use medic_allowlist::FilePolicy;
+
+const USAGE: &str = "\
+usage: medic-agent --version
+       medic-agent check [--config PATH] [--owner-uid UID]
+
+commands:
+  check        validate the configuration and the allowlist, verify every listed script file
+               as an execution would, and print what the server may ask for. Exit status 0:
+               everything verified; 1: some script would be refused; 2: nothing can run.
+
+options:
+  --config PATH    the configuration file (default /etc/medic/agent.toml)
+  --owner-uid UID  trust files owned by UID (and directories owned by UID or root) instead of
+                   root only: for trying an allowlist out without root
+  --version, -V    print the version
+  --help, -h       print this help
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Version,
+    Help,
+    Check { config: PathBuf, policy: FilePolicy },
+}
+
+fn parse(args: &[OsString]) -> Result<Command, String> {
+    let mut args = args.iter();
+    let Some(first) = args.next() else {
+        return Err("a command is needed".into());
+    };
+    match first.to_str() {
+        Some("--version" | "-V") => Ok(Command::Version),
+        Some("--help" | "-h" | "help") => Ok(Command::Help),
+        Some("check") => {
+            let mut config = PathBuf::from(config::DEFAULT_PATH);
+            let mut policy = FilePolicy::ROOT;
+            while let Some(option) = args.next() {
+                let value = args.next();
+                match (option.to_str(), value) {
+                    (Some("--config"), Some(value)) => config = PathBuf::from(value),
+                    (Some("--owner-uid"), Some(value)) => {
+                        let uid = value
+                            .to_str()
+                            .and_then(|text| text.parse().ok())
+                            .ok_or("--owner-uid takes a numeric uid")?;
+                        policy = FilePolicy::owned_by(uid);
+                    }
+                    (Some("--config" | "--owner-uid"), None) => {
+                        return Err(format!("{} needs a value", option.to_string_lossy()));
+                    }
+                    _ => return Err(format!("unknown option {}", option.to_string_lossy())),
+                }
+            }
+            Ok(Command::Check { config, policy })
+        }
+        _ => Err(format!("unknown command {}", first.to_string_lossy())),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let (text, status, to_stdout) = match parse(&args) {
+        Ok(Command::Version) => (
+            format!(
+                "medic-agent {} (protocol medic.agent.v1)\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            0,
+            true,
+        ),
+        Ok(Command::Help) => (USAGE.to_owned(), 0, true),
+        Ok(Command::Check { config, policy }) => {
+            let report = check::check(&config, &policy);
+            let ok = report.status < 2;
+            (report.text, report.status, ok)
+        }
+        Err(message) => (format!("medic-agent: {message}\n\n{USAGE}"), 2, false),
+    };
+    // A closed pipe is not worth a panic: the status still tells.
+    let _ = if to_stdout {
+        std::io::stdout().write_all(text.as_bytes())
+    } else {
+        std::io::stderr().write_all(text.as_bytes())
+    };
+    ExitCode::from(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Result<Command, String> {
+        parse(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn commands_and_options_parse() {
+        assert_eq!(parsed(&["--version"]), Ok(Command::Version));
+        assert_eq!(parsed(&["-V"]), Ok(Command::Version));
+        assert_eq!(parsed(&["-h"]), Ok(Command::Help));
+        assert_eq!(
+            parsed(&["check"]),
+            Ok(Command::Check {
+                config: PathBuf::from("/etc/medic/agent.toml"),
+                policy: FilePolicy::ROOT
+            })
+        );
+        assert_eq!(
+            parsed(&["check", "--owner-uid", "1000", "--config", "/x.toml"]),
+            Ok(Command::Check {
+                config: PathBuf::from("/x.toml"),
+                policy: FilePolicy::owned_by(1000)
+            })
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_are_errors() {
+        for args in [
+            &[][..],
+            &["run"],
+            &["check", "--config"],
+            &["check", "--owner-uid", "root"],
+            &["check", "--verbose", "x"],
+        ] {
+            assert!(parsed(args).is_err(), "{args:?}");
+        }
+    }
+}
