@@ -36,7 +36,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 def test_committed_stubs_are_exactly_what_the_generator_writes(tmp_path: Path) -> None:
     out = tmp_path / "proto"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--out", str(out)],
+        [sys.executable, str(ROOT / "proto" / "gen_python.py"), "--out", str(out)],
         capture_output=True,
         text=True,
         check=False,
@@ -47,7 +47,7 @@ def test_committed_stubs_are_exactly_what_the_generator_writes(tmp_path: Path) -
     stale = [name for name in fresh if committed[name] != fresh[name]]
     assert not stale, (
         f"{', '.join(stale)} differ from proto/medic/agent/v1/agent.proto: run "
-        "`.venv/bin/python scripts/gen_proto.py` and commit the result (if only the header's "
+        "`.venv/bin/python proto/gen_python.py` and commit the result (if only the header's "
         "versions differ, install the pinned grpcio-tools and mypy-protobuf instead)"
     )
 
