@@ -43,7 +43,7 @@ server-binaries:
 	fi
 
 lint: install
-	$(BIN)/ruff check medic_core medic_plugins tests bench examples
+	$(BIN)/ruff check medic_core medic_plugins tests bench examples proto
 	$(BIN)/ruff format --check medic_core medic_plugins examples
 
 typecheck: install
