@@ -1,0 +1,8 @@
+provider "aws" {
+  region              = var.aws_region
+  allowed_account_ids = [var.aws_account_id]
+
+  default_tags {
+    tags = var.tags
+  }
+}
