@@ -56,6 +56,7 @@ impl Default for FilePolicy {
 
 /// Group- and other-write permission bits.
 const WRITABLE_BY_OTHERS: u32 = 0o022;
+const STICKY: u32 = 0o1000;
 /// Any execute permission bit.
 const EXECUTABLE: u32 = 0o111;
 /// `S_IFMT` and `S_IFREG` of `st_mode`, the same on every Unix.
@@ -128,7 +129,10 @@ fn check_directories(path: &Path, policy: &FilePolicy) -> Result<(), Refusal> {
                 ),
             ));
         }
-        if metadata.mode() & WRITABLE_BY_OTHERS != 0 {
+        // A root-owned sticky directory (`/tmp`) lets others add entries but not rename or
+        // remove ours, and the next component is checked in turn: it cannot swap the path.
+        let sticky_root = metadata.mode() & STICKY != 0 && metadata.uid() == 0;
+        if metadata.mode() & WRITABLE_BY_OTHERS != 0 && !sticky_root {
             return Err(Refusal::new(
                 Reason::DirectoryWritableByOthers,
                 format!(

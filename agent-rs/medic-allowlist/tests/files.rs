@@ -1,8 +1,8 @@
 //! Opening and verifying real files: ownership, modes, directories, symbolic links, hashes, and
 //! running what was verified.
 //!
-//! Files live in temporary directories under Cargo's target directory (not /tmp, whose
-//! world-writable mode would, rightly, refuse every script). The policy trusts the user running
+//! Files live in temporary directories under Cargo's target directory (not directly in /tmp,
+//! where anyone may create the names a test uses). The policy trusts the user running
 //! the tests. The two tests that need a file or directory owned by someone else `chown` and so
 //! need root, as `make agent-test` runs in this project.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,9 +34,11 @@ impl Sandbox {
     fn new() -> Self {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         for directory in base.ancestors() {
-            let mode = fs::metadata(directory).unwrap().mode();
+            let metadata = fs::metadata(directory).unwrap();
+            let mode = metadata.mode();
+            let sticky_root = mode & 0o1000 != 0 && metadata.uid() == 0;
             assert!(
-                mode & 0o022 == 0,
+                mode & 0o022 == 0 || sticky_root,
                 "{} is writable by others, so every script below it is rightly refused: \
                  put the target directory (CARGO_TARGET_DIR) somewhere safe",
                 directory.display()
@@ -315,7 +317,7 @@ fn group_or_world_writable_directories_anywhere_above_are_refused() {
     sandbox.subdir("upper/lower", 0o755);
     let path = sandbox.write("upper/lower/x.sh", SCRIPT, 0o755);
     assert!(open_verified_script(&path, Sha256::of(SCRIPT), &policy(&sandbox)).is_ok());
-    for mode in [0o775, 0o777, 0o1777] {
+    for mode in [0o775, 0o777, 0o757] {
         fs::set_permissions(&upper, Permissions::from_mode(mode)).unwrap();
         assert_eq!(
             refusal(&path, Sha256::of(SCRIPT), &policy(&sandbox)),
@@ -323,6 +325,24 @@ fn group_or_world_writable_directories_anywhere_above_are_refused() {
             "mode {mode:o}"
         );
     }
+}
+
+#[test]
+fn a_root_owned_sticky_directory_above_is_trusted_like_tmp() {
+    let sandbox = Sandbox::new();
+    require_root(&sandbox);
+    let shared = sandbox.subdir("shared", 0o755);
+    sandbox.subdir("shared/app", 0o755);
+    let path = sandbox.write("shared/app/x.sh", SCRIPT, 0o755);
+    // Like /tmp: anyone may add entries, nobody but their owner may rename or remove them.
+    fs::set_permissions(&shared, Permissions::from_mode(0o1777)).unwrap();
+    assert!(open_verified_script(&path, Sha256::of(SCRIPT), &FilePolicy::ROOT).is_ok());
+    // Sticky but not owned by root: its owner could still swap what is inside.
+    chown(&shared, Some(NOBODY), None).unwrap();
+    assert_eq!(
+        refusal(&path, Sha256::of(SCRIPT), &FilePolicy::ROOT),
+        Reason::DirectoryBadOwner
+    );
 }
 
 #[test]
