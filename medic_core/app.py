@@ -12,6 +12,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from medic_core.agent.endpoint import AgentEndpoint, ServerTls
+from medic_core.agent.hub import AgentHub
 from medic_core.alerts import AlertBook
 from medic_core.audit import SYSTEM
 from medic_core.audit.query import AuditLog
@@ -96,6 +98,28 @@ class Medic:
         self.maintenance = MaintenanceWindows(
             self.db, self.clock, self.bus, on_change=self.monitor.notice
         )
+        self.agents = AgentHub(
+            self.db,
+            self.clock,
+            self.bus,
+            self.metrics,
+            self.alerts,
+            heartbeat_interval=settings.agent_heartbeat_interval,
+            missed_heartbeats=settings.agent_missed_heartbeats,
+            alert_after=settings.agent_offline_alert_after,
+            batch_size=settings.monitor_batch,
+            max_sleep=settings.monitor_max_sleep,
+        )
+        # Fail at start, not at the first agent, on unreadable TLS files.
+        self.agent_endpoint: AgentEndpoint | None = None
+        if settings.grpc_port > 0:
+            self.agent_endpoint = AgentEndpoint(
+                self.agents,
+                self.keys,
+                host=settings.host,
+                port=settings.grpc_port,
+                tls=ServerTls.from_settings(settings),
+            )
         self.history = History(self.db)
         self.audit = AuditLog(self.db)
         self.notifiers = self.plugins.notifiers(self)
@@ -151,6 +175,9 @@ class Medic:
         if monitor:
             await self.monitor.start()
             await self.delivery.start()
+        await self.agents.start(watch=monitor)
+        if self.agent_endpoint is not None:
+            await self.agent_endpoint.start()
         self._background = [
             asyncio.create_task(self._every(30.0, self.keys.flush_last_used), name="key-usage"),
             asyncio.create_task(self._every(15.0, self._refresh_alert_gauge), name="alert-gauge"),
@@ -165,7 +192,11 @@ class Medic:
     async def stop(self) -> None:
         if self.started:
             # Producers first, then the events they published, then the plugins' shutdown
-            # (so shutdown hooks see every event), then the bus.
+            # (so shutdown hooks see every event), then the bus. Agent streams end first of
+            # all (agents reconnect to another replica), with their offline marks written.
+            if self.agent_endpoint is not None:
+                await self.agent_endpoint.stop()
+            await self.agents.stop()
             await self.writer.stop()
             await self.monitor.stop()
             await self.delivery.stop()

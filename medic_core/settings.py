@@ -118,6 +118,25 @@ class Settings:
         "", "PEM file of CAs trusted for the SMTP server's certificate (empty: the system's)."
     )
     smtp_from: str = _setting("", "Sender address of alert emails, e.g. Medic <medic@example.org>.")
+    grpc_port: int = _setting(
+        0, "Port of the agent gRPC endpoint, on MEDIC_HOST (0: agents cannot connect here)."
+    )
+    grpc_tls_cert: str = _setting(
+        "", "PEM certificate chain of the gRPC endpoint (with MEDIC_GRPC_TLS_KEY: TLS on)."
+    )
+    grpc_tls_key: str = _setting("", "PEM private key of the gRPC endpoint.")
+    grpc_tls_client_ca: str = _setting(
+        "", "PEM CA bundle: when set, agents must present a client certificate it signed (mTLS)."
+    )
+    agent_heartbeat_interval: int = _setting(
+        30, "Seconds between an agent's heartbeats (sent to agents in Welcome)."
+    )
+    agent_missed_heartbeats: int = _setting(
+        3, "Heartbeat intervals of silence after which a connected agent counts as offline."
+    )
+    agent_offline_alert_after: int = _setting(
+        120, "Seconds an agent may stay offline before its agent_offline alert opens."
+    )
 
     @property
     def resolved_database_url(self) -> str:

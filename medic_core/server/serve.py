@@ -50,7 +50,13 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(
             f"medic: cannot prepare the database {medic.db.redacted_url()}: {exc}"
         ) from None
-    await medic.start()
+    try:
+        await medic.start()
+    except OSError as exc:  # the gRPC port for agents is taken or not allowed
+        await medic.stop()
+        raise SystemExit(
+            f"medic: cannot listen on {settings.host}:{settings.grpc_port} (gRPC): {exc}"
+        ) from None
     app = build_app(medic)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

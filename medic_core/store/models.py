@@ -326,3 +326,42 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Agent(Base):
+    """A host running ``medic-agent``, as it last described itself (``Hello``).
+
+    ``status`` is ``online`` while a stream is open and the agent is heard from, ``offline``
+    otherwise. ``next_due`` is the agent's stored, indexed deadline, like ``services.next_due``:
+    while online, the instant it counts as silent (last heard + missed heartbeats x interval);
+    while offline, the instant its ``agent_offline`` alert opens; NULL once alerted. The alert
+    hangs on ``service_id``, the agent's own service row (``agent-<agent_id>``), so teams,
+    priorities, routing, mutes and maintenance windows apply to it as to any service.
+    """
+
+    __tablename__ = "agents"
+    __table_args__ = (Index("ix_agents_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(64))
+    os: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str] = mapped_column(String(32))
+    labels: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
+    # The advertised allowlist: {"sha256": ..., "scripts": [{"name", "sha256", "args", ...}]}.
+    allowlist: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    capabilities: Mapped[list[str]] = mapped_column(Json, default=list)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_reason: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(10), default="online")
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    offline_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_due: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    service_id: Mapped[int | None] = mapped_column(
+        ForeignKey("services.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

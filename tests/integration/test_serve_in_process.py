@@ -70,6 +70,19 @@ async def test_serve_explains_a_port_in_use(tmp_path: Path) -> None:
         await blocker.wait_closed()
 
 
+async def test_serve_explains_a_grpc_port_in_use(tmp_path: Path) -> None:
+    grpc_port = free_port()
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", grpc_port)
+    try:
+        with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{grpc_port} \\(gRPC\\)"):
+            await serve(
+                Settings.load({}, data_dir=str(tmp_path), port=free_port(), grpc_port=grpc_port)
+            )
+    finally:
+        blocker.close()
+        await blocker.wait_closed()
+
+
 async def test_serve_explains_an_unreachable_database(tmp_path: Path) -> None:
     settings = Settings.load(
         {}, database_url="postgresql://x@127.0.0.1:1/none", db_connect_timeout=0.5, port=free_port()

@@ -9,6 +9,7 @@ from aiohttp import web
 from medic_core.server.http import openapi
 from medic_core.server.http.context import MEDIC
 from medic_core.server.http.handlers import (
+    agents,
     alerts,
     apikeys,
     audit,
@@ -38,6 +39,7 @@ _TABLES = (
     deliveries,
     apikeys,
     audit,
+    agents,
     openapi,
 )
 

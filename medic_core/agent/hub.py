@@ -1,0 +1,668 @@
+"""The agent hub: which agents exist, which are connected here, and which have gone quiet.
+
+Three parts, one class:
+
+- **Sessions** (in process): each open agent stream is a ``Session`` with an outbox the transport
+  drains. One session per agent id: a newer ``Hello`` for the same id ends the older stream
+  (``replaced``), so exactly one stream speaks for an agent.
+- **Presence** (in the database, ``agents``): a ``Hello`` stores the agent ``online`` with its
+  session id; messages from the agent move ``last_seen`` (batched: every mark pending when a flush
+  starts is written in one transaction); the end of a stream marks it ``offline``. Every write
+  that concerns a stream is conditional on its session id, so a stale stream (replaced here or on
+  another replica) can never mark a reconnected agent offline.
+- **The offline watch** (``run_once``): like the monitor, it claims the rows whose stored
+  deadline ``agents.next_due`` has passed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas
+  share the work). An ``online`` agent past its deadline has been silent for
+  ``missed_heartbeats`` intervals: it becomes ``offline``. An ``offline`` agent past its deadline
+  has been away for ``alert_after`` seconds: its ``agent_offline`` alert opens, on the agent's
+  own service row (``agent-<agent_id>``), so routing, teams, mutes and maintenance apply to it
+  like to any service. The next ``Hello`` resolves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medic_core.alerts import AlertBook, Opening
+from medic_core.audit import SYSTEM, Actor, record_audit
+from medic_core.clock import Clock, isoformat
+from medic_core.errors import NotFound, ValidationError
+from medic_core.events import EventBus, PendingEvents
+from medic_core.observability.metrics import Metrics
+from medic_core.passes import Pass, PassLoop
+from medic_core.store import Database
+from medic_core.store.models import Agent, Service
+from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.types import instant_from_db
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("online", "offline")
+# Agent ids are UUIDs in practice (the protocol says so); any slug-shaped id up to 64 characters
+# is accepted, so ``agent-<id>`` is always a valid service slug.
+_AGENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_MAX_LABELS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What an agent says about itself in a ``Hello``."""
+
+    agent_id: str
+    hostname: str
+    version: str
+    os: str
+    arch: str
+    labels: dict[str, str] = field(default_factory=dict)
+    allowlist: dict[str, Any] = field(default_factory=dict)
+    capabilities: tuple[str, ...] = ()
+    paused: bool = False
+    paused_reason: str | None = None
+
+    def validated(self) -> AgentInfo:
+        """Itself, once every field holds; ``ValidationError`` naming the first that does not."""
+        if not _AGENT_ID_RE.match(self.agent_id):
+            raise ValidationError(
+                "agent_id must be 1-64 lower-case letters, digits, '.', '_' or '-' (a UUID)",
+                field="agent_id",
+            )
+        _bounded(self.hostname, "hostname", 255, required=True)
+        _bounded(self.version, "agent_version", 64)
+        _bounded(self.os, "os", 32)
+        _bounded(self.arch, "arch", 32)
+        if len(self.labels) > _MAX_LABELS:
+            raise ValidationError(f"at most {_MAX_LABELS} labels", field="labels")
+        for key, value in self.labels.items():
+            if not _LABEL_KEY_RE.match(key):
+                raise ValidationError(
+                    f"label {key!r}: keys are 1-63 letters, digits, '.', '_', '/' or '-'",
+                    field="labels",
+                )
+            _bounded(value, f"labels.{key}", 255)
+        if len(self.capabilities) > 64:
+            raise ValidationError("at most 64 capabilities", field="capabilities")
+        for capability in self.capabilities:
+            _bounded(capability, "capabilities", 64, required=True)
+        if self.paused_reason is not None:
+            _bounded(self.paused_reason, "paused_reason", 500)
+        _no_nul(self.allowlist, "allowlist")
+        return self
+
+
+def _bounded(value: str, name: str, max_len: int, *, required: bool = False) -> None:
+    if required and not value:
+        raise ValidationError(f"{name} must not be empty", field=name)
+    if len(value) > max_len:
+        raise ValidationError(f"{name} is longer than {max_len} characters", field=name)
+    if "\x00" in value:
+        raise ValidationError(f"{name} must not contain NUL characters", field=name)
+
+
+def _no_nul(value: Any, name: str) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it anywhere in a JSON document."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValidationError(f"{name} must not contain NUL characters", field=name)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """Why the server ends a stream: ``replaced``, ``silent`` or ``shutdown``."""
+
+    reason: str
+    detail: str
+
+
+class Session:
+    """One open agent stream in this process.
+
+    The transport drains ``outbox``: protocol messages to send, or an ``Ending`` after which it
+    closes the stream. ``agent_id`` is set by the first ``Hello``.
+    """
+
+    def __init__(self, actor: Actor) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.actor = actor
+        self.agent_id: str | None = None
+        self.outbox: asyncio.Queue[object] = asyncio.Queue()
+        self.ended: Ending | None = None
+
+    def send(self, message: object) -> None:
+        if self.ended is None:
+            self.outbox.put_nowait(message)
+
+    def end(self, reason: str, detail: str) -> None:
+        if self.ended is None:
+            self.ended = Ending(reason, detail)
+            self.outbox.put_nowait(self.ended)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPass:
+    offline: int
+    alerted: int
+    next_deadline: datetime | None
+    more: bool
+
+
+def agent_to_dict(agent: Agent, service_slug: str | None = None) -> dict[str, Any]:
+    return {
+        "id": agent.agent_id,
+        "hostname": agent.hostname,
+        "version": agent.version,
+        "os": agent.os,
+        "arch": agent.arch,
+        "labels": dict(agent.labels or {}),
+        "allowlist": agent.allowlist or {},
+        "capabilities": list(agent.capabilities or []),
+        "paused": agent.paused,
+        "paused_reason": agent.paused_reason,
+        "status": agent.status,
+        "session_id": agent.session_id,
+        "connected_at": isoformat(agent.connected_at),
+        "last_seen": isoformat(agent.last_seen),
+        "offline_since": isoformat(agent.offline_since),
+        "service": service_slug,
+        "created_at": isoformat(agent.created_at),
+        "updated_at": isoformat(agent.updated_at),
+    }
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _summary(agent: Agent) -> dict[str, Any]:
+    """The part of an agent the audit log records: who it is and what it may run."""
+    return {
+        "id": agent.agent_id,
+        "hostname": agent.hostname,
+        "version": agent.version,
+        "allowlist_sha256": (agent.allowlist or {}).get("sha256", ""),
+        "scripts": sorted(s.get("name", "") for s in (agent.allowlist or {}).get("scripts", [])),
+        "paused": agent.paused,
+        "paused_reason": agent.paused_reason,
+    }
+
+
+class AgentHub:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bus: EventBus,
+        metrics: Metrics,
+        alerts: AlertBook,
+        *,
+        heartbeat_interval: int = 30,
+        missed_heartbeats: int = 3,
+        alert_after: int = 120,
+        batch_size: int = 500,
+        max_sleep: float = 10.0,
+    ) -> None:
+        if heartbeat_interval < 1 or missed_heartbeats < 1 or alert_after < 0:
+            raise ValueError(
+                "MEDIC_AGENT_HEARTBEAT_INTERVAL and MEDIC_AGENT_MISSED_HEARTBEATS must be at "
+                "least 1, MEDIC_AGENT_OFFLINE_ALERT_AFTER at least 0"
+            )
+        self._db = db
+        self._clock = clock
+        self._bus = bus
+        self._alerts = alerts
+        self._batch = batch_size
+        self.heartbeat_interval = heartbeat_interval
+        self._silence = timedelta(seconds=heartbeat_interval * missed_heartbeats)
+        self._alert_after = timedelta(seconds=alert_after)
+        self._sessions: dict[str, Session] = {}
+        self._seen: dict[str, tuple[str, datetime]] = {}
+        self._flushing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = PassLoop("agent-watch", self._pass, clock, max_sleep=max_sleep)
+        self._connected = Gauge(
+            "medic_agents_connected",
+            "Agent streams open on this process (after their Hello).",
+            registry=metrics.registry,
+        )
+        self._transitions = Counter(
+            "medic_agent_transitions",
+            "Agents going online or offline, by the status entered and why.",
+            ["status", "reason"],
+            registry=metrics.registry,
+        )
+
+    @property
+    def silence_seconds(self) -> int:
+        """How long a connected agent may say nothing before it counts as offline."""
+        return int(self._silence.total_seconds())
+
+    # -- sessions and presence ---------------------------------------------------------------
+
+    def session(self, agent_id: str) -> Session | None:
+        """The stream speaking for ``agent_id`` in this process, if any."""
+        return self._sessions.get(agent_id)
+
+    async def hello(self, session: Session, info: AgentInfo) -> None:
+        """Store what the agent said and register its stream; resolve its offline alert.
+
+        Raises ``ValidationError`` for a malformed ``Hello`` (the stream is then refused).
+        """
+        info = info.validated()
+        if session.agent_id is not None and session.agent_id != info.agent_id:
+            raise ValidationError("agent_id cannot change on a stream", field="agent_id")
+        older = self._sessions.get(info.agent_id)
+        if older is not None and older is not session:
+            older.end("replaced", "replaced by a newer stream of the same agent")
+        session.agent_id = info.agent_id
+        self._sessions[info.agent_id] = session
+        self._connected.set(len(self._sessions))
+        for attempt in range(2):
+            try:
+                await self._store_hello(session, info)
+                break
+            except IntegrityError:
+                # Another replica registered the same new agent (or its service) at the same
+                # moment: the second attempt finds those rows.
+                if attempt:
+                    raise
+        self._seen.pop(info.agent_id, None)
+        self._loop.wake()
+
+    async def _store_hello(self, session: Session, info: AgentInfo) -> None:
+        now = self._clock.now()
+        pending = PendingEvents()
+        async with self._db.transaction() as db:
+            agent = await self._find(db, info.agent_id, lock=True)
+            actor = session.actor
+            if agent is None:
+                agent = Agent(agent_id=info.agent_id, created_at=now, status="offline")
+                before = None
+            else:
+                before = _summary(agent)
+            was = agent.status if before is not None else None
+            agent.hostname = info.hostname
+            agent.version = info.version
+            agent.os = info.os
+            agent.arch = info.arch
+            agent.labels = dict(info.labels)
+            agent.allowlist = info.allowlist
+            agent.capabilities = list(info.capabilities)
+            agent.paused = info.paused
+            agent.paused_reason = info.paused_reason or None
+            if agent.session_id != session.session_id:
+                agent.connected_at = now
+            agent.session_id = session.session_id
+            agent.status = "online"
+            agent.last_seen = now
+            agent.offline_since = None
+            agent.next_due = now + self._silence
+            agent.updated_at = now
+            service = await self._service_of(db, agent, now)
+            agent.service_id = service.id
+            if before is None:
+                db.add(agent)
+                await db.flush()
+            after = _summary(agent)
+            if before != after:
+                record_audit(
+                    db,
+                    actor=actor,
+                    at=now,
+                    action="agent.register" if before is None else "agent.update",
+                    resource_type="agent",
+                    resource_id=agent.agent_id,
+                    before=before,
+                    after=after,
+                )
+            await self._alerts.resolve_in(
+                db,
+                pending,
+                service,
+                ("agent_offline",),
+                now=now,
+                resolution="agent back online",
+                actor=actor,
+            )
+            body = agent_to_dict(agent, service.slug)
+            if was != "online":
+                pending.add("agent.online", now, agent=body)
+                self._transitions.labels("online", "hello").inc()
+            elif before != after:
+                pending.add("agent.updated", now, agent=body)
+        pending.publish(self._bus)
+        log.info(
+            "agent %s connected",
+            info.agent_id,
+            extra={"agent_id": info.agent_id, "session_id": session.session_id},
+        )
+
+    def seen(self, session: Session) -> None:
+        """The agent of ``session`` said something: move ``last_seen`` (written in batches)."""
+        if session.agent_id is None or session.ended is not None:
+            return
+        self._seen[session.agent_id] = (session.session_id, self._clock.now())
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_loop(), name="agent-seen")
+
+    async def _flush_loop(self) -> None:
+        while self._seen:
+            try:
+                await self.flush_seen()
+            except Exception as exc:
+                # The marks are kept; the next message (or pass) writes them.
+                log.warning("could not record agents' last_seen: %s", exc)
+                return
+
+    async def flush_seen(self) -> int:
+        """Write every pending ``last_seen`` mark in one transaction; return how many held.
+
+        A mark whose session is no longer the agent's current one (replaced elsewhere, or
+        declared offline by the watch) changes nothing, and its stream is ended so the agent
+        reconnects and says ``Hello`` again.
+        """
+        marks, self._seen = self._seen, {}
+        if not marks:
+            return 0
+        stale: list[str] = []
+        try:
+            async with self._db.transaction() as db:
+                for agent_id, (session_id, at) in marks.items():
+                    result = await db.execute(
+                        update(Agent)
+                        .where(
+                            Agent.agent_id == agent_id,
+                            Agent.session_id == session_id,
+                            Agent.status == "online",
+                        )
+                        .values(last_seen=at, next_due=at + self._silence)
+                    )
+                    if _rowcount(result) != 1:
+                        stale.append(agent_id)
+        except BaseException:
+            # Keep the marks (newer ones win) for the next flush.
+            self._seen = {**marks, **self._seen}
+            raise
+        for agent_id in stale:
+            local = self._sessions.get(agent_id)
+            if local is not None and local.session_id == marks[agent_id][0]:
+                local.end("silent", "this stream no longer speaks for the agent: reconnect")
+        return len(marks) - len(stale)
+
+    def closed(self, session: Session) -> None:
+        """The stream of ``session`` ended (either side): record the agent offline."""
+        agent_id = session.agent_id
+        if agent_id is None:
+            return
+        if self._sessions.get(agent_id) is session:
+            del self._sessions[agent_id]
+            self._connected.set(len(self._sessions))
+        if session.ended is not None and session.ended.reason == "replaced":
+            return  # a newer stream speaks for the agent: it is not offline
+        task = asyncio.create_task(self._went_offline(agent_id, session), name="agent-closed")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _went_offline(self, agent_id: str, session: Session) -> None:
+        now = self._clock.now()
+        try:
+            async with self._db.transaction() as db:
+                result = await db.execute(
+                    update(Agent)
+                    .where(
+                        Agent.agent_id == agent_id,
+                        Agent.session_id == session.session_id,
+                        Agent.status == "online",
+                    )
+                    .values(
+                        status="offline",
+                        session_id=None,
+                        offline_since=now,
+                        next_due=now + self._alert_after,
+                        updated_at=now,
+                    )
+                )
+                changed = _rowcount(result) == 1
+        except Exception as exc:
+            # The stored deadline still catches it: silent past it, the watch marks it offline.
+            log.warning("could not record agent %s offline: %s", agent_id, exc)
+            return
+        if changed:
+            ended = session.ended.reason if session.ended else "closed"
+            reason = "disconnected" if ended == "closed" else ended
+            self._transitions.labels("offline", reason).inc()
+            self._bus.publish("agent.offline", now, agent_id=agent_id, reason=reason)
+            self._loop.wake()
+            log.info("agent %s disconnected", agent_id, extra={"agent_id": agent_id})
+
+    async def settle(self) -> None:
+        """Wait for the background writes already started (last_seen, offline marks)."""
+        while self._tasks or (self._flushing is not None and not self._flushing.done()):
+            pending: list[asyncio.Task[None]] = list(self._tasks)
+            if self._flushing is not None and not self._flushing.done():
+                pending.append(self._flushing)
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- the offline watch ---------------------------------------------------------------------
+
+    async def run_once(self) -> WatchPass:
+        """Handle every agent whose deadline has passed, in one transaction."""
+        await self.flush_seen()
+        now = self._clock.now()
+        pending = PendingEvents()
+        offline = alerted = 0
+        silent: list[str] = []
+        async with self._db.transaction() as db:
+            query = (
+                select(Agent)
+                .where(Agent.next_due.is_not(None), Agent.next_due <= now)
+                .order_by(Agent.next_due)
+                .limit(self._batch)
+            )
+            if self._db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            agents = list((await db.scalars(query)).all())
+            openings: list[Opening] = []
+            for agent in agents:
+                due = agent.next_due
+                assert due is not None
+                if agent.status == "online":
+                    # Silent for too long: offline from the moment it became silent.
+                    agent.status = "offline"
+                    silent.append(agent.agent_id)
+                    agent.session_id = None
+                    agent.offline_since = due
+                    agent.next_due = due + self._alert_after
+                    agent.updated_at = now
+                    offline += 1
+                    self._transitions.labels("offline", "silent").inc()
+                    pending.add("agent.offline", now, agent_id=agent.agent_id, reason="silent")
+                    if agent.next_due > now:
+                        continue
+                service = await self._service_of(db, agent, now)
+                agent.service_id = service.id
+                agent.next_due = None  # alerted; the next Hello resolves it
+                openings.append(
+                    Opening(
+                        service,
+                        "agent_offline",
+                        f"agent {agent.hostname} ({agent.agent_id}) is offline",
+                        {
+                            "agent_id": agent.agent_id,
+                            "hostname": agent.hostname,
+                            "offline_since": isoformat(agent.offline_since),
+                            "last_seen": isoformat(agent.last_seen),
+                        },
+                    )
+                )
+            if openings:
+                alerted = len(await self._alerts.open_many_in(db, pending, openings, now=now))
+        pending.publish(self._bus)
+        for agent_id in silent:
+            local = self._sessions.get(agent_id)
+            if local is not None:
+                local.end("silent", f"nothing heard for {int(self._silence.total_seconds())}s")
+        next_deadline = await self._earliest()
+        return WatchPass(offline, alerted, next_deadline, len(agents) == self._batch)
+
+    async def _earliest(self) -> datetime | None:
+        async with self._db.sessions() as db:
+            value = await db.scalar(
+                select(func.min(Agent.next_due)).where(Agent.next_due.is_not(None))
+            )
+        return instant_from_db(value) if value is not None else None
+
+    async def _pass(self) -> Pass:
+        result = await self.run_once()
+        return Pass(result.more, result.next_deadline)
+
+    async def _service_of(self, db: AsyncSession, agent: Agent, now: datetime) -> Service:
+        """The agent's service row (``agent-<agent_id>``), created when missing.
+
+        It carries the agent's ``agent_offline`` alerts and nothing else: it receives no
+        heartbeats, so it stays ``new`` and the monitor never claims it. Operators may give it a
+        team, a priority, targets, a mute or a maintenance window like any service.
+        """
+        if agent.service_id is not None:
+            service = await db.get(Service, agent.service_id)
+            if service is not None:
+                return service
+        slug = f"agent-{agent.agent_id}"
+        service = await db.scalar(select(Service).where(Service.slug == slug))
+        if service is not None:
+            return service
+        service = Service(
+            slug=slug,
+            name=f"agent {agent.hostname}"[:200],
+            tags=["agent"],
+            priority="p3",
+            description=(
+                f"Carries the agent_offline alerts of agent {agent.agent_id}; "
+                f"its presence is GET /api/v1/agents/{agent.agent_id}."
+            ),
+            expectation={"kind": "interval", "period": int(self._silence.total_seconds())},
+            grace=0,
+            state="new",
+            recent_beats=[],
+            muted=False,
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(service)
+        await db.flush()
+        record_audit(
+            db,
+            actor=SYSTEM,
+            at=now,
+            action="service.create",
+            resource_type="service",
+            resource_id=service.id,
+            after={"slug": slug, "name": service.name, "agent_id": agent.agent_id},
+        )
+        return service
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, *, watch: bool = True) -> None:
+        """Give every agent a reconnection grace, then start the offline watch (``watch``).
+
+        After this process was down, agents connected to it have not reconnected yet: without
+        the grace the first pass would alert on every one of them. Deadlines sooner than
+        ``alert_after`` from now move to then (replicas that stayed up lose nothing: their
+        agents' deadlines are only pushed back by at most that much).
+        """
+        grace = self._clock.now() + self._alert_after
+        async with self._db.transaction() as db:
+            await db.execute(
+                update(Agent)
+                .where(Agent.next_due.is_not(None), Agent.next_due < grace)
+                .values(next_due=grace)
+            )
+        if watch:
+            await self._loop.start()
+
+    def end_sessions(self) -> None:
+        """Ask every stream of this process to end (shutdown: agents reconnect elsewhere)."""
+        for session in list(self._sessions.values()):
+            session.end("shutdown", "the server is shutting down: reconnect")
+
+    async def stop(self) -> None:
+        """Stop the watch once the offline marks of ended streams are written."""
+        self.end_sessions()
+        await self.settle()
+        await self._loop.stop(5.0)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _find(self, db: AsyncSession, agent_id: str, *, lock: bool = False) -> Agent | None:
+        query = select(Agent).where(Agent.agent_id == agent_id)
+        if lock and self._db.is_postgres:
+            query = query.with_for_update()
+        return await db.scalar(query)
+
+    async def get(self, agent_id: str) -> dict[str, Any]:
+        async with self._db.sessions() as db:
+            row = (
+                await db.execute(
+                    select(Agent, Service.slug)
+                    .outerjoin(Service, Service.id == Agent.service_id)
+                    .where(Agent.agent_id == agent_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        return agent_to_dict(row[0], row[1])
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        label: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[dict[str, Any]]:
+        """Agents in registration order; ``label`` is ``key=value`` (or ``key``: has the key)."""
+        limit = check_limit(limit)
+        query = select(Agent, Service.slug).outerjoin(Service, Service.id == Agent.service_id)
+        if status is not None:
+            if status not in STATUSES:
+                raise ValidationError(
+                    f"status must be one of {', '.join(STATUSES)}", field="status"
+                )
+            query = query.where(Agent.status == status)
+        if label is not None:
+            key, has_value, value = label.partition("=")
+            if not _LABEL_KEY_RE.match(key):
+                raise ValidationError(
+                    "label must be key=value (or key), the key 1-63 letters, digits, "
+                    "'.', '_', '/' or '-'",
+                    field="label",
+                )
+            element = Agent.labels[key].as_string()
+            query = query.where(element == value if has_value else element.is_not(None))
+        after = decode_cursor(cursor)
+        if after is not None:
+            query = query.where(Agent.id > after)
+        query = query.order_by(Agent.id).limit(limit + 1)
+        async with self._db.sessions() as db:
+            rows = (await db.execute(query)).all()
+        items = [agent_to_dict(agent, slug) for agent, slug in rows]
+        return page_of(items, limit, rows[min(len(rows), limit) - 1][0].id if rows else None)
