@@ -61,6 +61,12 @@ class Settings:
     rate_burst: int = _setting(2000, "Requests a key may send at once before the rate applies.")
     writer_queue: int = _setting(10_000, "Heartbeats that may wait for the writer before 503s.")
     writer_batch: int = _setting(500, "Most heartbeats committed in one transaction.")
+    background: bool = _setting(
+        True,
+        "Run the background services here (monitor, notification delivery, agent-offline "
+        "watch). false: this replica only serves HTTP and gRPC; at least one replica must run "
+        "them (any number may: they coordinate through the database).",
+    )
     monitor_batch: int = _setting(500, "Most overdue items the monitor claims per transaction.")
     monitor_max_sleep: float = _setting(
         10.0, "Longest the monitor sleeps without looking (seconds)."

@@ -24,6 +24,10 @@ def banner(settings: Settings, medic: Medic, token: str | None) -> str:
         f"  API:        {url}/api/v1/openapi.json",
         f"  Database:   {medic.db.redacted_url()}",
     ]
+    if not settings.background:
+        lines.append(
+            "  Background: off (MEDIC_BACKGROUND=false: another replica alerts and notifies)"
+        )
     if token:
         lines += [
             "",
@@ -51,7 +55,7 @@ async def serve(settings: Settings) -> None:
             f"medic: cannot prepare the database {medic.db.redacted_url()}: {exc}"
         ) from None
     try:
-        await medic.start()
+        await medic.start(monitor=settings.background)
     except OSError as exc:  # the gRPC port for agents is taken or not allowed
         await medic.stop()
         raise SystemExit(

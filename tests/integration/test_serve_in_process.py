@@ -59,6 +59,29 @@ async def test_serve_prints_key_once_serves_and_stops_on_sigterm(
     await asyncio.wait_for(task, 15)
 
 
+async def test_a_replica_without_background_services_serves_but_does_not_monitor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medic_core.server.serve as serve_module
+
+    started: list[bool] = []
+
+    class Recording(serve_module.Medic):
+        async def start(self, *, monitor: bool = True) -> None:
+            started.append(monitor)
+            await super().start(monitor=monitor)
+
+    monkeypatch.setattr(serve_module, "Medic", Recording)
+    port = free_port()
+    settings = Settings.load({}, data_dir=str(tmp_path), port=port, background=False)
+    task = asyncio.create_task(serve(settings))
+    await _wait_healthy(f"http://127.0.0.1:{port}")
+    assert "Background: off" in capsys.readouterr().out
+    assert started == [False]
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 15)
+
+
 async def test_serve_explains_a_port_in_use(tmp_path: Path) -> None:
     port = free_port()
     blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
