@@ -77,7 +77,9 @@ fn parse(args: &[OsString]) -> Result<Command, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut argv = std::env::args_os();
+    argv.next(); // the program name
+    let args: Vec<OsString> = argv.collect();
     let (text, status, to_stdout) = match parse(&args) {
         Ok(Command::Version) => (
             format!(

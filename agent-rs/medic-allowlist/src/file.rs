@@ -98,7 +98,13 @@ pub(crate) fn path_spelling_problem(path: &Path) -> Option<Refusal> {
 
 /// Check every directory from `/` down to the parent of `path`.
 fn check_directories(path: &Path, policy: &FilePolicy) -> Result<(), Refusal> {
-    let mut directories: Vec<&Path> = path.ancestors().skip(1).collect();
+    // Every ancestor of the file, its parent first.
+    let mut directories: Vec<&Path> = path
+        .parent()
+        .map(Path::ancestors)
+        .into_iter()
+        .flatten()
+        .collect();
     directories.reverse(); // from "/" down
     for directory in directories {
         let metadata = fs::symlink_metadata(directory)
