@@ -21,7 +21,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) allowlist-py
+
+# ---- medic_allowlist: the allowlist verifier (Rust) as a Python module -----------------------
+# The server checks requests with the agent's own code: agent-rs/medic-allowlist-py, built by
+# maturin (a dev dependency) into one abi3 wheel and installed into .venv; rebuilt only when the
+# crates' sources change (the stamp). The first build compiles the crates (about a minute).
+ALLOWLIST_PY_STAMP   := $(VENV)/.medic-allowlist-py
+ALLOWLIST_PY_WHEELS  := agent-rs/target/wheels/medic-allowlist
+ALLOWLIST_PY_SOURCES := agent-rs/Cargo.toml $(shell find agent-rs/medic-allowlist \
+	agent-rs/medic-allowlist-py -name target -prune -o -type f -print 2>/dev/null)
+
+.PHONY: allowlist-py
+
+allowlist-py: $(ALLOWLIST_PY_STAMP)
+
+$(ALLOWLIST_PY_STAMP): $(ALLOWLIST_PY_SOURCES) | $(STAMP)
+	rm -rf $(ALLOWLIST_PY_WHEELS)
+	PATH="$(dir $(CARGO)):$$PATH" $(BIN)/maturin build --quiet -i $(BIN)/python \
+		-m agent-rs/medic-allowlist-py/Cargo.toml --out $(ALLOWLIST_PY_WHEELS)
+	$(BIN)/pip install --quiet --no-index --no-deps --force-reinstall $(ALLOWLIST_PY_WHEELS)/*.whl
+	@touch $@
 
 run: install
 	$(BIN)/medic serve
@@ -49,7 +69,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict medic_core
 
-pytest: install server-binaries infra-tools
+pytest: install server-binaries infra-tools agent-bin
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=medic_core --cov=medic_plugins --cov-report=term-missing:skip-covered \
 		--cov-fail-under=85
@@ -66,13 +86,14 @@ clean:
 # `terraform fmt -check` when a terraform binary exists (no registry ships one: the HCL checks
 # in tests/infra run either way). helm and actionlint are built with `go install` into
 # $(go env GOPATH)/bin, once per version (a stamp file beside them); checkov gets a virtualenv of
-# its own under .venv/ because it pins packaging<24, which the test tools in .venv cannot use.
+# its own under .venv/ because it pins packaging<24, which the test tools in .venv cannot use;
+# shellcheck and promtool (Debian's prometheus package) come from apt-get.
 INFRA_HELM_VERSION       := v3.22.0
 INFRA_ACTIONLINT_VERSION := v1.7.12
 INFRA_CHECKOV_VERSION    := 3.3.30
 INFRA_CHECKOV_VENV       := $(VENV)/infra-tools/checkov
 
-.PHONY: infra-check infra-tools infra-go-tools infra-checkov infra-shellcheck
+.PHONY: infra-check infra-tools infra-go-tools infra-checkov infra-shellcheck infra-promtool
 
 infra-go-tools:
 	@command -v go >/dev/null 2>&1 || { echo "infra-check: Go is needed to build helm and actionlint (go install)" >&2; exit 1; }
@@ -102,7 +123,17 @@ infra-shellcheck:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
 	else echo "shellcheck is missing -- run 'sudo apt-get install -y shellcheck'" >&2; exit 1; fi
 
-infra-tools: infra-go-tools infra-checkov infra-shellcheck
+# promtool checks and unit-tests the chart's alerting rules. Only the binary is wanted: the
+# Prometheus server the package also installs is not started here (no init system runs it in a
+# container; `systemctl disable --now prometheus` where one does).
+infra-promtool:
+	@if command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing promtool (apt-get install prometheus)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "promtool is missing -- run 'sudo apt-get install -y --no-install-recommends prometheus'" >&2; exit 1; fi
+
+infra-tools: infra-go-tools infra-checkov infra-shellcheck infra-promtool
 
 infra-check: infra-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/infra
@@ -112,14 +143,19 @@ infra-check: infra-tools
 		echo "terraform: no binary on this machine, so 'terraform fmt -check' did not run (the HCL checks above did)"; \
 	fi
 
-# ---- Rust workspace (agent-rs: the allowlist verifier; the agent to come) --------------------
+# ---- Rust workspace (agent-rs: the allowlist verifier, its Python bindings, the agent) --------
 # `make agent-test` checks formatting, lints with every warning an error, and runs the tests.
+# `make agent-bin` builds the agent binary that tests/integration/test_agent_binary.py runs
+# against the real server.
 # Crates come from the Rust package registry (agent-rs/Cargo.lock is generated, not committed: it
 # names the registry's host); the first run downloads and builds them (cold: about 1 minute on
 # 2 cores), later runs are incremental. Two file tests chown files, so they expect root, as in CI.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: agent-test
+.PHONY: agent-test agent-bin
+
+agent-bin:
+	cd agent-rs && $(CARGO) build -p medic-agent
 
 agent-test:
 	cd agent-rs && $(CARGO) fmt --all --check

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::digest::Sha256;
 use crate::file::{FilePolicy, VerifiedScript, open_verified_script};
-use crate::refusal::{Reason, Refusal};
-use crate::rules::ScriptRules;
+use crate::refusal::Refusal;
+use crate::rules::{ScriptRules, not_allowlisted};
 
 /// A parsed, valid allowlist: entries by name, and the SHA-256 of the text it was read from.
 ///
@@ -96,28 +96,10 @@ impl Allowlist {
     /// `too_many_args`, `arg_not_allowed`), the environment (`env_not_allowed`,
     /// `env_value_invalid`).
     pub fn check<'a>(&'a self, request: &'a Request) -> Result<Approved<'a>, Refusal> {
-        let script = self.get(&request.script).ok_or_else(|| {
-            Refusal::new(
-                Reason::NotAllowlisted,
-                format!("no allowlist entry is named {:?}", request.script),
-            )
-        })?;
-        let rules = script.rules();
-        if let Some(expected) = request.expected_sha256
-            && expected != rules.sha256()
-        {
-            return Err(Refusal::new(
-                Reason::ExpectedHashMismatch,
-                format!(
-                    "the request expects {} to have SHA-256 {expected}, the allowlist says {}",
-                    rules.name(),
-                    rules.sha256()
-                ),
-            ));
-        }
-        let timeout = rules.check_timeout(request.timeout)?;
-        rules.check_args(&request.args)?;
-        rules.check_env(&request.env)?;
+        let script = self
+            .get(&request.script)
+            .ok_or_else(|| not_allowlisted(&request.script))?;
+        let timeout = script.rules().check(request)?;
         Ok(Approved {
             script,
             request,

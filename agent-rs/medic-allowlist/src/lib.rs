@@ -14,6 +14,9 @@
 //!
 //! 1. [`Allowlist::check`] (pure, no I/O) matches a [`Request`] against the entry's
 //!    [`ScriptRules`]: known name, expected hash, timeout, argument rules, environment names.
+//!    The server runs the very same check ([`ScriptRules::check`]) on the rules an agent
+//!    advertises, held in a [`RuleSet`] built without any file ([`ScriptRules::new`],
+//!    [`RuleSpec::build`], [`RuleSet::new`]).
 //! 2. [`Approved::open`] opens the script **once** and checks the opened file: a regular file,
 //!    owned by the trusted user, not writable by group or others, executable, in directories
 //!    that are trusted the same way, and with the listed SHA-256 computed from that very file
@@ -38,6 +41,7 @@ mod digest;
 mod file;
 mod load;
 mod refusal;
+mod rule_set;
 mod rules;
 
 pub use allowlist::{Allowlist, Approved, Request, Script, Verified};
@@ -45,4 +49,7 @@ pub use digest::{InvalidSha256, Sha256};
 pub use file::{FilePolicy, VerifiedScript, open_trusted_file, open_verified_script};
 pub use load::{FORMAT_VERSION, LoadError, MAX_FILE_LEN, MAX_SCRIPTS, Problem};
 pub use refusal::{Reason, Refusal, UnknownReason};
-pub use rules::{ArgumentRule, Pattern, PatternError, RestArguments, ScriptRules, limits};
+pub use rule_set::{Allowed, RuleSet};
+pub use rules::{
+    ArgumentRule, Pattern, PatternError, RestArguments, RulePosition, RuleSpec, ScriptRules, limits,
+};

@@ -4,7 +4,7 @@
 //! relative path, a malformed hash, an ambiguous rule or an over-complex pattern make the whole
 //! file invalid (the agent then runs nothing) rather than being skipped or guessed at.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::allowlist::{Allowlist, Script};
 use crate::digest::Sha256;
 use crate::file::{FilePolicy, open_trusted_file, path_spelling_problem};
 use crate::refusal::{Reason, Refusal};
-use crate::rules::{ArgumentRule, Pattern, PatternError, RestArguments, ScriptRules, limits};
+use crate::rules::{PatternError, RestArguments, RulePosition, RuleSpec, ScriptRules, limits};
 
 /// The format version this crate reads.
 pub const FORMAT_VERSION: i64 = 1;
@@ -23,39 +23,6 @@ pub const FORMAT_VERSION: i64 = 1;
 pub const MAX_FILE_LEN: u64 = 1024 * 1024;
 /// The most entries in one allowlist.
 pub const MAX_SCRIPTS: usize = 1024;
-
-/// Environment variables no entry may allow: they change how the dynamic loader, shells or
-/// interpreters behave before the script's first line runs.
-const FORBIDDEN_ENV: &[&str] = &[
-    "BASHOPTS",
-    "BASH_ENV",
-    "CDPATH",
-    "ENV",
-    "GCONV_PATH",
-    "GLIBC_TUNABLES",
-    "GLOBIGNORE",
-    "HOSTALIASES",
-    "IFS",
-    "LOCPATH",
-    "NLSPATH",
-    "NODE_OPTIONS",
-    "NODE_PATH",
-    "PATH",
-    "PERL5LIB",
-    "PERL5OPT",
-    "PERLLIB",
-    "PROMPT_COMMAND",
-    "PS4",
-    "PYTHONHOME",
-    "PYTHONINSPECT",
-    "PYTHONPATH",
-    "PYTHONSTARTUP",
-    "RES_OPTIONS",
-    "RUBYLIB",
-    "RUBYOPT",
-    "SHELLOPTS",
-];
-const FORBIDDEN_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
 
 /// Why an allowlist could not be used. [`code`](LoadError::code) is a stable identifier.
 #[derive(Debug, thiserror::Error)]
@@ -254,8 +221,11 @@ struct RawRest {
 // ---- reading ----------------------------------------------------------------------------------
 
 impl Allowlist {
-    /// Parse and validate allowlist text.
+    /// Parse and validate allowlist text (at most [`MAX_FILE_LEN`] bytes, like the file).
     pub fn from_toml(text: &str) -> Result<Self, LoadError> {
+        if text.len() as u64 > MAX_FILE_LEN {
+            return Err(LoadError::TooLarge);
+        }
         let probe: VersionProbe =
             toml::from_str(text).map_err(|error| LoadError::Invalid(error.to_string()))?;
         match probe.version {
@@ -306,37 +276,7 @@ impl Allowlist {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= limits::MAX_NAME_LEN
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|&b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
-        })
-}
-
-fn valid_env_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= limits::MAX_ENV_NAME_LEN
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn forbidden_env_name(name: &str) -> bool {
-    FORBIDDEN_ENV.contains(&name)
-        || FORBIDDEN_ENV_PREFIXES
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-}
-
 fn build_script(raw: RawScript) -> Result<Script, Problem> {
-    if !valid_name(&raw.name) {
-        return Err(Problem::InvalidName);
-    }
     let path = PathBuf::from(&raw.path);
     if let Some(refusal) = path_spelling_problem(&path) {
         return Err(match refusal.reason() {
@@ -346,124 +286,46 @@ fn build_script(raw: RawScript) -> Result<Script, Problem> {
     }
     let sha256: Sha256 = raw.sha256.parse().map_err(|_| Problem::InvalidSha256)?;
     let timeout = u64::try_from(raw.timeout)
-        .ok()
-        .filter(|seconds| (1..=limits::MAX_TIMEOUT_SECONDS).contains(seconds))
         .map(Duration::from_secs)
-        .ok_or(Problem::InvalidTimeout)?;
+        .map_err(|_| Problem::InvalidTimeout)?;
     let args = raw
         .args
         .into_iter()
         .enumerate()
-        .map(|(index, rule)| {
-            build_rule(
-                format!("argument {}", index + 1),
-                rule.fixed,
-                rule.one_of,
-                rule.pattern,
-                rule.max_len,
-            )
-        })
+        .map(|(index, rule)| rule.into_spec().build(RulePosition::Argument(index + 1)))
         .collect::<Result<Vec<_>, _>>()?;
     let rest = raw
         .rest
         .map(|rest| {
-            let max_count = usize::try_from(rest.max_count)
-                .ok()
-                .filter(|count| *count >= 1)
-                .ok_or_else(|| Problem::InvalidRule {
-                    position: "rest".into(),
-                    message: "max_count must be at least 1".into(),
-                })?;
-            let rule = build_rule(
-                "rest".into(),
-                rest.fixed,
-                rest.one_of,
-                rest.pattern,
-                rest.max_len,
-            )?;
-            Ok(RestArguments { rule, max_count })
+            let spec = RuleSpec {
+                fixed: rest.fixed,
+                one_of: rest.one_of,
+                pattern: rest.pattern,
+                max_len: rest.max_len,
+            };
+            Ok::<_, Problem>(RestArguments {
+                rule: spec.build(RulePosition::Rest)?,
+                // Negative: 0, which `ScriptRules::new` refuses.
+                max_count: usize::try_from(rest.max_count).unwrap_or(0),
+            })
         })
         .transpose()?;
-    let total = args.len() as u128 + rest.as_ref().map_or(0, |rest| rest.max_count as u128);
-    if total > limits::MAX_ARGS as u128 {
-        return Err(Problem::TooManyArgs);
-    }
-    if raw.env.len() > limits::MAX_ENV_NAMES {
-        return Err(Problem::InvalidEnvName(format!(
-            "(more than {} names)",
-            limits::MAX_ENV_NAMES
-        )));
-    }
-    let mut env = BTreeSet::new();
-    for name in raw.env {
-        if !valid_env_name(&name) {
-            return Err(Problem::InvalidEnvName(name));
-        }
-        if forbidden_env_name(&name) {
-            return Err(Problem::ForbiddenEnvName(name));
-        }
-        env.insert(name);
-    }
+    let rules = ScriptRules::new(raw.name, sha256, args, rest, raw.env, timeout)?;
     Ok(Script {
-        rules: ScriptRules {
-            name: raw.name,
-            sha256,
-            args,
-            rest,
-            env,
-            timeout,
-        },
+        rules,
         path,
         description: raw.description,
     })
 }
 
-fn build_rule(
-    position: String,
-    fixed: Option<String>,
-    one_of: Option<Vec<String>>,
-    pattern: Option<String>,
-    max_len: Option<i64>,
-) -> Result<ArgumentRule, Problem> {
-    let invalid = |message: &str| Problem::InvalidRule {
-        position: position.clone(),
-        message: message.into(),
-    };
-    let value_ok = |value: &String| value.len() <= limits::MAX_VALUE_LEN && !value.contains('\0');
-    if max_len.is_some() && pattern.is_none() {
-        return Err(invalid("max_len applies to a pattern only"));
-    }
-    match (fixed, one_of, pattern) {
-        (Some(value), None, None) => {
-            if !value_ok(&value) {
-                return Err(invalid("a value is at most 4096 bytes, without NUL"));
-            }
-            Ok(ArgumentRule::Fixed(value))
+impl RawRule {
+    fn into_spec(self) -> RuleSpec {
+        RuleSpec {
+            fixed: self.fixed,
+            one_of: self.one_of,
+            pattern: self.pattern,
+            max_len: self.max_len,
         }
-        (None, Some(values), None) => {
-            if values.is_empty() || values.len() > limits::MAX_ONE_OF_VALUES {
-                return Err(invalid("one_of lists 1 to 256 values"));
-            }
-            if !values.iter().all(value_ok) {
-                return Err(invalid("a value is at most 4096 bytes, without NUL"));
-            }
-            Ok(ArgumentRule::OneOf(values))
-        }
-        (None, None, Some(source)) => {
-            let max_len = match max_len {
-                None => limits::DEFAULT_PATTERN_MAX_LEN,
-                Some(len) => {
-                    usize::try_from(len).map_err(|_| invalid("max_len must be 1 to 4096"))?
-                }
-            };
-            Pattern::new(&source, max_len)
-                .map(ArgumentRule::Pattern)
-                .map_err(|error| Problem::InvalidPattern {
-                    position: position.clone(),
-                    error,
-                })
-        }
-        _ => Err(invalid("give exactly one of fixed, one_of or pattern")),
     }
 }
 
@@ -507,35 +369,5 @@ mod tests {
         }));
         let codes: Vec<&str> = errors.iter().map(LoadError::code).collect();
         assert_eq!(codes, LoadError::CODES);
-    }
-
-    #[test]
-    fn names_follow_the_slug_rules() {
-        for good in ["a", "restart-nginx", "db.vacuum_full", "0day"] {
-            assert!(valid_name(good), "{good}");
-        }
-        let long = "a".repeat(limits::MAX_NAME_LEN + 1);
-        for bad in ["", "-x", ".x", "Restart", "a b", "a/b", long.as_str()] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn environment_names_are_portable_identifiers_and_loader_variables_are_forbidden() {
-        for good in ["LOG_LEVEL", "_X", "a1"] {
-            assert!(valid_env_name(good) && !forbidden_env_name(good), "{good}");
-        }
-        for bad in ["", "1A", "A-B", "A=B", "A B"] {
-            assert!(!valid_env_name(bad), "{bad}");
-        }
-        for forbidden in [
-            "LD_PRELOAD",
-            "DYLD_INSERT_LIBRARIES",
-            "BASH_ENV",
-            "PATH",
-            "IFS",
-        ] {
-            assert!(forbidden_env_name(forbidden), "{forbidden}");
-        }
     }
 }

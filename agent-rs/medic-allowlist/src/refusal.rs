@@ -77,6 +77,23 @@ impl Reason {
         Reason::HashMismatch,
     ];
 
+    /// The reasons the rule check ([`ScriptRules::check`], so [`Allowlist::check`] and
+    /// [`RuleSet::check`]) can give, in its order; the others come from opening the file.
+    ///
+    /// [`ScriptRules::check`]: crate::ScriptRules::check
+    /// [`Allowlist::check`]: crate::Allowlist::check
+    /// [`RuleSet::check`]: crate::RuleSet::check
+    pub const RULE_CHECKS: [Reason; 8] = [
+        Reason::NotAllowlisted,
+        Reason::ExpectedHashMismatch,
+        Reason::TimeoutTooLong,
+        Reason::MissingArgs,
+        Reason::TooManyArgs,
+        Reason::ArgNotAllowed,
+        Reason::EnvNotAllowed,
+        Reason::EnvValueInvalid,
+    ];
+
     /// The stable code, e.g. `hash_mismatch`.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -1,8 +1,12 @@
 //! The checkable part of an allowlist entry: argument rules, environment names, timeout.
 //!
 //! [`ScriptRules`] is what an agent advertises to the server (everything but the path), so the
-//! server can run [`ScriptRules::check_args`] and [`ScriptRules::check_env`] before it sends a
-//! request, with the same code the agent runs before it executes one.
+//! server can run [`ScriptRules::check`] before it sends a request, with the same code the agent
+//! runs before it executes one.
+//!
+//! Rules are valid by construction: [`ScriptRules::new`] and [`RuleSpec::build`] enforce every
+//! limit of the allowlist format, and the file loader builds its rules through them too, so a
+//! rule set received from an agent is held to exactly the same bounds as the file it came from.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,7 +14,9 @@ use std::time::Duration;
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::allowlist::Request;
 use crate::digest::Sha256;
+use crate::load::Problem;
 use crate::refusal::{Reason, Refusal};
 
 /// The bounds every allowlist and request lives within.
@@ -39,6 +45,72 @@ pub mod limits {
     pub const MAX_TIMEOUT_SECONDS: u64 = 86_400;
     /// Longest entry name, in bytes.
     pub const MAX_NAME_LEN: usize = 64;
+}
+
+/// Environment variables no entry may allow: they change how the dynamic loader, shells or
+/// interpreters behave before the script's first line runs.
+const FORBIDDEN_ENV: &[&str] = &[
+    "BASHOPTS",
+    "BASH_ENV",
+    "CDPATH",
+    "ENV",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "GLOBIGNORE",
+    "HOSTALIASES",
+    "IFS",
+    "LOCPATH",
+    "NLSPATH",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PATH",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "PROMPT_COMMAND",
+    "PS4",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "RES_OPTIONS",
+    "RUBYLIB",
+    "RUBYOPT",
+    "SHELLOPTS",
+];
+const FORBIDDEN_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+
+fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= limits::MAX_NAME_LEN
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+        })
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= limits::MAX_ENV_NAME_LEN
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn forbidden_env_name(name: &str) -> bool {
+    FORBIDDEN_ENV.contains(&name)
+        || FORBIDDEN_ENV_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+/// Whether a `fixed` or `one_of` value is within bounds: at most [`limits::MAX_VALUE_LEN`]
+/// bytes, no NUL.
+fn value_ok(value: &str) -> bool {
+    value.len() <= limits::MAX_VALUE_LEN && !value.contains('\0')
 }
 
 /// A rule one argument must satisfy.
@@ -73,6 +145,98 @@ impl ArgumentRule {
             ArgumentRule::OneOf(_) => "one_of",
             ArgumentRule::Pattern(_) => "pattern",
         }
+    }
+}
+
+/// Where a rule sits in an entry; error messages name it (`argument 2`, `rest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RulePosition {
+    /// The positional argument with this number, from 1.
+    Argument(usize),
+    /// The rule for further arguments.
+    Rest,
+}
+
+impl fmt::Display for RulePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RulePosition::Argument(number) => write!(f, "argument {number}"),
+            RulePosition::Rest => f.write_str("rest"),
+        }
+    }
+}
+
+/// An argument rule as it is written down — a table of the allowlist file, or the protocol's
+/// `ArgumentRule` — before it is validated. Exactly one of `fixed`, `one_of` and `pattern`
+/// must be set, and `max_len` only with `pattern`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// The argument must be exactly this.
+    pub fixed: Option<String>,
+    /// The argument must be one of these.
+    pub one_of: Option<Vec<String>>,
+    /// The argument must match this pattern as a whole.
+    pub pattern: Option<String>,
+    /// The longest argument the pattern accepts, in bytes; `None` means
+    /// [`limits::DEFAULT_PATTERN_MAX_LEN`].
+    pub max_len: Option<i64>,
+}
+
+impl RuleSpec {
+    /// Validate the spec and compile its pattern, if any. `position` only names the rule in
+    /// the error: `invalid_rule` for an ambiguous rule or out-of-bounds values,
+    /// `invalid_pattern` for a pattern that does not compile or a `max_len` outside 1 to 4096.
+    pub fn build(self, position: RulePosition) -> Result<ArgumentRule, Problem> {
+        let invalid = |message: &str| Problem::InvalidRule {
+            position: position.to_string(),
+            message: message.into(),
+        };
+        if self.max_len.is_some() && self.pattern.is_none() {
+            return Err(invalid("max_len applies to a pattern only"));
+        }
+        let rule = match (self.fixed, self.one_of, self.pattern) {
+            (Some(value), None, None) => ArgumentRule::Fixed(value),
+            (None, Some(values), None) => ArgumentRule::OneOf(values),
+            (None, None, Some(source)) => {
+                let max_len = match self.max_len {
+                    None => limits::DEFAULT_PATTERN_MAX_LEN,
+                    // Negative or beyond usize: out of bounds, like 0 (refused by `Pattern`).
+                    Some(len) => usize::try_from(len).unwrap_or(0),
+                };
+                let pattern =
+                    Pattern::new(&source, max_len).map_err(|error| Problem::InvalidPattern {
+                        position: position.to_string(),
+                        error,
+                    })?;
+                ArgumentRule::Pattern(pattern)
+            }
+            _ => return Err(invalid("give exactly one of fixed, one_of or pattern")),
+        };
+        validate_rule(position, &rule)?;
+        Ok(rule)
+    }
+}
+
+/// The bounds of a rule's values: what [`ArgumentRule`]'s public variants cannot enforce by
+/// themselves. (A [`Pattern`] is valid once built.)
+fn validate_rule(position: RulePosition, rule: &ArgumentRule) -> Result<(), Problem> {
+    let invalid = |message: &str| Problem::InvalidRule {
+        position: position.to_string(),
+        message: message.into(),
+    };
+    match rule {
+        ArgumentRule::Fixed(value) if !value_ok(value) => {
+            Err(invalid("a value is at most 4096 bytes, without NUL"))
+        }
+        ArgumentRule::OneOf(values)
+            if values.is_empty() || values.len() > limits::MAX_ONE_OF_VALUES =>
+        {
+            Err(invalid("one_of lists 1 to 256 values"))
+        }
+        ArgumentRule::OneOf(values) if !values.iter().all(|value| value_ok(value)) => {
+            Err(invalid("a value is at most 4096 bytes, without NUL"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -169,6 +333,14 @@ impl fmt::Debug for Pattern {
     }
 }
 
+/// The refusal of a request that names no entry.
+pub(crate) fn not_allowlisted(name: &str) -> Refusal {
+    Refusal::new(
+        Reason::NotAllowlisted,
+        format!("no allowlist entry is named {name:?}"),
+    )
+}
+
 /// Further arguments after the positional ones: each satisfies `rule`, at most `max_count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestArguments {
@@ -191,6 +363,100 @@ pub struct ScriptRules {
 }
 
 impl ScriptRules {
+    /// The rules of one entry, held to every bound of the allowlist format (the file loader
+    /// builds its entries with this too): a valid `name`, a `timeout` of 1 s to a day in whole
+    /// seconds, rule values within bounds, `rest.max_count` at least 1, at most
+    /// [`limits::MAX_ARGS`] arguments in all, and at most [`limits::MAX_ENV_NAMES`] valid,
+    /// not forbidden environment variable names (repeated names count once).
+    pub fn new(
+        name: String,
+        sha256: Sha256,
+        args: Vec<ArgumentRule>,
+        rest: Option<RestArguments>,
+        env: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Self, Problem> {
+        if !valid_name(&name) {
+            return Err(Problem::InvalidName);
+        }
+        let seconds = timeout.as_secs();
+        if timeout.subsec_nanos() != 0 || !(1..=limits::MAX_TIMEOUT_SECONDS).contains(&seconds) {
+            return Err(Problem::InvalidTimeout);
+        }
+        for (index, rule) in args.iter().enumerate() {
+            validate_rule(RulePosition::Argument(index + 1), rule)?;
+        }
+        if let Some(rest) = &rest {
+            if rest.max_count < 1 {
+                return Err(Problem::InvalidRule {
+                    position: RulePosition::Rest.to_string(),
+                    message: "max_count must be at least 1".into(),
+                });
+            }
+            validate_rule(RulePosition::Rest, &rest.rule)?;
+        }
+        let total = args.len() as u128 + rest.as_ref().map_or(0, |rest| rest.max_count as u128);
+        if total > limits::MAX_ARGS as u128 {
+            return Err(Problem::TooManyArgs);
+        }
+        if env.len() > limits::MAX_ENV_NAMES {
+            return Err(Problem::InvalidEnvName(format!(
+                "(more than {} names)",
+                limits::MAX_ENV_NAMES
+            )));
+        }
+        let mut names = BTreeSet::new();
+        for name in env {
+            if !valid_env_name(&name) {
+                return Err(Problem::InvalidEnvName(name));
+            }
+            if forbidden_env_name(&name) {
+                return Err(Problem::ForbiddenEnvName(name));
+            }
+            names.insert(name);
+        }
+        Ok(Self {
+            name,
+            sha256,
+            args,
+            rest,
+            env: names,
+            timeout,
+        })
+    }
+
+    /// Check a request against these rules, without touching any file, in the documented
+    /// order: the name (`not_allowlisted` unless it is this entry's), the expected hash
+    /// (`expected_hash_mismatch`), the timeout (`timeout_too_long`), the argument count and each
+    /// argument (`missing_args`, `too_many_args`, `arg_not_allowed`), the environment
+    /// (`env_not_allowed`, `env_value_invalid`). Returns the timeout that applies.
+    ///
+    /// This is the one implementation of the rule checks: [`Allowlist::check`] (the agent) and
+    /// [`RuleSet::check`] (the server, on advertised rules) both end here.
+    ///
+    /// [`Allowlist::check`]: crate::Allowlist::check
+    /// [`RuleSet::check`]: crate::RuleSet::check
+    pub fn check(&self, request: &Request) -> Result<Duration, Refusal> {
+        if request.script != self.name {
+            return Err(not_allowlisted(&request.script));
+        }
+        if let Some(expected) = request.expected_sha256
+            && expected != self.sha256
+        {
+            return Err(Refusal::new(
+                Reason::ExpectedHashMismatch,
+                format!(
+                    "the request expects {} to have SHA-256 {expected}, the allowlist says {}",
+                    self.name, self.sha256
+                ),
+            ));
+        }
+        let timeout = self.check_timeout(request.timeout)?;
+        self.check_args(&request.args)?;
+        self.check_env(&request.env)?;
+        Ok(timeout)
+    }
+
     /// The entry's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -331,6 +597,36 @@ impl ScriptRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_follow_the_slug_rules() {
+        for good in ["a", "restart-nginx", "db.vacuum_full", "0day"] {
+            assert!(valid_name(good), "{good}");
+        }
+        let long = "a".repeat(limits::MAX_NAME_LEN + 1);
+        for bad in ["", "-x", ".x", "Restart", "a b", "a/b", long.as_str()] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn environment_names_are_portable_identifiers_and_loader_variables_are_forbidden() {
+        for good in ["LOG_LEVEL", "_X", "a1"] {
+            assert!(valid_env_name(good) && !forbidden_env_name(good), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A=B", "A B"] {
+            assert!(!valid_env_name(bad), "{bad}");
+        }
+        for forbidden in [
+            "LD_PRELOAD",
+            "DYLD_INSERT_LIBRARIES",
+            "BASH_ENV",
+            "PATH",
+            "IFS",
+        ] {
+            assert!(forbidden_env_name(forbidden), "{forbidden}");
+        }
+    }
 
     fn pattern(source: &str) -> ArgumentRule {
         ArgumentRule::Pattern(Pattern::new(source, 16).unwrap())
