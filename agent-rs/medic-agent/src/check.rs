@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use medic_allowlist::{Allowlist, ArgumentRule, FilePolicy, ScriptRules, open_verified_script};
+use medic_allowlist::{Allowlist, ArgumentRule, ScriptRules, open_verified_script};
 
-use crate::config::Config;
+use crate::config::{Config, bootstrap_policy, process_env};
 
 /// The outcome of a check: what to print, and the exit status.
 pub struct Report {
@@ -16,12 +16,15 @@ pub struct Report {
     pub status: u8,
 }
 
-/// Check the configuration at `config_path` and everything it points to.
-pub fn check(config_path: &Path, policy: &FilePolicy) -> Report {
-    let config = match Config::load(config_path, policy) {
+/// Check the configuration at `config_path` and everything it points to, trusting files owned
+/// by `owner_uid` (root when `None`, unless the configuration says otherwise).
+pub fn check(config_path: &Path, owner_uid: Option<u32>) -> Report {
+    let bootstrap = bootstrap_policy(owner_uid, &process_env);
+    let config = match Config::load_with_env(config_path, &bootstrap, &process_env) {
         Ok(config) => config,
         Err(error) => return fatal(format!("{}: {error}", config_path.display())),
     };
+    let policy = &config.policy(owner_uid);
     let allowlist = match Allowlist::load(&config.allowlist, policy) {
         Ok(allowlist) => allowlist,
         Err(error) => {

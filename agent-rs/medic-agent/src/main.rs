@@ -1,27 +1,48 @@
 //! `medic-agent`: runs allow-listed scripts on a host for the Medic server.
 //!
-//! This is the skeleton of the agent: `--version`, and `check`, which validates the
-//! configuration and the allowlist and prints what the server may ask for. The connection to
-//! the server (`docs/agent-protocol.md`) comes next. Arguments are parsed by hand: two commands
-//! do not justify an argument-parsing dependency in a binary that must stay small.
+//! `run` connects to the server and runs what it asks for, within the local allowlist
+//! (`docs/agent.md`, `docs/agent-protocol.md`); `check` validates the configuration and the
+//! allowlist and prints what the server may ask for. Arguments are parsed by hand: three
+//! commands do not justify an argument-parsing dependency in a binary that must stay small.
+//!
+//! Modules, from the ground up: [`config`], [`identity`], [`journal`], [`killswitch`],
+//! [`output`], [`backoff`] and [`metrics`] are plain data and rules; [`outbox`] and
+//! [`executor`] move bytes; [`agent`] is the core that answers the server; [`connection`] keeps
+//! the stream open; [`run`] builds it all.
 
 #![deny(unsafe_code)]
 
+mod agent;
+mod backoff;
 mod check;
 mod config;
+mod connection;
+mod executor;
+mod hello;
+mod identity;
+mod journal;
+mod killswitch;
+mod logging;
+mod metrics;
+mod outbox;
+mod output;
+mod proto;
+mod run;
+mod transport;
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use medic_allowlist::FilePolicy;
-
 const USAGE: &str = "\
-usage: medic-agent --version
+usage: medic-agent run [--config PATH] [--owner-uid UID]
        medic-agent check [--config PATH] [--owner-uid UID]
+       medic-agent --version
 
 commands:
+  run          connect to the Medic server and run the allow-listed scripts it asks for, until
+               SIGTERM or SIGINT. Logs are JSON lines on standard error.
   check        validate the configuration and the allowlist, verify every listed script file
                as an execution would, and print what the server may ask for. Exit status 0:
                everything verified; 1: some script would be refused; 2: nothing can run.
@@ -39,7 +60,14 @@ options:
 enum Command {
     Version,
     Help,
-    Check { config: PathBuf, policy: FilePolicy },
+    Check {
+        config: PathBuf,
+        owner_uid: Option<u32>,
+    },
+    Run {
+        config: PathBuf,
+        owner_uid: Option<u32>,
+    },
 }
 
 fn parse(args: &[OsString]) -> Result<Command, String> {
@@ -50,9 +78,9 @@ fn parse(args: &[OsString]) -> Result<Command, String> {
     match first.to_str() {
         Some("--version" | "-V") => Ok(Command::Version),
         Some("--help" | "-h" | "help") => Ok(Command::Help),
-        Some("check") => {
+        Some(command @ ("check" | "run")) => {
             let mut config = PathBuf::from(config::DEFAULT_PATH);
-            let mut policy = FilePolicy::ROOT;
+            let mut owner_uid = None;
             while let Some(option) = args.next() {
                 let value = args.next();
                 match (option.to_str(), value) {
@@ -62,7 +90,7 @@ fn parse(args: &[OsString]) -> Result<Command, String> {
                             .to_str()
                             .and_then(|text| text.parse().ok())
                             .ok_or("--owner-uid takes a numeric uid")?;
-                        policy = FilePolicy::owned_by(uid);
+                        owner_uid = Some(uid);
                     }
                     (Some("--config" | "--owner-uid"), None) => {
                         return Err(format!("{} needs a value", option.to_string_lossy()));
@@ -70,7 +98,11 @@ fn parse(args: &[OsString]) -> Result<Command, String> {
                     _ => return Err(format!("unknown option {}", option.to_string_lossy())),
                 }
             }
-            Ok(Command::Check { config, policy })
+            Ok(if command == "run" {
+                Command::Run { config, owner_uid }
+            } else {
+                Command::Check { config, owner_uid }
+            })
         }
         _ => Err(format!("unknown command {}", first.to_string_lossy())),
     }
@@ -90,10 +122,13 @@ fn main() -> ExitCode {
             true,
         ),
         Ok(Command::Help) => (USAGE.to_owned(), 0, true),
-        Ok(Command::Check { config, policy }) => {
-            let report = check::check(&config, &policy);
+        Ok(Command::Check { config, owner_uid }) => {
+            let report = check::check(&config, owner_uid);
             let ok = report.status < 2;
             (report.text, report.status, ok)
+        }
+        Ok(Command::Run { config, owner_uid }) => {
+            return ExitCode::from(run::run(config, owner_uid));
         }
         Err(message) => (format!("medic-agent: {message}\n\n{USAGE}"), 2, false),
     };
@@ -123,14 +158,28 @@ mod tests {
             parsed(&["check"]),
             Ok(Command::Check {
                 config: PathBuf::from("/etc/medic/agent.toml"),
-                policy: FilePolicy::ROOT
+                owner_uid: None
             })
         );
         assert_eq!(
             parsed(&["check", "--owner-uid", "1000", "--config", "/x.toml"]),
             Ok(Command::Check {
                 config: PathBuf::from("/x.toml"),
-                policy: FilePolicy::owned_by(1000)
+                owner_uid: Some(1000)
+            })
+        );
+        assert_eq!(
+            parsed(&["run", "--config", "/a.toml", "--owner-uid", "7"]),
+            Ok(Command::Run {
+                config: PathBuf::from("/a.toml"),
+                owner_uid: Some(7)
+            })
+        );
+        assert_eq!(
+            parsed(&["run"]),
+            Ok(Command::Run {
+                config: PathBuf::from("/etc/medic/agent.toml"),
+                owner_uid: None
             })
         );
     }
@@ -139,7 +188,9 @@ mod tests {
     fn bad_command_lines_are_errors() {
         for args in [
             &[][..],
-            &["run"],
+            &["launch"],
+            &["run", "--config"],
+            &["run", "--verbose", "x"],
             &["check", "--config"],
             &["check", "--owner-uid", "root"],
             &["check", "--verbose", "x"],

@@ -147,3 +147,45 @@ fn a_bad_command_line_prints_usage_and_exits_2() {
             .contains("usage: medic-agent")
     );
 }
+
+#[test]
+fn run_refuses_an_unusable_configuration_and_exits_2() {
+    let (_dir, config, uid) = host();
+    write(&config, b"server = \"medic.test:8443\"\n", 0o600);
+    let output = agent(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--owner-uid",
+        &uid,
+    ]);
+    let text = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("server must be an http:// or https:// address"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_without_an_api_key_says_so_and_exits_1() {
+    let (_dir, config, uid) = host();
+    let output = Command::new(env!("CARGO_BIN_EXE_medic-agent"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--owner-uid",
+            &uid,
+        ])
+        .env_remove("MEDIC_AGENT_API_KEY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("no API key"), "{text}");
+    assert!(
+        text.contains("\"level\":\"ERROR\""),
+        "logs are JSON: {text}"
+    );
+}
