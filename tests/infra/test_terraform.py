@@ -58,7 +58,7 @@ DEFECTS = [
     (t.check_references, MEDIC_ENV, "data.aws_vpc.cluster.", "data.aws_vpc.this."),
     # A module input the called module does not declare, and a required one not passed.
     (t.check_references, ENV_MAIN, "  host  ", "  hosts  "),
-    (t.check_references, MEDIC_ENV, "  domain_name     = var.host\n", "\n"),
+    (t.check_references, MEDIC_ENV, "  domain_name               = var.host\n", "\n"),
     # Providers: an unpinned one.
     (
         t.check_providers_pinned,
@@ -150,6 +150,15 @@ DEFECTS = [
         'certificateArn = module.acm.certificate_arn == "" ? null : module.acm.certificate_arn',
     ),
     (t.check_helm_values, MEDIC_ENV, 'type        = "String"', 'type        = "SecureString"'),
+    # The agents' host published, but not a name of the certificate both ingresses use.
+    (t.check_helm_values, MEDIC_ENV, "  subject_alternative_names = [var.agents_host]\n", ""),
+    # prod no longer passes the agents' host (dev still does).
+    (
+        t.check_thin_environments,
+        "environments/prod/main.tf",
+        "  agents_host                   = var.agents_host\n",
+        "",
+    ),
 ]
 
 

@@ -18,6 +18,7 @@ from infracheck.tools import ROOT, require, run, yamllint
 CD = ".github/workflows/cd-eks.yml"
 BUILD = ".github/workflows/build.yml"
 CI = ".github/workflows/ci.yml"
+AGENT = ".github/workflows/agent-release.yml"
 
 
 def with_defect(tmp_path: Path, file: str, old: str, new: str) -> Path:
@@ -55,6 +56,15 @@ def test_a_job_if_without_status_function_implies_success() -> None:
     assert evaluate_job_if("always() && needs.a.result == 'failure'", ctx(a="failure")) is True
     assert evaluate_job_if(None, ctx(a="skipped")) is False
     assert evaluate_job_if("${{ failure() }}", ctx(a="success", b="failure")) is True
+
+
+def test_evaluator_compares_prefixes_and_suffixes_like_github() -> None:
+    c = JobContext(needs={}, ancestor_results={}, github={"ref": "refs/tags/agent-v0.1.0"})
+    assert evaluate("startsWith(github.ref, 'REFS/tags/agent-v')", c) is True  # case-insensitive
+    assert evaluate("endsWith(github.ref, '0.1.0') && !startsWith(github.ref, 'v')", c) is True
+    assert evaluate("startsWith(github.missing, '')", c) is True  # null is ''
+    with pytest.raises(ExpressionError):
+        evaluate("startsWith(github.ref)", c)
 
 
 @pytest.mark.parametrize(
@@ -163,6 +173,49 @@ DEFECTS: list[tuple[Callable[[Path], list[str]], str, str, str]] = [
         "    # One",
     ),
     (wf.check_ci, CI, "run: make test", "run: make lint"),
+    # The agent's release: a platform dropped or built on the wrong runner, --locked without a
+    # lock file, no strip, the 5 MB gate loosened, off by one or gone, the version unchecked,
+    # a release from any tag, write access for the build.
+    (
+        wf.check_agent_release,
+        AGENT,
+        "          - target: x86_64-apple-darwin\n            runner: macos-15-intel\n",
+        "",
+    ),
+    (
+        wf.check_agent_release,
+        AGENT,
+        "runner: ubuntu-24.04-arm",
+        "runner: ubuntu-24.04",
+    ),
+    (
+        wf.check_agent_release,
+        AGENT,
+        "cargo build --release -p medic-agent",
+        "cargo build --release --locked -p medic-agent",
+    ),
+    (wf.check_agent_release, AGENT, "          strip dist/medic-agent\n", ""),
+    (wf.check_agent_release, AGENT, "MAX_BYTES: 5000000", "MAX_BYTES: 50000000"),
+    (
+        wf.check_agent_release,
+        AGENT,
+        'if [ "$size" -ge "$MAX_BYTES" ]; then',
+        'if [ "$size" -gt "$MAX_BYTES" ]; then',
+    ),
+    (wf.check_agent_release, AGENT, "- name: Check the size", "- name: Report the size"),
+    (wf.check_agent_release, AGENT, 'if [[ "$version" != "$want"* ]]; then', "if false; then"),
+    (
+        wf.check_agent_release,
+        AGENT,
+        "if: startsWith(github.ref, 'refs/tags/agent-v')",
+        "if: startsWith(github.ref, 'refs/tags/')",
+    ),
+    (
+        wf.check_agent_release,
+        AGENT,
+        "    permissions:\n      contents: read\n    strategy:",
+        "    permissions:\n      contents: write\n    strategy:",
+    ),
 ]
 
 
@@ -182,6 +235,19 @@ def test_check_catches_its_defect(
     tmp_path: Path, check: Callable[[Path], list[str]], file: str, old: str, new: str
 ) -> None:
     assert check(with_defect(tmp_path, file, old, new)) != []
+
+
+def test_agent_release_builds_exactly_the_four_platforms_under_5_mb() -> None:
+    release = wf.load(ROOT, "agent-release.yml")
+    matrix = release["jobs"]["build"]["strategy"]["matrix"]["include"]
+    assert {row["target"]: row["runner"] for row in matrix} == {
+        "x86_64-unknown-linux-musl": "ubuntu-24.04",
+        "aarch64-unknown-linux-musl": "ubuntu-24.04-arm",
+        "x86_64-apple-darwin": "macos-15-intel",
+        "aarch64-apple-darwin": "macos-15",
+    }
+    gate = wf.step_named(release, "build", "Check the size")
+    assert int(gate["env"]["MAX_BYTES"]) == wf.AGENT_MAX_BYTES == 5_000_000
 
 
 def test_notify_failure_is_silent_when_jobs_were_only_skipped() -> None:
@@ -217,6 +283,16 @@ def test_actionlint_catches_a_reference_to_a_missing_job_output(tmp_path: Path) 
     )
     proc = actionlint(copy)
     assert proc.returncode != 0 and "image-found" in proc.stdout
+
+
+def test_actionlint_checks_the_agent_release_workflow(tmp_path: Path) -> None:
+    proc = actionlint(ROOT)
+    assert "agent-release.yml" in " ".join(proc.args)
+    copy = with_defect(
+        tmp_path, AGENT, "runs-on: ${{ matrix.runner }}", "runs-on: ${{ matrix.os }}"
+    )
+    proc = actionlint(copy)
+    assert proc.returncode != 0 and "agent-release.yml" in proc.stdout, proc.stdout
 
 
 def test_yamllint_passes_on_workflows_and_actions() -> None:

@@ -11,12 +11,14 @@ Supported (the subset the workflows use, with GitHub's documented semantics):
   (null -> 0, booleans -> 1/0, strings parsed, NaN never equal), as GitHub does;
 - status functions for a *job* ``if``: ``always()``; ``success()`` (every ancestor job
   succeeded); ``failure()`` (some ancestor job failed); ``cancelled()`` (the run was
-  cancelled). An ``if`` without a status function is evaluated as ``success() && (<if>)``.
+  cancelled). An ``if`` without a status function is evaluated as ``success() && (<if>)``;
+- ``startsWith(a, b)`` and ``endsWith(a, b)``: case-insensitive, arguments cast to strings
+  (null -> ``''``), as GitHub does.
 
 Not supported (raises ``ExpressionError``, so a workflow that starts using them makes the test
 fail loudly rather than evaluate wrongly): ``<``/``>`` comparisons, index syntax ``a['b']``,
-``*`` object filters, and every other function (``contains``, ``startsWith``, ``format``,
-``toJSON``, ``hashFiles``...). Step-level status semantics (``failure()`` inside a job's steps)
+``*`` object filters, and every other function (``contains``, ``format``, ``toJSON``,
+``hashFiles``...). Step-level status semantics (``failure()`` inside a job's steps)
 are not modelled: only job ``if`` keys are evaluated.
 """
 
@@ -29,6 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STATUS_FUNCTIONS = ("always", "success", "failure", "cancelled")
+STRING_FUNCTIONS = {
+    "startsWith": lambda text, prefix: text.startswith(prefix),
+    "endsWith": lambda text, suffix: text.endswith(suffix),
+}
 
 
 class ExpressionError(ValueError):
@@ -39,7 +45,7 @@ _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>'(?:[^']|'')*')
       | (?P<number>-?\d+)
-      | (?P<op>==|!=|&&|\|\||!|\(|\)|\.)
+      | (?P<op>==|!=|&&|\|\||!|\(|\)|\.|,)
       | (?P<name>[A-Za-z_][A-Za-z0-9_-]*)
       | (?P<bad>\S)
     )""",
@@ -150,7 +156,19 @@ class _Parser:
             return None
         if self.peek() == ("op", "("):
             self.take()
+            args = []
+            if self.peek() != ("op", ")"):
+                args.append(self.or_())
+                while self.peek() == ("op", ","):
+                    self.take()
+                    args.append(self.or_())
             self.take(")")
+            if value in STRING_FUNCTIONS:
+                if len(args) != 2:
+                    raise ExpressionError(f"{value}() takes two arguments in {self.text!r}")
+                return STRING_FUNCTIONS[value](*(_string(a).casefold() for a in args))
+            if args:
+                raise ExpressionError(f"{value}() takes no arguments in {self.text!r}")
             return self.call(value)
         return self.path(value)
 
@@ -181,6 +199,15 @@ class _Parser:
                 raise ExpressionError(f"expected a property name after '.' in {self.text!r}")
             value = value.get(name) if isinstance(value, Mapping) else None
         return value
+
+
+def _string(value: Any) -> str:
+    """GitHub's cast of a function argument to a string."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def truthy(value: Any) -> bool:

@@ -415,7 +415,8 @@ def fixtures(root: Path) -> Path:
 
 def check_helm_values(root: Path) -> list[str]:
     """medic-environment publishes /medic/<env>/helm-values as YAML of local.helm_values, with
-    the fixtures' keys, the ACM module's certificate, the secrets module's names."""
+    the fixtures' keys, the ACM module's certificate (naming both published hosts: the HTTP
+    ingress's and the agents'), the secrets module's names."""
     modules, problems = parse(root)
     mod = modules.get((tf_root(root) / "modules" / ENV_MODULE).resolve())
     if mod is None:
@@ -451,6 +452,23 @@ def check_helm_values(root: Path) -> list[str]:
             f"ingress.certificateArn is {ingress.get('certificateArn')}, not the ACM module's "
             "output module.acm.certificate_arn (finding 1.2)"
         )
+    # One certificate serves both ingresses (the chart's agents Ingress reuses
+    # ingress.certificateArn): it must name every host the values publish.
+    acm = next(
+        (b for n, b in mod.modules.items() if mod.module_dir(n).name == "acm"),
+        {},
+    )
+    names = {acm.get("domain_name"), *(acm.get("subject_alternative_names") or [])}
+    grpc = values.get("grpc", {}) if isinstance(values, dict) else {}
+    for key, host in (
+        ("ingress.host", ingress.get("host")),
+        ("grpc.ingress.host", (grpc.get("ingress") or {}).get("host")),
+    ):
+        if host not in names:
+            problems.append(
+                f"{key} ({host}) is not a name of the ACM certificate (domain_name or "
+                f"subject_alternative_names: {sorted(str(n) for n in names)})"
+            )
     return problems
 
 

@@ -29,6 +29,7 @@ INSTALL_HINT = {
     "helm": "make infra-tools  (go install helm.sh/helm/v3/cmd/helm@<version in the Makefile>)",
     "actionlint": "make infra-tools  (go install github.com/rhysd/actionlint/cmd/actionlint@...)",
     "checkov": "make infra-tools  (creates .venv/infra-tools/checkov with pip install checkov)",
+    "promtool": "make infra-tools  (apt-get install prometheus: Debian's package ships promtool)",
 }
 
 

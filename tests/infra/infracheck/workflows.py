@@ -485,3 +485,183 @@ def check_ci(root: Path) -> list[str]:
     if not any(re.search(r"(^|\n)\s*make test\s*($|\n)", r) for r in runs):
         problems.append("ci.yml does not run `make test`")
     return problems
+
+
+# -- the agent's release workflow ------------------------------------------------------------
+
+AGENT_RELEASE = "agent-release.yml"
+# The platforms the agent ships on: target triple -> (OS, architecture) of the runner that
+# builds it natively (the binary is run once, so no cross-compiling).
+AGENT_TARGETS = {
+    "x86_64-unknown-linux-musl": ("linux", "x86_64"),
+    "aarch64-unknown-linux-musl": ("linux", "arm64"),
+    "x86_64-apple-darwin": ("macos", "x86_64"),
+    "aarch64-apple-darwin": ("macos", "arm64"),
+}
+# GitHub-hosted runner labels and what they run on.
+RUNNER_PLATFORMS = {
+    "ubuntu-latest": ("linux", "x86_64"),
+    "ubuntu-24.04": ("linux", "x86_64"),
+    "ubuntu-22.04": ("linux", "x86_64"),
+    "ubuntu-24.04-arm": ("linux", "arm64"),
+    "ubuntu-22.04-arm": ("linux", "arm64"),
+    "macos-15-intel": ("macos", "x86_64"),
+    "macos-26-intel": ("macos", "x86_64"),
+    "macos-14": ("macos", "arm64"),
+    "macos-15": ("macos", "arm64"),
+    "macos-26": ("macos", "arm64"),
+    "macos-latest": ("macos", "arm64"),
+}
+AGENT_MAX_BYTES = 5_000_000  # 5 MB
+
+
+def _sized_file(directory: Path, size: int) -> Path:
+    path = directory / f"medic-agent-{size}"
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def check_agent_release(root: Path) -> list[str]:
+    """agent-release.yml builds medic-agent for exactly the four platforms, each on a native
+    runner of that OS and architecture, with `cargo build --release -p medic-agent` (no
+    --locked: Cargo.lock is not committed), strips it, fails a binary of 5 MB or more, checks
+    the version against an agent-v* tag, uploads each binary, and publishes a release only on
+    agent-v* tags, from the only job allowed to write."""
+    problems: list[str] = []
+    try:
+        wf = load(root, AGENT_RELEASE)
+    except FileNotFoundError:
+        return [f".github/workflows/{AGENT_RELEASE} is missing"]
+    jobs = wf.get("jobs", {})
+    build, release = jobs.get("build"), jobs.get("release")
+    if build is None or release is None:
+        return [f"{AGENT_RELEASE}: expected jobs build and release, found {sorted(jobs)}"]
+
+    tags = ((wf.get("on") or {}).get("push") or {}).get("tags") or []
+    if "agent-v*" not in tags:
+        problems.append(f"{AGENT_RELEASE} does not run on agent-v* tags (push tags: {tags})")
+
+    # Permissions: read by default; contents: write for the release job only.
+    if wf.get("permissions") != {"contents": "read"}:
+        problems.append(f"{AGENT_RELEASE}: workflow permissions {wf.get('permissions')}, not read")
+    for name, job in jobs.items():
+        perms = job.get("permissions")
+        want = {"contents": "write"} if name == "release" else {"contents": "read"}
+        if perms != want:
+            problems.append(f"{AGENT_RELEASE} {name}: permissions {perms}, expected {want}")
+
+    # The matrix: exactly the four targets, each on a runner of its platform.
+    include = ((build.get("strategy") or {}).get("matrix") or {}).get("include") or []
+    targets = [str(row.get("target")) for row in include]
+    if sorted(targets) != sorted(AGENT_TARGETS):
+        problems.append(f"build matrix targets {targets}, expected {sorted(AGENT_TARGETS)}")
+    for row in include:
+        want_platform = AGENT_TARGETS.get(str(row.get("target")))
+        runner = str(row.get("runner"))
+        if want_platform and RUNNER_PLATFORMS.get(runner) != want_platform:
+            problems.append(
+                f"{row.get('target')} is built on {runner} "
+                f"({RUNNER_PLATFORMS.get(runner, 'unknown runner')}), not {want_platform}"
+            )
+    if build.get("runs-on") != "${{ matrix.runner }}":
+        problems.append("the build job does not run on the matrix's runner")
+
+    steps = build.get("steps") or []
+    runs = "\n".join(str(s.get("run", "")) for s in steps)
+    if not re.search(r"cargo build --release -p medic-agent\b", runs):
+        problems.append("no step runs `cargo build --release -p medic-agent`")
+    if "--locked" in runs:
+        problems.append("cargo --locked cannot work: agent-rs/Cargo.lock is not committed")
+    if not re.search(r"(^|\n)\s*strip\s", runs):
+        problems.append("the binary is not stripped")
+    uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    if not uploads:
+        problems.append("the build job uploads no artifact")
+    problems += _check_size_gate(build)
+    problems += _check_version_step(build)
+
+    # The release job: needs the builds, runs exactly on agent-v* tags.
+    if needs_of(release) != ["build"]:
+        problems.append("the release job must need build")
+    for ref, expected in (
+        ("refs/tags/agent-v0.1.0", True),
+        ("refs/tags/v0.1.0", False),
+        ("refs/heads/main", False),
+        ("refs/pull/7/merge", False),
+    ):
+        for result in RESULTS:
+            ctx = JobContext(
+                needs={"build": {"result": result, "outputs": {}}},
+                ancestor_results={"build": result},
+                github={"ref": ref},
+            )
+            runs_release = evaluate_job_if(job_if(release), ctx)
+            if runs_release != (expected and result == "success"):
+                problems.append(
+                    f"release {'runs' if runs_release else 'does not run'} on {ref} "
+                    f"with build={result}"
+                )
+    return problems[:15]
+
+
+def _check_size_gate(build: Mapping[str, Any]) -> list[str]:
+    """The size step fails a binary of AGENT_MAX_BYTES or more, passes a smaller one."""
+    try:
+        step = next(s for s in build["steps"] if s.get("name") == "Check the size")
+    except StopIteration:
+        return ["no 'Check the size' step in the build job: the 5 MB gate is gone"]
+    limit = int((step.get("env") or {}).get("MAX_BYTES", 0))
+    problems = []
+    if not 0 < limit <= AGENT_MAX_BYTES:
+        problems.append(f"the size gate allows {limit} bytes, more than 5 MB")
+        return problems
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, passes in ((limit - 1, True), (limit, False), (limit + 4096, False)):
+            binary = _sized_file(Path(tmp), size)
+            r = run_step(
+                step,
+                {
+                    "BINARY": str(binary),
+                    "TARGET": "x86_64-unknown-linux-musl",
+                    "MAX_BYTES": str(limit),
+                },
+            )
+            if (r["rc"] == 0) != passes:
+                problems.append(
+                    f"the size gate {'fails' if passes else 'passes'} a binary of {size} bytes"
+                )
+            if str(size) not in r["summary"]:
+                problems.append("the size gate does not report the size in the job summary")
+    return problems
+
+
+FAKE_AGENT = """#!/bin/sh
+[ "$1" = "--version" ] && echo "medic-agent 0.1.0 (protocol medic.agent.v1)"
+"""
+
+
+def _check_version_step(build: Mapping[str, Any]) -> list[str]:
+    """On an agent-v<version> tag the binary must say that version; on other refs it runs."""
+    try:
+        step = next(s for s in build["steps"] if s.get("name") == "Check the version")
+    except StopIteration:
+        return ["no 'Check the version' step in the build job"]
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = Path(tmp) / "medic-agent"
+        agent.write_text(FAKE_AGENT)
+        agent.chmod(0o755)
+        for ref, passes in (
+            ("refs/tags/agent-v0.1.0", True),
+            ("refs/heads/main", True),
+            ("refs/pull/7/merge", True),
+            ("refs/tags/agent-v0.2.0", False),
+            ("refs/tags/agent-v0.1", False),
+        ):
+            r = run_step(step, {"BINARY": str(agent), "REF": ref})
+            if (r["rc"] == 0) != passes:
+                problems.append(
+                    f"the version check {'fails' if passes else 'passes'} "
+                    f"'medic-agent 0.1.0' on {ref}"
+                )
+    return problems

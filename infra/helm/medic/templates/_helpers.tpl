@@ -62,3 +62,80 @@ runAsNonRoot: true
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/*
+Roles: the Deployments this release runs (values roles.mode).
+  combined -> one Deployment, <fullname>: serves HTTP and gRPC and runs the background services;
+  split    -> <fullname>-api (serves, MEDIC_BACKGROUND=false) and <fullname>-worker
+              (MEDIC_BACKGROUND=true, no Service traffic).
+The role templates below take (dict "root" $ "role" <role>).
+*/}}
+{{- define "medic.roleNames" -}}
+{{- if eq .Values.roles.mode "split" -}}api worker{{- else -}}combined{{- end -}}
+{{- end -}}
+
+{{/* The role whose pods the Service (HTTP and gRPC) routes to. */}}
+{{- define "medic.servingRole" -}}
+{{- if eq .Values.roles.mode "split" -}}api{{- else -}}combined{{- end -}}
+{{- end -}}
+
+{{- define "medic.role.name" -}}
+{{- $fullname := include "medic.fullname" .root -}}
+{{- if eq .role "combined" -}}{{ $fullname }}{{- else -}}{{ printf "%s-%s" $fullname .role | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{/* Selector labels of a role's pods. The combined Deployment keeps the chart's original
+selector (a Deployment's selector cannot change in place); api and worker add the component. */}}
+{{- define "medic.role.selectorLabels" -}}
+{{ include "medic.selectorLabels" .root }}
+{{- if ne .role "combined" }}
+app.kubernetes.io/component: {{ .role }}
+{{- end }}
+{{- end -}}
+
+{{- define "medic.role.labels" -}}
+{{ include "medic.labels" .root }}
+app.kubernetes.io/component: {{ .role }}
+{{- end -}}
+
+{{/* Whether the role runs the background services (MEDIC_BACKGROUND). */}}
+{{- define "medic.role.background" -}}
+{{- if eq .role "api" -}}false{{- else -}}true{{- end -}}
+{{- end -}}
+
+{{/* Whether the role serves HTTP and gRPC traffic (the Service's endpoints). */}}
+{{- define "medic.role.serves" -}}
+{{- if eq .role "worker" -}}false{{- else -}}true{{- end -}}
+{{- end -}}
+
+{{/* A role's sizing values as YAML (read back with fromYaml): replicaCount, resources,
+podDisruptionBudget, autoscaling. The worker's come from roles.worker (resources default to the
+top-level ones); the serving role's from the top level. */}}
+{{- define "medic.role.values" -}}
+{{- $v := .root.Values -}}
+{{- if eq .role "worker" -}}
+{{- $w := $v.roles.worker -}}
+replicaCount: {{ $w.replicaCount }}
+resources:
+  {{- toYaml (default $v.resources $w.resources) | nindent 2 }}
+podDisruptionBudget:
+  {{- toYaml $w.podDisruptionBudget | nindent 2 }}
+autoscaling:
+  {{- toYaml $w.autoscaling | nindent 2 }}
+autoscalingKey: roles.worker.autoscaling
+{{- else -}}
+replicaCount: {{ $v.replicaCount }}
+resources:
+  {{- toYaml $v.resources | nindent 2 }}
+podDisruptionBudget:
+  {{- toYaml $v.podDisruptionBudget | nindent 2 }}
+autoscaling:
+  {{- toYaml $v.autoscaling | nindent 2 }}
+autoscalingKey: autoscaling
+{{- end -}}
+{{- end -}}
+
+{{/* The headless Service through which Prometheus finds the workers (split mode). */}}
+{{- define "medic.workerMetricsService" -}}
+{{- printf "%s-metrics" (include "medic.role.name" (dict "root" . "role" "worker")) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

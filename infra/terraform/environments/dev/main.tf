@@ -9,6 +9,7 @@ module "medic" {
   eks_cluster_name              = var.eks_cluster_name
   private_subnet_ids            = var.private_subnet_ids
   host                          = var.host
+  agents_host                   = var.agents_host
   route53_zone_id               = var.route53_zone_id
   image_repository_url          = var.image_repository_url
   github_repository             = var.github_repository

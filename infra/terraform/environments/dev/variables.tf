@@ -23,6 +23,11 @@ variable "host" {
   type        = string
 }
 
+variable "agents_host" {
+  description = "Host name agents connect to (gRPC), e.g. agents.<host>; in the zone of host."
+  type        = string
+}
+
 variable "route53_zone_id" {
   description = "Route 53 hosted zone of host."
   type        = string

@@ -1,11 +1,12 @@
-# An ACM certificate for the host, validated through DNS in the Route 53 zone. Its ARN is the
-# ingress certificate: medic-environment publishes it in the Helm values, so no environment ever
-# passes a certificate ARN by hand.
+# An ACM certificate for the host (and its other names: the agents' gRPC host), validated through
+# DNS in the Route 53 zone. Its ARN is the certificate of both ingresses: medic-environment
+# publishes it in the Helm values, so no environment ever passes a certificate ARN by hand.
 
 resource "aws_acm_certificate" "this" {
-  domain_name       = var.domain_name
-  validation_method = "DNS"
-  tags              = var.tags
+  domain_name               = var.domain_name
+  subject_alternative_names = var.subject_alternative_names
+  validation_method         = "DNS"
+  tags                      = var.tags
 
   lifecycle {
     create_before_destroy = true

@@ -31,7 +31,8 @@ locals {
   # What only the infrastructure knows, as Helm values: published below as SSM parameter
   # /medic/<env>/helm-values, which cd-eks.yml passes to `helm upgrade` after values-<env>.yaml.
   # Shape: tests/infra/fixtures/terraform-helm-values-<env>.yaml. The certificate is the ACM
-  # module's output: there is no certificate variable.
+  # module's output (it names host and agents_host; the chart's agents Ingress uses it too):
+  # there is no certificate variable.
   helm_values = {
     image = {
       repository = var.image_repository_url
@@ -39,6 +40,11 @@ locals {
     ingress = {
       host           = var.host
       certificateArn = module.acm.certificate_arn
+    }
+    grpc = {
+      ingress = {
+        host = var.agents_host
+      }
     }
     serviceAccount = {
       annotations = {
@@ -82,9 +88,10 @@ resource "aws_kms_alias" "this" {
 module "acm" {
   source = "../acm"
 
-  domain_name     = var.host
-  route53_zone_id = var.route53_zone_id
-  tags            = local.tags
+  domain_name               = var.host
+  subject_alternative_names = [var.agents_host]
+  route53_zone_id           = var.route53_zone_id
+  tags                      = local.tags
 }
 
 module "rds" {

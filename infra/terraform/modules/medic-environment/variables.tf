@@ -19,7 +19,12 @@ variable "private_subnet_ids" {
 }
 
 variable "host" {
-  description = "Host name people and agents reach Medic at (ingress host and certificate)."
+  description = "Host name people and API clients reach Medic at (ingress host and certificate)."
+  type        = string
+}
+
+variable "agents_host" {
+  description = "Host name agents reach Medic's gRPC endpoint at (its own ALB; a second name of the certificate; must differ from host)."
   type        = string
 }
 
