@@ -109,6 +109,7 @@ class Medic:
             alert_after=settings.agent_offline_alert_after,
             batch_size=settings.monitor_batch,
             max_sleep=settings.monitor_max_sleep,
+            dispatch_interval=settings.agent_dispatch_interval,
         )
         # Fail at start, not at the first agent, on unreadable TLS files.
         self.agent_endpoint: AgentEndpoint | None = None
@@ -175,7 +176,8 @@ class Medic:
         if monitor:
             await self.monitor.start()
             await self.delivery.start()
-        await self.agents.start(watch=monitor)
+        # The dispatch pass runs wherever agents connect, background services or not.
+        await self.agents.start(watch=monitor, dispatch=self.agent_endpoint is not None)
         if self.agent_endpoint is not None:
             await self.agent_endpoint.start()
         self._background = [

@@ -143,6 +143,11 @@ class Settings:
     agent_offline_alert_after: int = _setting(
         120, "Seconds an agent may stay offline before its agent_offline alert opens."
     )
+    agent_dispatch_interval: float = _setting(
+        1.0,
+        "Seconds between two looks, on every replica with the gRPC endpoint, for executions "
+        "and cancels requested on another replica for the agents connected here.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

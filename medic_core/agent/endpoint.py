@@ -1,20 +1,30 @@
 """The gRPC endpoint agents connect to (``medic.agent.v1.AgentService/Connect``).
 
-A transport: it authenticates the call, turns protocol messages into hub calls and the hub's
-outbox into protocol messages, and maps how a stream ends to a gRPC status. It runs on
+A transport: it authenticates the call, turns protocol messages into hub calls and what a
+session sends into protocol messages, and maps how a stream ends to a gRPC status. It runs on
 ``grpc.aio`` in the same event loop as the HTTP server, started and stopped by ``Medic``.
 
-Each call gets a ``Session``. One task reads the agent's messages (``Hello`` first, within the
-silence limit; then anything, each one marking the agent seen); the call itself writes what the
-session's outbox holds until an ``Ending`` arrives. Endings map to statuses: ``replaced`` →
-``ABORTED``; ``silent`` and ``shutdown`` → ``UNAVAILABLE`` (reconnect); a malformed ``Hello`` →
-``INVALID_ARGUMENT``; anything before ``Hello`` → ``FAILED_PRECONDITION``. When the agent closes
-its side, the call ends ``OK``.
+Thousands of agents stay connected at once, so a stream costs as little as it can: one
+coroutine per call, the handler, reads the agent's messages with ``context.read()`` (``Hello``
+first, within the silence limit; then anything, each one marking the agent seen) and keeps
+nothing between two of them; what the session sends is written with ``context.write()`` by a
+short-lived task (``Session.send``), one write at a time. No queue, reader task or generator
+lives as long as the stream. Ending a session interrupts the pending read (``_Call``); the
+handler then waits for the writes sent before, and returns with the status of the ending:
+``replaced`` → ``ABORTED``; ``silent`` and ``shutdown`` → ``UNAVAILABLE`` (reconnect); a
+malformed ``Hello`` → ``INVALID_ARGUMENT``; anything before ``Hello`` → ``FAILED_PRECONDITION``.
+When the agent closes its side, the call ends ``OK``.
+
+Each ``Hello`` is answered by the hub's executions component: the ``Welcome``, then again what
+the agent has not answered. ``ExecutionUpdate``, ``OutputChunk`` and ``Heartbeat`` go to it as
+domain values (``update_of``, ``chunk_of``), and the ``Execute``/``Cancel`` commands it sends
+are turned into protocol messages on the way out (``message_of``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +35,13 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from medic_core import __version__
-from medic_core.agent.hub import AgentHub, AgentInfo, Ending, Session
+from medic_core.agent.executions import (
+    CancelCommand,
+    ExecuteCommand,
+    ExecutionUpdate,
+    OutputChunk,
+)
+from medic_core.agent.hub import AgentHub, AgentInfo, Session
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.audit import Actor
 from medic_core.auth import ApiKeys, Principal, grants
@@ -57,6 +73,9 @@ _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", _MAX_MESSAGE),
     # Without this, a second server on the same port would start silently (SO_REUSEPORT).
     ("grpc.so_reuseport", 0),
+    # Channelz (gRPC's introspection service) keeps a node per connection and per call, about
+    # 2 KB of memory for every connected agent; Medic does not expose channelz, so it is off.
+    ("grpc.enable_channelz", 0),
 ]
 
 
@@ -123,6 +142,62 @@ def info_of(hello: agent_pb2.Hello) -> AgentInfo:
     )
 
 
+_STATES = {
+    agent_pb2.EXECUTION_STATE_ACCEPTED: "accepted",
+    agent_pb2.EXECUTION_STATE_REJECTED: "rejected",
+    agent_pb2.EXECUTION_STATE_RUNNING: "running",
+    agent_pb2.EXECUTION_STATE_SUCCEEDED: "succeeded",
+    agent_pb2.EXECUTION_STATE_FAILED: "failed",
+    agent_pb2.EXECUTION_STATE_TIMED_OUT: "timed_out",
+    agent_pb2.EXECUTION_STATE_CANCELLED: "cancelled",
+}
+
+
+def update_of(message: agent_pb2.ExecutionUpdate) -> ExecutionUpdate:
+    """The domain's view of an ``ExecutionUpdate`` (an unknown state reads ``unspecified``)."""
+    return ExecutionUpdate(
+        execution_id=message.execution_id,
+        state=_STATES.get(message.state, "unspecified"),
+        reason=message.reason,
+        detail=message.detail,
+        exit_code=message.exit_code if message.HasField("exit_code") else None,
+        signal=message.signal if message.HasField("signal") else None,
+        output_chunks=message.output_chunks,
+        output_truncated=message.output_truncated,
+        duration_ms=message.duration_ms,
+    )
+
+
+def chunk_of(message: agent_pb2.OutputChunk) -> OutputChunk:
+    return OutputChunk(
+        execution_id=message.execution_id,
+        stream="stderr" if message.stream == agent_pb2.OUTPUT_STREAM_STDERR else "stdout",
+        sequence=message.sequence,
+        data=message.data,
+        truncated=message.truncated,
+    )
+
+
+def message_of(item: object) -> agent_pb2.ServerMessage:
+    """What goes on the wire for an item of a session's outbox."""
+    if isinstance(item, ExecuteCommand):
+        return agent_pb2.ServerMessage(
+            execute=agent_pb2.Execute(
+                execution_id=item.execution_id,
+                script=item.script,
+                args=list(item.args),
+                env=item.env,
+                timeout_seconds=item.timeout_seconds,
+                expected_sha256=item.expected_sha256,
+            )
+        )
+    if isinstance(item, CancelCommand):
+        return agent_pb2.ServerMessage(
+            cancel=agent_pb2.Cancel(execution_id=item.execution_id, reason=item.reason)
+        )
+    return cast(agent_pb2.ServerMessage, item)
+
+
 def _ending_of(exc: Exception) -> tuple[str, str]:
     """How a stream ends when reading it failed: (reason, detail for the agent)."""
     if isinstance(exc, ValidationError):
@@ -135,6 +210,56 @@ def _ending_of(exc: Exception) -> tuple[str, str]:
         return "closed", "the stream broke"
     log.exception("agent stream failed", exc_info=exc)
     return "error", "internal error"
+
+
+class _Call:
+    """The transport of one session: the ``grpc.aio`` call it speaks on.
+
+    grpc.aio allows one read and one write outstanding at a time; the handler is the only
+    reader, and the session writes one message at a time. ``interrupt()`` stops a pending read
+    by cancelling the handler's task -- only while, and only because, it waits in ``read()``,
+    which turns that cancellation into "no more messages". (gRPC stops the handler the same way
+    when the agent goes away; that cancellation is let through.)
+    """
+
+    __slots__ = ("_context", "_interrupted", "_reading")
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._context = context
+        self._reading: asyncio.Task[Any] | None = None
+        self._interrupted = False
+
+    async def write(self, message: object) -> None:
+        await self._context.write(message_of(message))
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def read(self) -> agent_pb2.AgentMessage | None:
+        """The agent's next message; ``None`` once it closed its side or the session ended."""
+        if self._interrupted:
+            return None
+        task = self._reading = asyncio.current_task()
+        assert task is not None
+        try:
+            message = await self._context.read()
+        except asyncio.CancelledError:
+            if not self._interrupted or task.uncancel() > 0:
+                raise
+            return None
+        finally:
+            self._reading = None
+        if message is grpc.aio.EOF:
+            return None
+        return cast(agent_pb2.AgentMessage, message)
+
+
+@functools.lru_cache(maxsize=1024)
+def _actor(name: str) -> Actor:
+    """One ``Actor`` per key, shared by all the streams it opened."""
+    return Actor(name)
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -170,75 +295,71 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
         return principal
 
-    async def Connect(
+    async def Connect(  # type: ignore[override]
         self,
         request_iterator: AsyncIterator[agent_pb2.AgentMessage],
         context: grpc.aio.ServicerContext[agent_pb2.AgentMessage, agent_pb2.ServerMessage],
-    ) -> AsyncIterator[agent_pb2.ServerMessage]:
+    ) -> None:
+        """Serve one agent stream: read with ``context.read()`` here, write through the session.
+
+        The call ends with the status of the session's ending, once everything sent before the
+        ending has been written.
+        """
         principal = await self._authenticate(context)
-        session = Session(Actor(principal.actor_name))
-        reader = asyncio.create_task(self._read(request_iterator, session), name="agent-read")
+        call = _Call(context)
+        session = Session(_actor(principal.actor_name), call)
         try:
-            while True:
-                item = await session.outbox.get()
-                if isinstance(item, Ending):
-                    if item.reason == "closed":
-                        return
-                    await context.abort(
-                        _STATUS.get(item.reason, grpc.StatusCode.INTERNAL), item.detail
-                    )
-                yield cast(agent_pb2.ServerMessage, item)
+            try:
+                await self._serve(call, session)
+                session.end("closed", "the agent closed the stream")
+            except Exception as exc:
+                session.end(*_ending_of(exc))  # unless it was ended already
+            await session.flushed()
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            if session.ended is None:
-                session.end("closed", "the call ended")
+            session.end("closed", "the call ended")
             self._hub.closed(session)
+        ending = session.ended
+        if ending is not None and ending.reason != "closed":
+            context.set_code(_STATUS.get(ending.reason, grpc.StatusCode.INTERNAL))
+            context.set_details(ending.detail)
 
-    async def _read(
-        self, requests: AsyncIterator[agent_pb2.AgentMessage], session: Session
-    ) -> None:
+    async def _serve(self, call: _Call, session: Session) -> None:
+        """Read the agent's messages until it closes its side or the session ends."""
+        silence = self._hub.silence_seconds
         try:
-            await self._handle(requests.__aiter__(), session)
-            session.end("closed", "the agent closed the stream")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if session.ended is None:  # else the stream was ended already: nothing to say
-                session.end(*_ending_of(exc))
-
-    async def _handle(
-        self, requests: AsyncIterator[agent_pb2.AgentMessage], session: Session
-    ) -> None:
-        hub = self._hub
-        try:
-            async with asyncio.timeout(hub.silence_seconds):
-                first = await anext(requests, None)
+            async with asyncio.timeout(silence):
+                message = await call.read()
         except TimeoutError:
-            session.end("no_hello", f"no Hello within {hub.silence_seconds}s")
+            session.end("no_hello", f"no Hello within {silence}s")
             return
-        message = first
         while message is not None:
-            kind = message.WhichOneof("body")
-            if kind == "hello":
-                await hub.hello(session, info_of(message.hello))
-                session.send(
-                    agent_pb2.ServerMessage(
-                        welcome=agent_pb2.Welcome(
-                            session_id=session.session_id,
-                            heartbeat_interval_seconds=hub.heartbeat_interval,
-                            server_version=__version__,
-                        )
-                    )
-                )
-            elif session.agent_id is None:
-                session.end("no_hello", "the first message of a stream must be a Hello")
-                return
-            else:
-                # Heartbeats, and (until dispatch lands) execution updates and output chunks:
-                # any message proves the agent alive. Unknown bodies are ignored (additive v1).
-                hub.seen(session)
-            message = await anext(requests, None)
+            await self._receive(session, message)
+            del message  # not held while waiting for the next one (a Hello is large)
+            message = await call.read()
+
+    async def _receive(self, session: Session, message: agent_pb2.AgentMessage) -> None:
+        hub = self._hub
+        kind = message.WhichOneof("body")
+        if kind == "hello":
+            await hub.hello(session, info_of(message.hello))
+            welcome = agent_pb2.Welcome(
+                session_id=session.session_id,
+                heartbeat_interval_seconds=hub.heartbeat_interval,
+                server_version=__version__,
+            )
+            # The Welcome, then the redelivery of what the agent has not answered.
+            await hub.executions.welcome(session, agent_pb2.ServerMessage(welcome=welcome))
+        elif session.agent_id is None:
+            session.end("no_hello", "the first message of a stream must be a Hello")
+        else:
+            # Any message proves the agent alive. Unknown bodies are ignored (additive v1).
+            hub.seen(session)
+            if kind == "execution_update":
+                await hub.executions.update(session, update_of(message.execution_update))
+            elif kind == "output_chunk":
+                await hub.executions.output(session, chunk_of(message.output_chunk))
+            elif kind == "heartbeat":
+                await hub.executions.heartbeat(session, message.heartbeat.running_execution_ids)
 
 
 class AgentEndpoint:

@@ -2,9 +2,10 @@
 
 Three parts, one class:
 
-- **Sessions** (in process): each open agent stream is a ``Session`` with an outbox the transport
-  drains. One session per agent id: a newer ``Hello`` for the same id ends the older stream
-  (``replaced``), so exactly one stream speaks for an agent.
+- **Sessions** (in process): each open agent stream is a ``Session``, which writes what it is
+  sent through its transport (the endpoint's call). One session per agent id: a newer ``Hello``
+  for the same id ends the older stream (``replaced``), so exactly one stream speaks for an
+  agent.
 - **Presence** (in the database, ``agents``): a ``Hello`` stores the agent ``online`` with its
   session id; messages from the agent move ``last_seen`` (batched: every mark pending when a flush
   starts is written in one transaction); the end of a stream marks it ``offline``. Every write
@@ -16,7 +17,14 @@ Three parts, one class:
   ``missed_heartbeats`` intervals: it becomes ``offline``. An ``offline`` agent past its deadline
   has been away for ``alert_after`` seconds: its ``agent_offline`` alert opens, on the agent's
   own service row (``agent-<agent_id>``), so routing, teams, mutes and maintenance apply to it
-  like to any service. The next ``Hello`` resolves it.
+  like to any service. The next ``Hello`` resolves it. The same pass fails executions left
+  unanswered past the agent's memory window (``Executions.expire``).
+- **The dispatch pass** (``dispatch_once``), on every replica agents connect to: every
+  ``dispatch_interval`` seconds it sends what was stored for the agents connected here and not
+  sent yet, typically requests and cancels that landed on another replica.
+
+Executions (allow-listed scripts run on agents) have their own module, ``executions.py``; the
+hub builds that component (``hub.executions``) and lends it the lookup of open streams.
 """
 
 from __future__ import annotations
@@ -25,15 +33,17 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from medic_core.agent.executions import Executions
 from medic_core.alerts import AlertBook, Opening
 from medic_core.audit import SYSTEM, Actor, record_audit
 from medic_core.clock import Clock, isoformat
@@ -133,34 +143,93 @@ class Ending:
     detail: str
 
 
+class Transport(Protocol):
+    """The transport's side of one stream (the gRPC endpoint's call)."""
+
+    async def write(self, message: object) -> None:
+        """Put one message on the stream; never called again before the previous write ends."""
+
+    def interrupt(self) -> None:
+        """The session ended: stop waiting for the agent's next message (called once)."""
+
+
 class Session:
     """One open agent stream in this process.
 
-    The transport drains ``outbox``: protocol messages to send, or an ``Ending`` after which it
-    closes the stream. ``agent_id`` is set by the first ``Hello``.
+    ``send()`` queues a message (a protocol message, or a command of ``executions.py``) and
+    returns at once; a short-lived task writes what is queued, one write at a time, in order, so
+    an idle stream holds no task and no queue, and a slow agent never blocks whoever sent.
+    ``end()`` records why the server ends the stream (``ended``) and interrupts the transport's
+    read; the transport then waits for what was sent before it (``flushed()``) and closes the
+    call with the matching status. Nothing sent after ``end()`` goes out.
+
+    ``agent_id`` is set by the first ``Hello``; ``welcomed`` once its ``Welcome`` and the
+    redelivery after it are sent (commands may follow from then on). ``unconfirmed``: between a
+    ``Welcome`` and the first ``Heartbeat``, the executions the server holds as accepted or
+    running that the agent has not mentioned yet. One of these exists per connected agent, so
+    it has slots and nothing that could be shared.
     """
 
-    def __init__(self, actor: Actor) -> None:
+    __slots__ = (
+        "_queued",
+        "_transport",
+        "_writer",
+        "actor",
+        "agent_id",
+        "ended",
+        "session_id",
+        "unconfirmed",
+        "welcomed",
+    )
+
+    def __init__(self, actor: Actor, transport: Transport) -> None:
         self.session_id = uuid.uuid4().hex
         self.actor = actor
         self.agent_id: str | None = None
-        self.outbox: asyncio.Queue[object] = asyncio.Queue()
         self.ended: Ending | None = None
+        self.welcomed = False
+        self.unconfirmed: set[str] | None = None
+        self._transport = transport
+        self._queued: list[object] | None = None  # a list while a writer task runs
+        self._writer: asyncio.Task[None] | None = None
 
     def send(self, message: object) -> None:
-        if self.ended is None:
-            self.outbox.put_nowait(message)
+        """Queue ``message`` for the agent (dropped once the session ended)."""
+        if self.ended is not None:
+            return
+        if self._queued is not None:
+            self._queued.append(message)
+            return
+        self._queued = [message]
+        self._writer = asyncio.create_task(self._write_queued(self._queued), name="agent-write")
+
+    async def _write_queued(self, queued: list[object]) -> None:
+        try:
+            while queued:
+                await self._transport.write(queued.pop(0))
+        except Exception as exc:
+            # The stream broke: its read ends too, and the session with it.
+            log.debug("writing to agent %s failed: %s", self.agent_id, exc)
+        finally:
+            self._queued = self._writer = None
+
+    async def flushed(self) -> None:
+        """Wait until everything sent so far has been written (or the stream broke)."""
+        if self._writer is not None:
+            await asyncio.wait((self._writer,))
 
     def end(self, reason: str, detail: str) -> None:
+        """End the stream (the first reason given wins)."""
         if self.ended is None:
             self.ended = Ending(reason, detail)
-            self.outbox.put_nowait(self.ended)
+            self._transport.interrupt()
 
 
 @dataclass(frozen=True, slots=True)
 class WatchPass:
     offline: int
     alerted: int
+    lost: int  # executions failed: unanswered past the agent's memory window
     next_deadline: datetime | None
     more: bool
 
@@ -219,12 +288,15 @@ class AgentHub:
         alert_after: int = 120,
         batch_size: int = 500,
         max_sleep: float = 10.0,
+        dispatch_interval: float = 1.0,
     ) -> None:
         if heartbeat_interval < 1 or missed_heartbeats < 1 or alert_after < 0:
             raise ValueError(
                 "MEDIC_AGENT_HEARTBEAT_INTERVAL and MEDIC_AGENT_MISSED_HEARTBEATS must be at "
                 "least 1, MEDIC_AGENT_OFFLINE_ALERT_AFTER at least 0"
             )
+        if not dispatch_interval > 0:
+            raise ValueError("MEDIC_AGENT_DISPATCH_INTERVAL must be more than 0")
         self._db = db
         self._clock = clock
         self._bus = bus
@@ -238,6 +310,11 @@ class AgentHub:
         self._flushing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = PassLoop("agent-watch", self._pass, clock, max_sleep=max_sleep)
+        self._dispatch = PassLoop(
+            "agent-dispatch", self._dispatch_pass, clock, max_sleep=dispatch_interval
+        )
+        #: Scripts run on agents: dispatch, redelivery, updates, output (``executions.py``).
+        self.executions = Executions(db, clock, bus, metrics, self.session, batch_size=batch_size)
         self._connected = Gauge(
             "medic_agents_connected",
             "Agent streams open on this process (after their Hello).",
@@ -254,6 +331,20 @@ class AgentHub:
     def silence_seconds(self) -> int:
         """How long a connected agent may say nothing before it counts as offline."""
         return int(self._silence.total_seconds())
+
+    async def execute(
+        self,
+        agent_id: str,
+        script: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        timeout_seconds: int | None,
+        actor: Actor,
+    ) -> dict[str, Any]:
+        """Run an allow-listed script on an agent (see ``Executions.execute``)."""
+        return await self.executions.execute(
+            agent_id, script, list(args), dict(env), timeout_seconds, actor=actor
+        )
 
     # -- sessions and presence ---------------------------------------------------------------
 
@@ -520,8 +611,10 @@ class AgentHub:
             local = self._sessions.get(agent_id)
             if local is not None:
                 local.end("silent", f"nothing heard for {int(self._silence.total_seconds())}s")
+        lost, more_lost = await self.executions.expire()
         next_deadline = await self._earliest()
-        return WatchPass(offline, alerted, next_deadline, len(agents) == self._batch)
+        more = len(agents) == self._batch or more_lost
+        return WatchPass(offline, alerted, lost, next_deadline, more)
 
     async def _earliest(self) -> datetime | None:
         async with self._db.sessions() as db:
@@ -533,6 +626,17 @@ class AgentHub:
     async def _pass(self) -> Pass:
         result = await self.run_once()
         return Pass(result.more, result.next_deadline)
+
+    # -- the dispatch pass ---------------------------------------------------------------------
+
+    async def dispatch_once(self) -> tuple[int, bool]:
+        """Send what was stored for the agents connected here and not sent yet, typically by
+        another replica: ``(messages sent, more owed)`` (see ``Executions.dispatch``)."""
+        return await self.executions.dispatch(self._sessions.values())
+
+    async def _dispatch_pass(self) -> Pass:
+        _, more = await self.dispatch_once()
+        return Pass(more, None)  # else look again after the interval (the loop's max_sleep)
 
     async def _service_of(self, db: AsyncSession, agent: Agent, now: datetime) -> Service:
         """The agent's service row (``agent-<agent_id>``), created when missing.
@@ -581,8 +685,10 @@ class AgentHub:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, *, watch: bool = True) -> None:
-        """Give every agent a reconnection grace, then start the offline watch (``watch``).
+    async def start(self, *, watch: bool = True, dispatch: bool = False) -> None:
+        """Give every agent a reconnection grace, then start the offline watch (``watch``: the
+        replicas running the background services) and the dispatch pass (``dispatch``: the
+        replicas agents connect to).
 
         After this process was down, agents connected to it have not reconnected yet: without
         the grace the first pass would alert on every one of them. Deadlines sooner than
@@ -598,6 +704,8 @@ class AgentHub:
             )
         if watch:
             await self._loop.start()
+        if dispatch:
+            await self._dispatch.start()
 
     def end_sessions(self) -> None:
         """Ask every stream of this process to end (shutdown: agents reconnect elsewhere)."""
@@ -605,8 +713,9 @@ class AgentHub:
             session.end("shutdown", "the server is shutting down: reconnect")
 
     async def stop(self) -> None:
-        """Stop the watch once the offline marks of ended streams are written."""
+        """Stop the loops once the offline marks of ended streams are written."""
         self.end_sessions()
+        await self._dispatch.stop(5.0)
         await self.settle()
         await self._loop.stop(5.0)
 

@@ -13,7 +13,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from medic_core.store.types import BigId, Json, UTCDateTime
@@ -365,3 +377,101 @@ class Agent(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+#: The executions something is owed for: an ``Execute`` never sent, or a ``Cancel`` asked for and
+#: not sent yet. The predicate of ``ix_executions_owed``; queries use this very text, so that
+#: SQLite (which matches a partial index's terms literally) uses the index too.
+EXECUTIONS_OWED = (
+    "finished_at IS NULL AND (sent_count = 0 "
+    "OR (cancel_requested_at IS NOT NULL AND cancel_sent_at IS NULL))"
+)
+
+
+class Execution(Base):
+    """One request to run an allow-listed script on one agent, and what became of it.
+
+    ``execution_id`` is the public id and the protocol's idempotency key (a UUID the server
+    chooses); ``id`` orders rows for cursor pages. ``state``: ``pending`` (not yet answered by
+    the agent: re-sent after every reconnect), ``accepted``, ``running``, then one final state
+    (``rejected``, ``succeeded``, ``failed``, ``timed_out``, ``cancelled``). ``env_values`` may
+    hold secrets: it is kept only while the request may still be (re)sent, never returned by
+    the API nor written to the audit log, and cleared once the agent answered.
+    ``output_chunks`` is the number of output chunks the agent says it sent (final states).
+    ``sent_count`` counts the ``Execute`` messages sent; ``cancel_sent_at`` is when the last
+    ``Cancel`` went out, and ``NULL`` while one is owed (``cancel_requested_at`` set).
+    """
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        # Unfinished executions of one agent: the replay after a Welcome and the lost check.
+        Index(
+            "ix_executions_agent_open",
+            "agent_id",
+            "id",
+            sqlite_where=text("finished_at IS NULL"),
+            postgresql_where=text("finished_at IS NULL"),
+        ),
+        Index("ix_executions_agent_id_id", "agent_id", "id"),
+        Index("ix_executions_state_id", "state", "id"),
+        # What the replica holding an agent's stream still has to send (its dispatch pass):
+        # almost always empty, so the pass costs an index probe when there is nothing to do.
+        Index(
+            "ix_executions_owed",
+            "agent_id",
+            "id",
+            sqlite_where=text(EXECUTIONS_OWED),
+            postgresql_where=text(EXECUTIONS_OWED),
+        ),
+        # Unanswered executions by age: the watch fails those past the agent's memory window.
+        Index("ix_executions_state_created", "state", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("agents.agent_id", ondelete="CASCADE")
+    )
+    script: Mapped[str] = mapped_column(String(64))
+    args: Mapped[list[str]] = mapped_column(Json, default=list)
+    env_names: Mapped[list[str]] = mapped_column(Json, default=list)
+    env_values: Mapped[dict[str, str] | None] = mapped_column(Json)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    expected_sha256: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(1000))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    signal: Mapped[int | None] = mapped_column(Integer)
+    output_chunks: Mapped[int | None] = mapped_column(BigInteger)
+    output_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExecutionOutput(Base):
+    """One output chunk of an execution, as the agent sent it (raw bytes, at most 16 KiB).
+
+    ``sequence`` counts from 0 per execution, both streams together; the unique constraint
+    makes a repeated chunk a no-op.
+    """
+
+    __tablename__ = "execution_output"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "sequence", name="uq_execution_output_sequence"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    stream: Mapped[str] = mapped_column(String(6))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)

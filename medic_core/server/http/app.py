@@ -14,6 +14,7 @@ from medic_core.server.http.handlers import (
     apikeys,
     audit,
     deliveries,
+    executions,
     health,
     heartbeats,
     maintenance,
@@ -40,6 +41,7 @@ _TABLES = (
     apikeys,
     audit,
     agents,
+    executions,
     openapi,
 )
 

@@ -1,0 +1,977 @@
+"""Executions: allow-listed scripts run on agents, the server's side of the protocol.
+
+The contract is docs/agent-protocol.md ("at-least-once delivery, at-most-once execution"): the
+execution id is an idempotency key, so either side may repeat itself and nothing happens twice.
+
+- **Dispatch** (``execute``): the request is validated, checked against the agent's advertised
+  allowlist with the Rust verifier (``verify.py``), and stored ``pending`` with its audit entry.
+  Once that is committed, ``Execute`` goes out on the agent's stream if the agent is connected to
+  this process; if not, the replica holding its stream sends it (``dispatch``), or it waits for
+  the agent's next ``Welcome``. A refused request is audited and stored nowhere else.
+- **Across replicas** (``dispatch``): each replica agents connect to looks, every second or so,
+  for executions never sent and cancels not sent yet of the agents connected to it, and sends
+  them. Every send is claimed with a conditional update first, so two replicas (or a request and
+  the pass) never both send the same one, and ``sent_count`` counts what went out.
+- **Redelivery** (``welcome``): after every ``Welcome`` each unanswered (``pending``) execution
+  of the agent is sent again (``Cancel`` instead, when a cancel was asked for), unless it is
+  older than the agent's memory window: then it is failed ``lost``, never sent again.
+- **Expiry** (``expire``, run by the hub's watch): an execution still unanswered past the memory
+  window fails ``lost`` even if its agent never comes back.
+- **Updates** (``update``): applied idempotently. States only move forward — ``pending`` <
+  ``accepted`` < ``running`` < final — ``rejected`` only from ``pending``, and a final state
+  never changes, so a repeated, stale or replayed update is a no-op.
+- **Lost** (``heartbeat``): an execution held as ``accepted``/``running`` when a ``Welcome`` was
+  sent, that the agent neither mentioned since nor lists in its first ``Heartbeat``, is failed
+  ``lost``.
+- **Output** (``output``): chunks are stored once per (execution, sequence).
+
+Every change is committed before its events are published. The stream a command goes out on is
+found through the hub's ``session`` lookup; commands are plain values (``ExecuteCommand``,
+``CancelCommand``) that the transport turns into protocol messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from prometheus_client import Counter
+from sqlalchemy import ColumnElement, CursorResult, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from medic_core.agent.verify import AllowlistVerifier, Refusal, script_sha256
+from medic_core.audit import SYSTEM, Actor, record_audit
+from medic_core.clock import Clock, isoformat
+from medic_core.errors import Conflict, MedicError, NotFound, ValidationError
+from medic_core.events import EventBus, PendingEvents
+from medic_core.observability.metrics import Metrics
+from medic_core.store import Database
+from medic_core.store.models import EXECUTIONS_OWED, Agent, Execution, ExecutionOutput
+from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+
+if TYPE_CHECKING:
+    from medic_core.agent.hub import Session
+
+log = logging.getLogger(__name__)
+
+STATES = (
+    "pending",
+    "accepted",
+    "running",
+    "rejected",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+)
+FINAL = frozenset({"rejected", "succeeded", "failed", "timed_out", "cancelled"})
+_RANK = {"pending": 0, "accepted": 1, "running": 2}
+#: How long the agent remembers executions (docs/agent-protocol.md): an unanswered execution
+#: older than this is never sent again, since the agent may have forgotten it already ran it.
+MEMORY_WINDOW = timedelta(hours=24)
+MAX_CHUNK = 16 * 1024
+MAX_ARGS = 64
+MAX_VALUE_BYTES = 4096
+MAX_ENV = 32
+MAX_TIMEOUT = 86_400
+MASK = "********"
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_MAX_ID = 64
+_IN_CHUNK = 500  # agent ids per query of the dispatch pass
+_MAX_DB_INT = 2**63 - 1
+
+
+class ExecutionRefused(MedicError):
+    """The agent's advertised allowlist does not allow the request: nothing was sent."""
+
+    status = 422
+    title = "Refused by the agent's allowlist"
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(
+            f"the agent's allowlist refuses this request ({refusal.reason}): {refusal.detail}",
+            reason=refusal.reason,
+        )
+        self.refusal = refusal
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteCommand:
+    """Run ``script`` (``Execute`` on the wire)."""
+
+    execution_id: str
+    script: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+    timeout_seconds: int
+    expected_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCommand:
+    """Stop an execution (``Cancel`` on the wire)."""
+
+    execution_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionUpdate:
+    """The state of one execution as the agent reports it (``state``: a name of ``STATES``,
+    or ``unspecified`` for a value this server does not know)."""
+
+    execution_id: str
+    state: str
+    reason: str = ""
+    detail: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    output_chunks: int | None = 0
+    output_truncated: bool = False
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    execution_id: str
+    stream: str
+    sequence: int
+    data: bytes
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRequest:
+    """A request, once its shape holds (sizes and types; the allowlist decides the rest)."""
+
+    script: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+    timeout_seconds: int | None
+
+    @classmethod
+    def of(cls, script: object, args: object, env: object, timeout: object) -> ExecutionRequest:
+        if not isinstance(script, str) or not 1 <= len(script) <= 64:
+            raise ValidationError(
+                "script must be the name of an allowlist entry (1-64 characters)", field="script"
+            )
+        if args is None:
+            args = []
+        if not isinstance(args, list | tuple) or len(args) > MAX_ARGS:
+            raise ValidationError(
+                f"args must be a list of at most {MAX_ARGS} strings", field="args"
+            )
+        for index, arg in enumerate(args):
+            _value(arg, f"args[{index}]")
+        if env is None:
+            env = {}
+        if not isinstance(env, Mapping) or len(env) > MAX_ENV:
+            raise ValidationError(
+                f"env must be an object of at most {MAX_ENV} NAME: value strings", field="env"
+            )
+        for name, value in env.items():
+            if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
+                raise ValidationError(
+                    f"env name {str(name)[:130]!r} is not valid: letters, digits and '_', "
+                    "not starting with a digit, at most 128",
+                    field="env",
+                )
+            _value(value, f"env.{name}")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int)
+            or not 1 <= timeout <= MAX_TIMEOUT
+        ):
+            raise ValidationError(
+                f"timeout_seconds must be an integer from 1 to {MAX_TIMEOUT}, or null for the "
+                "allowlist entry's own timeout",
+                field="timeout_seconds",
+            )
+        return cls(script, tuple(args), dict(env), timeout)
+
+
+def _value(value: object, field: str) -> None:
+    """An argument or environment value: a string of at most 4096 bytes, without NUL."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string", field=field)
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+        raise ValidationError(f"{field} is longer than {MAX_VALUE_BYTES} bytes", field=field)
+    if "\x00" in value:
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
+
+
+def execution_to_dict(row: Execution) -> dict[str, Any]:
+    """The public view of an execution: environment names only, values masked."""
+    return {
+        "id": row.execution_id,
+        "agent_id": row.agent_id,
+        "script": row.script,
+        "args": list(row.args or []),
+        "env": {name: MASK for name in row.env_names or []},
+        "timeout_seconds": row.timeout_seconds,
+        "expected_sha256": row.expected_sha256,
+        "requested_by": row.requested_by,
+        "state": row.state,
+        "reason": row.reason,
+        "detail": row.detail,
+        "exit_code": row.exit_code,
+        "signal": row.signal,
+        "output_chunks": row.output_chunks,
+        "output_truncated": row.output_truncated,
+        "duration_ms": row.duration_ms,
+        "sent_count": row.sent_count,
+        "last_sent_at": isoformat(row.last_sent_at),
+        "cancel_requested_at": isoformat(row.cancel_requested_at),
+        "created_at": isoformat(row.created_at),
+        "updated_at": isoformat(row.updated_at),
+        "finished_at": isoformat(row.finished_at),
+    }
+
+
+def _request_record(agent_id: str, request: ExecutionRequest) -> dict[str, Any]:
+    """What the audit log keeps of a request: no environment value, ever."""
+    return {
+        "agent_id": agent_id,
+        "script": request.script,
+        "args": list(request.args),
+        "env": {name: MASK for name in request.env},
+        "timeout_seconds": request.timeout_seconds,
+    }
+
+
+def _text(value: str, max_len: int) -> str | None:
+    """Agent-supplied text as stored: bounded, and without NUL (PostgreSQL text cannot hold it:
+    storing it would fail the update every time the agent replays it)."""
+    return value.replace("\x00", "\ufffd")[:max_len] or None
+
+
+def _count(value: int) -> int:
+    return min(max(value, 0), _MAX_DB_INT)
+
+
+def _label(reason: str | None) -> str:
+    """A reason code as a metric label: agents send free text, metrics need a bounded set."""
+    return reason if reason and _REASON_RE.match(reason) else "other"
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _moves(current: str, new: str) -> bool:
+    """Whether an update from ``current`` to ``new`` is progress (else it is a no-op)."""
+    if current in FINAL or new not in STATES or new == "pending":
+        return False
+    if new == "rejected":
+        return current == "pending"
+    return new in FINAL or _RANK[new] > _RANK[current]
+
+
+class Executions:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bus: EventBus,
+        metrics: Metrics,
+        sessions: Callable[[str], Session | None],
+        *,
+        verifier: AllowlistVerifier | None = None,
+        memory_window: timedelta = MEMORY_WINDOW,
+        batch_size: int = 500,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._bus = bus
+        self._sessions = sessions
+        self._verifier = verifier or AllowlistVerifier()
+        self._window = memory_window
+        self._batch = batch_size
+        self._results = Counter(
+            "medic_agent_executions",
+            "Executions that reached a final state, by result (the state, or lost).",
+            ["result"],
+            registry=metrics.registry,
+        )
+        self._refusals = Counter(
+            "medic_agent_execution_refusals",
+            "Execution requests refused, by the server's check or the agent, by reason code.",
+            ["reason"],
+            registry=metrics.registry,
+        )
+
+    def _live(self, agent_id: str) -> Session | None:
+        """The agent's stream in this process, once it has been welcomed."""
+        session = self._sessions(agent_id)
+        if session is None or not session.welcomed or session.ended is not None:
+            return None
+        return session
+
+    @staticmethod
+    def _current(session: Session) -> ColumnElement[bool]:
+        """The session is still its agent's stream (not replaced here or on another replica)."""
+        return (
+            select(Agent.id)
+            .where(Agent.agent_id == session.agent_id, Agent.session_id == session.session_id)
+            .exists()
+        )
+
+    async def _claim_execute(
+        self, db: AsyncSession, row: Execution, session: Session, now: datetime
+    ) -> bool:
+        """Record the first send of ``row`` to ``session``, unless it was sent (or cancelled,
+        answered, or replaced) meanwhile: a conditional update, so of two replicas or two paths
+        racing for the same execution exactly one sends it."""
+        result = await db.execute(
+            update(Execution)
+            .where(
+                Execution.id == row.id,
+                Execution.state == "pending",
+                Execution.sent_count == 0,
+                Execution.cancel_requested_at.is_(None),
+                Execution.created_at > now - self._window,
+                self._current(session),
+            )
+            .values(sent_count=Execution.sent_count + 1, last_sent_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def _claim_cancel(
+        self, db: AsyncSession, row: Execution, session: Session, now: datetime
+    ) -> bool:
+        """Record that the owed ``Cancel`` of ``row`` goes to ``session`` (as above)."""
+        result = await db.execute(
+            update(Execution)
+            .where(
+                Execution.id == row.id,
+                Execution.finished_at.is_(None),
+                Execution.cancel_requested_at.is_not(None),
+                Execution.cancel_sent_at.is_(None),
+                self._current(session),
+            )
+            .values(cancel_sent_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def _find(
+        self, db: AsyncSession, execution_id: str, *, agent_id: str | None = None, lock: bool
+    ) -> Execution | None:
+        if not execution_id or len(execution_id) > _MAX_ID:
+            return None
+        query = select(Execution).where(Execution.execution_id == execution_id)
+        if agent_id is not None:
+            query = query.where(Execution.agent_id == agent_id)
+        if lock and self._db.is_postgres:
+            query = query.with_for_update()
+        return await db.scalar(query)
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        agent_id: str,
+        script: object,
+        args: object,
+        env: object,
+        timeout_seconds: object,
+        *,
+        actor: Actor,
+    ) -> dict[str, Any]:
+        """Check, store and (when the agent is connected here) send one execution.
+
+        Raises ``ValidationError`` for a malformed request, ``NotFound`` for an unknown agent,
+        ``Conflict`` when the agent's kill switch is on, ``ExecutionRefused`` when its
+        advertised allowlist does not allow the request. The answer's ``delivery`` says whether
+        ``Execute`` went out now (``sent``) or waits for the agent to connect (``queued``).
+        """
+        request = ExecutionRequest.of(script, args, env, timeout_seconds)
+        # Checked outside the write transaction (compiling rules may take a while, and SQLite's
+        # write lock is the whole database's); the agent checks again whatever it receives.
+        async with self._db.sessions() as db:
+            agent = await db.scalar(select(Agent).where(Agent.agent_id == agent_id))
+        if agent is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        summary = agent.allowlist or {}
+        refusal: Refusal | None = None
+        if agent.paused:
+            paused = agent.paused_reason or "no reason given"
+            refusal = Refusal("paused", f"the agent's kill switch is on ({paused})")
+        else:
+            refusal = self._verifier.check(
+                summary, request.script, request.args, request.env, request.timeout_seconds
+            )
+        now = self._clock.now()
+        if refusal is not None:
+            async with self._db.transaction() as db:
+                record_audit(
+                    db,
+                    actor=actor,
+                    at=now,
+                    action="execution.refuse",
+                    resource_type="agent",
+                    resource_id=agent_id,
+                    after={
+                        **_request_record(agent_id, request),
+                        "reason": refusal.reason,
+                        "detail": refusal.detail,
+                    },
+                )
+            self._refusals.labels(_label(refusal.reason)).inc()
+            if agent.paused:
+                raise Conflict(
+                    f"agent {agent_id} is paused: {refusal.detail}, so it refuses every "
+                    "execution; turn the switch off on the host first",
+                    reason="paused",
+                )
+            raise ExecutionRefused(refusal)
+        row = Execution(
+            execution_id=str(uuid.uuid4()),
+            agent_id=agent_id,
+            script=request.script,
+            args=list(request.args),
+            env_names=sorted(request.env),
+            env_values=dict(request.env),
+            timeout_seconds=request.timeout_seconds,
+            expected_sha256=script_sha256(summary, request.script),
+            requested_by=actor.name[:200],
+            state="pending",
+            output_truncated=False,
+            sent_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        pending = PendingEvents()
+        async with self._db.transaction() as db:
+            db.add(row)
+            await db.flush()
+            record_audit(
+                db,
+                actor=actor,
+                at=now,
+                action="execution.request",
+                resource_type="execution",
+                resource_id=row.execution_id,
+                after={**_request_record(agent_id, request), "id": row.execution_id},
+            )
+            pending.add("execution.created", now, execution=execution_to_dict(row))
+        pending.publish(self._bus)
+        sent = await self._send_first(row)
+        body = execution_to_dict(row)
+        body["delivery"] = "sent" if sent else "queued"
+        return body
+
+    def _command(self, row: Execution) -> ExecuteCommand:
+        return ExecuteCommand(
+            execution_id=row.execution_id,
+            script=row.script,
+            args=tuple(row.args or []),
+            env=dict(row.env_values or {}),
+            timeout_seconds=row.timeout_seconds or 0,
+            expected_sha256=row.expected_sha256,
+        )
+
+    async def _send_first(self, row: Execution) -> bool:
+        """Send a just-stored execution if its agent is connected here.
+
+        The send is recorded first (``_claim_execute``), and only while the execution is still
+        unanswered, never sent and not cancelled, so a cancel never mistakes an execution on its
+        way for one never sent, and the dispatch pass never sends it a second time. Checked
+        after the commit: a stream welcomed before it re-sends nothing stored after its replay,
+        and one welcomed after it finds the execution in its replay. Otherwise the replica
+        holding the agent's stream sends it (``dispatch``).
+        """
+        session = self._live(row.agent_id)
+        if session is None:
+            return False
+        now = self._clock.now()
+        async with self._db.transaction() as db:
+            claimed = await self._claim_execute(db, row, session, now)
+        if not claimed:
+            return False
+        row.sent_count += 1
+        row.last_sent_at = now
+        session.send(self._command(row))
+        return True
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    async def cancel(self, execution_id: str, *, actor: Actor) -> dict[str, Any]:
+        """Stop an execution: at once when it never left the server, else through ``Cancel``.
+
+        A ``pending`` execution that was never sent ends ``cancelled``
+        (``cancelled_before_start``). Otherwise ``cancel_requested_at`` is recorded and
+        ``Cancel`` is sent now if the agent is connected here, else by the replica it is
+        connected to (``dispatch``), and again after each ``Welcome`` until the execution ends;
+        the agent's answer ends it. ``Conflict`` once it has ended.
+        """
+        now = self._clock.now()
+        pending = PendingEvents()
+        command: CancelCommand | None = None
+        session: Session | None = None
+        async with self._db.transaction() as db:
+            row = await self._find(db, execution_id, lock=True)
+            if row is None:
+                raise NotFound(f"no execution {execution_id!r}")
+            if row.state in FINAL:
+                raise Conflict(
+                    f"execution {execution_id} has already ended ({row.state}): "
+                    "there is nothing to cancel"
+                )
+            before = {"state": row.state, "cancel_requested_at": isoformat(row.cancel_requested_at)}
+            if row.state == "pending" and row.sent_count == 0:
+                self._finish(
+                    db,
+                    pending,
+                    row,
+                    ExecutionUpdate(
+                        execution_id,
+                        "cancelled",
+                        "cancelled_before_start",
+                        "cancelled before it was sent to the agent",
+                    ),
+                    now,
+                    audit=None,
+                )
+            else:
+                if row.cancel_requested_at is None:
+                    row.cancel_requested_at = now
+                command = CancelCommand(row.execution_id, f"cancelled by {actor.name}"[:200])
+                session = self._live(row.agent_id)
+                if session is not None and await self._is_current(db, session):
+                    row.cancel_sent_at = now  # sent below, once committed
+                else:
+                    row.cancel_sent_at = None  # owed: the replica holding the stream sends it
+                    session = None
+            row.updated_at = now
+            record_audit(
+                db,
+                actor=actor,
+                at=now,
+                action="execution.cancel",
+                resource_type="execution",
+                resource_id=row.execution_id,
+                before=before,
+                after={
+                    "agent_id": row.agent_id,
+                    "script": row.script,
+                    "state": row.state,
+                    "cancel_requested_at": isoformat(row.cancel_requested_at),
+                },
+            )
+            body = execution_to_dict(row)
+            pending.add("execution.updated", now, execution=body)
+        pending.publish(self._bus)
+        if command is not None and session is not None:
+            session.send(command)
+        return body
+
+    @staticmethod
+    async def _is_current(db: AsyncSession, session: Session) -> bool:
+        current = await db.scalar(
+            select(Agent.session_id).where(Agent.agent_id == session.agent_id)
+        )
+        return current == session.session_id
+
+    # -- across replicas: the dispatch pass, the expiry ---------------------------------------
+
+    async def dispatch(self, sessions: Iterable[Session]) -> tuple[int, bool]:
+        """Send what is owed to the agents connected here: ``(messages sent, more owed)``.
+
+        Requests and cancels that landed on a replica without the agent's stream are only
+        stored there (an ``Execute`` never sent, a ``Cancel`` owed); the replica holding the
+        stream finds them here, with one query per chunk of its welcomed agents' ids on a
+        partial index that is empty when nothing is owed. Every send is claimed first with a
+        conditional update (``_claim_execute``, ``_claim_cancel``), so of two replicas (a stale
+        stream and its replacement) or two paths (a dispatch and this pass) exactly one sends,
+        and ``sent_count`` counts what went out. At most one batch per call.
+        """
+        live = {
+            session.agent_id: session
+            for session in sessions
+            if session.agent_id is not None and session.welcomed and session.ended is None
+        }
+        if not live:
+            return 0, False
+        ids = list(live)
+        owed: list[Execution] = []
+        async with self._db.sessions() as db:
+            for start in range(0, len(ids), _IN_CHUNK):
+                query = (
+                    select(Execution)
+                    .where(
+                        Execution.agent_id.in_(ids[start : start + _IN_CHUNK]),
+                        text(EXECUTIONS_OWED),
+                    )
+                    .order_by(Execution.id)
+                    .limit(self._batch - len(owed))
+                )
+                owed.extend(await db.scalars(query))
+                if len(owed) >= self._batch:
+                    break
+        if not owed:
+            return 0, False
+        now = self._clock.now()
+        sends: list[tuple[Session, ExecuteCommand | CancelCommand]] = []
+        async with self._db.transaction() as db:
+            for row in owed:
+                session = live[row.agent_id]
+                if not session.welcomed or session.ended is not None:
+                    continue  # it ended or says Hello again while this pass ran
+                if row.cancel_requested_at is not None:
+                    if await self._claim_cancel(db, row, session, now):
+                        sends.append((session, self._cancel_again(row)))
+                elif await self._claim_execute(db, row, session, now):
+                    sends.append((session, self._command(row)))
+        for session, command in sends:
+            session.send(command)
+        return len(sends), len(owed) >= self._batch
+
+    async def expire(self) -> tuple[int, bool]:
+        """Fail ``lost`` what is still unanswered past the agent's memory window, oldest first:
+        ``(failed, more due)``. Its agent did not come back in time, and sending it now could
+        run the script twice. Run by the watch (replicas share the work, ``SKIP LOCKED``)."""
+        now = self._clock.now()
+        due = (Execution.state == "pending", Execution.created_at <= now - self._window)
+        async with self._db.sessions() as db:  # the usual case, nothing due, takes no lock
+            if await db.scalar(select(Execution.id).where(*due).limit(1)) is None:
+                return 0, False
+        pending = PendingEvents()
+        async with self._db.transaction() as db:
+            query = select(Execution).where(*due).order_by(Execution.created_at).limit(self._batch)
+            if self._db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = list(await db.scalars(query))
+            for row in rows:
+                self._lose(db, pending, row, now, self._expired)
+        pending.publish(self._bus)
+        return len(rows), len(rows) == self._batch
+
+    @property
+    def _expired(self) -> str:
+        hours = int(self._window.total_seconds() // 3600)
+        return f"not answered within the agent's memory window ({hours} h): not sent again"
+
+    # -- the agent's side: redelivery, updates, lost executions, output --------------------
+
+    async def welcome(self, session: Session, welcome: object) -> None:
+        """Answer a ``Hello``: send ``welcome`` (the transport's ``Welcome``), then again what
+        the agent has not answered; expire what is past the agent's memory window.
+
+        The ``Welcome`` and the re-sent commands are queued together once the replay is
+        committed, and only then is the session ``welcomed`` (commands may follow): a request
+        stored meanwhile cannot overtake the ``Welcome``, nor be sent by both the replay and
+        the dispatch pass; it is left to the pass, which finds it unsent. Also notes which
+        executions the server holds as ``accepted``/``running``: those the agent neither
+        mentions before its first ``Heartbeat`` nor lists in it are lost.
+        """
+        agent_id = session.agent_id
+        assert agent_id is not None
+        session.welcomed = False  # again, on a repeated Hello: until the replay is queued
+        now = self._clock.now()
+        pending = PendingEvents()
+        commands: list[ExecuteCommand | CancelCommand] = []
+        held: set[str] = set()
+        async with self._db.transaction() as db:
+            query = (
+                select(Execution)
+                .where(Execution.agent_id == agent_id, Execution.finished_at.is_(None))
+                .order_by(Execution.id)
+            )
+            if self._db.is_postgres:
+                query = query.with_for_update()
+            for row in (await db.scalars(query)).all():
+                if row.state != "pending":
+                    held.add(row.execution_id)
+                    if row.cancel_requested_at is not None:
+                        row.cancel_sent_at = now
+                        commands.append(self._cancel_again(row))
+                elif row.created_at <= now - self._window:
+                    self._lose(db, pending, row, now, self._expired)
+                elif row.cancel_requested_at is not None:
+                    row.cancel_sent_at = now
+                    commands.append(self._cancel_again(row))
+                else:
+                    row.sent_count += 1
+                    row.last_sent_at = now
+                    commands.append(self._command(row))
+        session.unconfirmed = held or None
+        pending.publish(self._bus)
+        session.send(welcome)
+        for command in commands:
+            session.send(command)
+        session.welcomed = True
+
+    @staticmethod
+    def _cancel_again(row: Execution) -> CancelCommand:
+        at = isoformat(row.cancel_requested_at)
+        return CancelCommand(row.execution_id, f"cancel requested at {at}, not yet answered")
+
+    async def update(self, session: Session, report: ExecutionUpdate) -> None:
+        """Apply one ``ExecutionUpdate`` of the session's agent; a no-op unless it is progress."""
+        if session.unconfirmed is not None:
+            session.unconfirmed.discard(report.execution_id)  # the agent knows it
+        if report.state not in STATES:
+            log.warning(
+                "ignoring an execution update with an unknown state",
+                extra={"agent_id": session.agent_id, "execution_id": report.execution_id[:64]},
+            )
+            return
+        now = self._clock.now()
+        pending = PendingEvents()
+        async with self._db.transaction() as db:
+            row = await self._find(db, report.execution_id, agent_id=session.agent_id, lock=True)
+            if row is None:
+                log.warning(
+                    "ignoring an update for an execution this agent was never sent",
+                    extra={"agent_id": session.agent_id, "execution_id": report.execution_id[:64]},
+                )
+                return
+            if not _moves(row.state, report.state):
+                return  # repeated, stale, or after a final state
+            row.state = report.state
+            row.updated_at = now
+            row.env_values = None  # answered: never sent again, so the values can go
+            if report.state in FINAL:
+                self._finish(db, pending, row, report, now, audit=session.actor)
+            pending.add("execution.updated", now, execution=execution_to_dict(row))
+        pending.publish(self._bus)
+
+    async def heartbeat(self, session: Session, running: Sequence[str]) -> None:
+        """The first ``Heartbeat`` after a ``Welcome``: fail the executions the agent lost."""
+        held, session.unconfirmed = session.unconfirmed, None
+        if not held:
+            return
+        missing = held - set(running)
+        if not missing:
+            return
+        now = self._clock.now()
+        pending = PendingEvents()
+        async with self._db.transaction() as db:
+            query = (
+                select(Execution)
+                .where(
+                    Execution.agent_id == session.agent_id,
+                    Execution.execution_id.in_(sorted(missing)),
+                    Execution.state.in_(("accepted", "running")),
+                )
+                .order_by(Execution.id)
+            )
+            if self._db.is_postgres:
+                query = query.with_for_update()
+            for row in (await db.scalars(query)).all():
+                self._lose(
+                    db,
+                    pending,
+                    row,
+                    now,
+                    "the agent reconnected without it: not running, and no final state replayed",
+                )
+        pending.publish(self._bus)
+
+    async def output(self, session: Session, chunk: OutputChunk) -> None:
+        """Store one output chunk; a repeated (execution, sequence) is a no-op.
+
+        A chunk over 16 KiB breaks the protocol: its first 16 KiB are kept, the execution's
+        output is flagged truncated, and the stream goes on.
+        """
+        if session.unconfirmed is not None:
+            session.unconfirmed.discard(chunk.execution_id)
+        if not 0 <= chunk.sequence <= _MAX_DB_INT:
+            log.warning("ignoring an output chunk with an impossible sequence number")
+            return
+        data = chunk.data
+        oversized = len(data) > MAX_CHUNK
+        if oversized:
+            log.warning(
+                "output chunk larger than 16 KiB: keeping its first 16 KiB",
+                extra={"agent_id": session.agent_id, "execution_id": chunk.execution_id[:64]},
+            )
+            data = data[:MAX_CHUNK]
+        now = self._clock.now()
+        async with self._db.transaction() as db:
+            row = await self._find(db, chunk.execution_id, agent_id=session.agent_id, lock=False)
+            if row is None:
+                log.warning(
+                    "ignoring output for an execution this agent was never sent",
+                    extra={"agent_id": session.agent_id, "execution_id": chunk.execution_id[:64]},
+                )
+                return
+            insert = pg_insert if self._db.is_postgres else sqlite_insert
+            result = await db.execute(
+                insert(ExecutionOutput)
+                .values(
+                    execution_id=row.id,
+                    sequence=chunk.sequence,
+                    stream=chunk.stream,
+                    data=data,
+                    truncated=chunk.truncated,
+                    received_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["execution_id", "sequence"])
+            )
+            stored = _rowcount(result) == 1
+            if stored and oversized:
+                await db.execute(
+                    update(Execution)
+                    .where(Execution.id == row.id)
+                    .values(output_truncated=True, updated_at=now)
+                )
+        if stored:
+            self._bus.publish(
+                "execution.output",
+                now,
+                execution_id=row.execution_id,
+                agent_id=row.agent_id,
+                sequence=chunk.sequence,
+                stream=chunk.stream,
+                data=data.decode("utf-8", errors="replace"),
+                truncated=chunk.truncated or oversized,
+            )
+
+    def _lose(
+        self, db: AsyncSession, pending: PendingEvents, row: Execution, now: datetime, detail: str
+    ) -> None:
+        row.updated_at = now
+        self._finish(
+            db,
+            pending,
+            row,
+            ExecutionUpdate(row.execution_id, "failed", "lost", detail, output_chunks=None),
+            now,
+            audit=SYSTEM,
+            result="lost",
+        )
+        pending.add("execution.updated", now, execution=execution_to_dict(row))
+
+    def _finish(
+        self,
+        db: AsyncSession,
+        pending: PendingEvents,
+        row: Execution,
+        report: ExecutionUpdate,
+        now: datetime,
+        *,
+        audit: Actor | None,
+        result: str | None = None,
+    ) -> None:
+        """Record a final state (``row.state`` is set by the caller or here)."""
+        row.state = report.state
+        row.reason = _text(report.reason, 64)
+        row.detail = _text(report.detail, 1000)
+        row.exit_code = report.exit_code
+        row.signal = report.signal
+        # None: unknown (lost), so the stored output can never be called complete.
+        row.output_chunks = None if report.output_chunks is None else _count(report.output_chunks)
+        row.output_truncated = row.output_truncated or report.output_truncated
+        row.duration_ms = (
+            None
+            if report.duration_ms is None or report.state == "rejected"
+            else _count(report.duration_ms)
+        )
+        row.finished_at = now
+        row.env_values = None
+        self._results.labels(result or report.state).inc()
+        if report.state == "rejected":
+            self._refusals.labels(_label(row.reason)).inc()
+        if audit is not None:
+            record_audit(
+                db,
+                actor=audit,
+                at=now,
+                action="execution.finish",
+                resource_type="execution",
+                resource_id=row.execution_id,
+                after={
+                    "agent_id": row.agent_id,
+                    "script": row.script,
+                    "state": row.state,
+                    "reason": row.reason,
+                    "exit_code": row.exit_code,
+                    "signal": row.signal,
+                    "duration_ms": row.duration_ms,
+                },
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, execution_id: str, *, output: str = "text") -> dict[str, Any]:
+        """One execution with its output per stream: ``text`` (UTF-8, invalid bytes replaced)
+        or ``raw`` (base64). ``output_complete``: every chunk the agent said it sent is here."""
+        if output not in ("text", "raw"):
+            raise ValidationError("output must be text or raw", field="output")
+        async with self._db.sessions() as db:
+            row = await self._find(db, execution_id, lock=False)
+            if row is None:
+                raise NotFound(f"no execution {execution_id!r}")
+            chunks = (
+                await db.execute(
+                    select(ExecutionOutput.sequence, ExecutionOutput.stream, ExecutionOutput.data)
+                    .where(ExecutionOutput.execution_id == row.id)
+                    .order_by(ExecutionOutput.sequence)
+                )
+            ).all()
+        streams = {"stdout": bytearray(), "stderr": bytearray()}
+        for _, stream, data in chunks:
+            streams.setdefault(stream, bytearray()).extend(data)
+        expected = row.output_chunks
+        body = execution_to_dict(row)
+        body["output_complete"] = (
+            row.state in FINAL
+            and expected is not None
+            and sum(1 for sequence, _, _ in chunks if sequence < expected) == expected
+        )
+        encode: Callable[[bytes], str] = (
+            (lambda b: b.decode("utf-8", errors="replace"))
+            if output == "text"
+            else (lambda b: base64.b64encode(b).decode("ascii"))
+        )
+        body["output"] = {
+            "encoding": "text" if output == "text" else "base64",
+            "stdout": encode(bytes(streams["stdout"])),
+            "stderr": encode(bytes(streams["stderr"])),
+            "chunks_received": len(chunks),
+        }
+        return body
+
+    async def list(
+        self,
+        *,
+        agent: str | None = None,
+        state: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+        agent_must_exist: bool = False,
+    ) -> Page[dict[str, Any]]:
+        """Executions newest first (filters: ``agent`` id, ``state``), cursor-paged."""
+        size = check_limit(limit)
+        last = decode_cursor(cursor)
+        query = select(Execution)
+        if state is not None:
+            if state not in STATES:
+                raise ValidationError(f"state must be one of {', '.join(STATES)}", field="state")
+            query = query.where(Execution.state == state)
+        if agent is not None:
+            query = query.where(Execution.agent_id == agent)
+        if last is not None:
+            query = query.where(Execution.id < last)
+        async with self._db.sessions() as db:
+            if agent_must_exist:
+                known = await db.scalar(
+                    select(func.count()).select_from(Agent).where(Agent.agent_id == agent)
+                )
+                if not known:
+                    raise NotFound(f"no agent {agent!r}")
+            rows = list(await db.scalars(query.order_by(Execution.id.desc()).limit(size + 1)))
+        items = [execution_to_dict(row) for row in rows]
+        return page_of(items, size, rows[size - 1].id if len(rows) > size else None)

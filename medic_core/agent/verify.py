@@ -1,0 +1,106 @@
+"""Checking an execution request against an agent's advertised allowlist, before it is sent.
+
+The check is the Rust verifier's own (crate ``medic-allowlist``) through its Python bindings,
+the module ``medic_allowlist``, so the server and the agent can never disagree about a rule: the
+server refuses up front what the agent would refuse, with the same reason code. The agent still
+verifies every request itself (the file, its hash, its owner) at the moment it executes it.
+
+Compiling an advertised summary (its patterns) costs far more than checking a request, and the
+agents of a fleet usually share one allowlist file, so compiled rules are cached per allowlist
+SHA-256. The cached summary is compared with the one asked about, so an agent that advertises
+other rules under a known hash gets its own rules checked, never another agent's.
+
+The bindings are imported when first needed: a server without them still serves everything
+else, but refuses to send any execution (503) rather than send one unchecked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from medic_core.errors import Unavailable
+
+#: The code the agent uses for an allowlist it cannot use; the server uses it for an advertised
+#: summary it cannot compile (see docs/agent-protocol.md, reason codes).
+SUMMARY_UNUSABLE = "allowlist_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request may not be sent: a stable reason code and a detail free of values."""
+
+    reason: str
+    detail: str
+
+
+def _bindings() -> ModuleType:
+    try:
+        return importlib.import_module("medic_allowlist")
+    except ImportError:
+        raise Unavailable(
+            "the allowlist verifier's Python bindings (module medic_allowlist) are not "
+            "installed, so no execution can be checked before it is sent: install them with "
+            "`make install`",
+            retry_after=60,
+        ) from None
+
+
+class AllowlistVerifier:
+    """``check`` requests against advertised summaries; compiled rules cached per SHA-256."""
+
+    def __init__(self, *, cache_size: int = 256) -> None:
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
+
+    def _rules(self, summary: Mapping[str, Any]) -> Any:
+        """The compiled rules of ``summary`` (``SummaryError`` when it cannot be compiled)."""
+        bindings = _bindings()
+        key = str(summary.get("sha256", ""))
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == summary:
+            self._cache.move_to_end(key)
+            return cached[1]
+        rules = bindings.Rules.from_summary(dict(summary))
+        self._cache[key] = (dict(summary), rules)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return rules
+
+    def check(
+        self,
+        summary: Mapping[str, Any],
+        script: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        timeout_seconds: int | None,
+    ) -> Refusal | None:
+        """``None`` when the advertised rules allow the request, else why not."""
+        bindings = _bindings()
+        try:
+            rules = self._rules(summary)
+        except bindings.SummaryError as exc:
+            code = getattr(exc, "code", "invalid")
+            return Refusal(
+                SUMMARY_UNUSABLE,
+                f"the agent's advertised allowlist cannot be checked ({code}): {exc}",
+            )
+        refusal = rules.check(
+            script, list(args), dict(env), timeout_seconds=timeout_seconds, expected_sha256=None
+        )
+        if refusal is None:
+            return None
+        return Refusal(str(refusal.reason), str(refusal.detail))
+
+
+def script_sha256(summary: Mapping[str, Any], script: str) -> str:
+    """The SHA-256 the agent advertises for ``script`` (empty when it lists no such entry)."""
+    for entry in summary.get("scripts", []) or []:
+        if isinstance(entry, Mapping) and entry.get("name") == script:
+            return str(entry.get("sha256", ""))
+    return ""
