@@ -74,7 +74,8 @@ _OPTIONS: list[tuple[str, Any]] = [
     # Without this, a second server on the same port would start silently (SO_REUSEPORT).
     ("grpc.so_reuseport", 0),
     # Channelz (gRPC's introspection service) keeps a node per connection and per call, about
-    # 2 KB of memory for every connected agent; Medic does not expose channelz, so it is off.
+    # 0.6 KB of memory for every connected agent (grpcio 1.85); Medic does not expose channelz,
+    # so it is off.
     ("grpc.enable_channelz", 0),
 ]
 

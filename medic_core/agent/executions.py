@@ -33,16 +33,28 @@ found through the hub's ``session`` lookup; commands are plain values (``Execute
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import Counter
-from sqlalchemy import ColumnElement, CursorResult, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    String,
+    any_,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -86,7 +98,6 @@ MASK = "********"
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _MAX_ID = 64
-_IN_CHUNK = 500  # agent ids per query of the dispatch pass
 _MAX_DB_INT = 2**63 - 1
 
 
@@ -585,40 +596,38 @@ class Executions:
 
     # -- across replicas: the dispatch pass, the expiry ---------------------------------------
 
-    async def dispatch(self, sessions: Iterable[Session]) -> tuple[int, bool]:
+    async def dispatch(self, sessions: Collection[Session]) -> tuple[int, bool]:
         """Send what is owed to the agents connected here: ``(messages sent, more owed)``.
 
         Requests and cancels that landed on a replica without the agent's stream are only
         stored there (an ``Execute`` never sent, a ``Cancel`` owed); the replica holding the
-        stream finds them here, with one query per chunk of its welcomed agents' ids on a
-        partial index that is empty when nothing is owed. Every send is claimed first with a
-        conditional update (``_claim_execute``, ``_claim_cancel``), so of two replicas (a stale
-        stream and its replacement) or two paths (a dispatch and this pass) exactly one sends,
-        and ``sent_count`` counts what went out. At most one batch per call.
+        stream finds them here: one query on the partial index ``ix_executions_owed``, filtered
+        to the ids of its welcomed agents, and before it a probe of that index, which is empty
+        when nothing is owed to anyone. Every send is claimed first with a conditional update
+        (``_claim_execute``, ``_claim_cancel``), so of two replicas (a stale stream and its
+        replacement) or two paths (a dispatch and this pass) exactly one sends, and
+        ``sent_count`` counts what went out. At most one batch per call.
         """
-        live = {
-            session.agent_id: session
-            for session in sessions
-            if session.agent_id is not None and session.welcomed and session.ended is None
-        }
-        if not live:
+        if not sessions:
             return 0, False
-        ids = list(live)
-        owed: list[Execution] = []
         async with self._db.sessions() as db:
-            for start in range(0, len(ids), _IN_CHUNK):
-                query = (
-                    select(Execution)
-                    .where(
-                        Execution.agent_id.in_(ids[start : start + _IN_CHUNK]),
-                        text(EXECUTIONS_OWED),
-                    )
-                    .order_by(Execution.id)
-                    .limit(self._batch - len(owed))
-                )
-                owed.extend(await db.scalars(query))
-                if len(owed) >= self._batch:
-                    break
+            # The usual case, nothing owed to any agent, costs one probe of an empty index.
+            if await db.scalar(select(Execution.id).where(text(EXECUTIONS_OWED)).limit(1)) is None:
+                return 0, False
+            live = {
+                session.agent_id: session
+                for session in sessions
+                if session.agent_id is not None and session.welcomed and session.ended is None
+            }
+            if not live:
+                return 0, False
+            query = (
+                select(Execution)
+                .where(self._among(list(live)), text(EXECUTIONS_OWED))
+                .order_by(Execution.id)
+                .limit(self._batch)
+            )
+            owed = list(await db.scalars(query))
         if not owed:
             return 0, False
         now = self._clock.now()
@@ -636,6 +645,15 @@ class Executions:
         for session, command in sends:
             session.send(command)
         return len(sends), len(owed) >= self._batch
+
+    def _among(self, agent_ids: list[str]) -> ColumnElement[bool]:
+        """``executions.agent_id`` is one of ``agent_ids``, with one parameter however many
+        there are (a PostgreSQL array, a JSON array on SQLite): thousands of ids as an ``IN``
+        list of parameters cost more to build and send than the query costs to run."""
+        if self._db.is_postgres:
+            return Execution.agent_id == any_(bindparam("agent_ids", agent_ids, ARRAY(String)))
+        ids = func.json_each(bindparam("agent_ids", json.dumps(agent_ids))).table_valued("value")
+        return Execution.agent_id.in_(select(ids.c.value))
 
     async def expire(self) -> tuple[int, bool]:
         """Fail ``lost`` what is still unanswered past the agent's memory window, oldest first:
@@ -682,29 +700,31 @@ class Executions:
         pending = PendingEvents()
         commands: list[ExecuteCommand | CancelCommand] = []
         held: set[str] = set()
-        async with self._db.transaction() as db:
-            query = (
-                select(Execution)
-                .where(Execution.agent_id == agent_id, Execution.finished_at.is_(None))
-                .order_by(Execution.id)
-            )
-            if self._db.is_postgres:
-                query = query.with_for_update()
-            for row in (await db.scalars(query)).all():
-                if row.state != "pending":
-                    held.add(row.execution_id)
-                    if row.cancel_requested_at is not None:
+        unfinished = Execution.agent_id == agent_id, Execution.finished_at.is_(None)
+        async with self._db.sessions() as db:
+            # The usual case, nothing unfinished, takes no write lock: after a restart, every
+            # agent says Hello at about the same time.
+            replay = await db.scalar(select(Execution.id).where(*unfinished).limit(1)) is not None
+        if replay:
+            async with self._db.transaction() as db:
+                query = select(Execution).where(*unfinished).order_by(Execution.id)
+                if self._db.is_postgres:
+                    query = query.with_for_update()
+                for row in (await db.scalars(query)).all():
+                    if row.state != "pending":
+                        held.add(row.execution_id)
+                        if row.cancel_requested_at is not None:
+                            row.cancel_sent_at = now
+                            commands.append(self._cancel_again(row))
+                    elif row.created_at <= now - self._window:
+                        self._lose(db, pending, row, now, self._expired)
+                    elif row.cancel_requested_at is not None:
                         row.cancel_sent_at = now
                         commands.append(self._cancel_again(row))
-                elif row.created_at <= now - self._window:
-                    self._lose(db, pending, row, now, self._expired)
-                elif row.cancel_requested_at is not None:
-                    row.cancel_sent_at = now
-                    commands.append(self._cancel_again(row))
-                else:
-                    row.sent_count += 1
-                    row.last_sent_at = now
-                    commands.append(self._command(row))
+                    else:
+                        row.sent_count += 1
+                        row.last_sent_at = now
+                        commands.append(self._command(row))
         session.unconfirmed = held or None
         pending.publish(self._bus)
         session.send(welcome)

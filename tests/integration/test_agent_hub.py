@@ -288,6 +288,30 @@ async def test_the_first_message_must_be_a_hello(connect: Callable[..., FakeAgen
     assert "Hello" in details
 
 
+async def test_a_stream_without_a_hello_within_the_silence_limit_is_ended(
+    db_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    settings = make_settings(
+        db_url,
+        tmp_path,
+        grpc_port=free_port(),
+        agent_heartbeat_interval=1,
+        agent_missed_heartbeats=1,
+    )
+    app = Medic(settings, clock=clock)
+    await app.start(monitor=False)
+    try:
+        assert app.agent_endpoint is not None
+        _, token = await app.keys.create(name="agents", scopes=["agent"], actor=ME)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.agent_endpoint.port}") as channel:
+            agent = FakeAgent(channel, token)  # connects, then says nothing
+            code, details = await agent.refused()
+        assert code == StatusCode.FAILED_PRECONDITION
+        assert details == "no Hello within 1s"
+    finally:
+        await app.stop()
+
+
 async def test_a_malformed_hello_is_refused_invalid_argument(
     hub_medic: Medic, connect: Callable[..., FakeAgent]
 ) -> None:

@@ -247,21 +247,21 @@ class Ignored:
         return None
 
 
-async def test_the_pass_looks_agents_up_in_chunks(
+async def test_the_pass_finds_its_agent_among_thousands_connected(
     replicas: Replicas, connect_to: Callable[[Medic], FakeAgent]
 ) -> None:
     a, b = replicas
     agent = await online(connect_to(a))
     created = await request(b)
-    # 1,200 other welcomed streams first: the agent's id is in the third chunk of 500.
+    # 5,000 other welcomed streams, and the agent's among them: one parameter holds every id.
     others = []
-    for n in range(1200):
+    for n in range(5000):
         other = Session(ME, Ignored())
         other.agent_id, other.welcomed = f"other-{n}", True
         others.append(other)
     ours = a.agents.session(AGENT_ID)
     assert ours is not None
-    assert await a.agents.executions.dispatch([*others, ours]) == (1, False)
+    assert await a.agents.executions.dispatch([*others[:2500], ours, *others[2500:]]) == (1, False)
     assert (await agent.execute()).execution_id == created["id"]
 
 
