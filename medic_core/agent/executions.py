@@ -33,7 +33,6 @@ found through the hub's ``session`` lookup; commands are plain values (``Execute
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import uuid
@@ -46,15 +45,11 @@ from prometheus_client import Counter
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
-    String,
-    any_,
-    bindparam,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -623,7 +618,10 @@ class Executions:
                 return 0, False
             query = (
                 select(Execution)
-                .where(self._among(list(live)), text(EXECUTIONS_OWED))
+                .where(
+                    self._db.among(Execution.agent_id, list(live), "agent_ids"),
+                    text(EXECUTIONS_OWED),
+                )
                 .order_by(Execution.id)
                 .limit(self._batch)
             )
@@ -645,15 +643,6 @@ class Executions:
         for session, command in sends:
             session.send(command)
         return len(sends), len(owed) >= self._batch
-
-    def _among(self, agent_ids: list[str]) -> ColumnElement[bool]:
-        """``executions.agent_id`` is one of ``agent_ids``, with one parameter however many
-        there are (a PostgreSQL array, a JSON array on SQLite): thousands of ids as an ``IN``
-        list of parameters cost more to build and send than the query costs to run."""
-        if self._db.is_postgres:
-            return Execution.agent_id == any_(bindparam("agent_ids", agent_ids, ARRAY(String)))
-        ids = func.json_each(bindparam("agent_ids", json.dumps(agent_ids))).table_valued("value")
-        return Execution.agent_id.in_(select(ids.c.value))
 
     async def expire(self) -> tuple[int, bool]:
         """Fail ``lost`` what is still unanswered past the agent's memory window, oldest first:

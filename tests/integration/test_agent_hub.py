@@ -18,7 +18,7 @@ import grpc
 import pytest
 import trustme
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from conftest import auth, make_settings
 from medic_core.agent.endpoint import ServerTls
@@ -244,6 +244,35 @@ async def test_a_first_hello_is_audited_and_an_allowlist_change_too(
     assert rows[1].after["allowlist_sha256"] == "ef" * 32
 
 
+async def test_a_burst_of_hellos_does_not_run_a_watch_pass_per_agent(
+    db_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    app = Medic(make_settings(db_url, tmp_path, grpc_port=free_port()), clock=clock)
+    await app.start(monitor=True)  # the watch runs by itself here
+    watched: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "min(agents.next_due)" in statement:  # how every watch pass ends
+            watched.append(statement)
+
+    event.listen(app.db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert app.agent_endpoint is not None
+        _, token = await app.keys.create(name="agents", scopes=["agent"], actor=ME)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.agent_endpoint.port}") as channel:
+            agents = [FakeAgent(channel, token) for _ in range(20)]
+            for n, agent in enumerate(agents):
+                await agent.welcome(hello(f"00000000-0000-4000-8000-{n:012x}"))
+            await app.agents.settle()
+            # The first Hello gives the watch its first deadline; the later ones are later.
+            assert 1 <= len(watched) <= 3
+            for agent in agents:
+                assert await agent.close() == StatusCode.OK
+    finally:
+        event.remove(app.db.engine.sync_engine, "before_cursor_execute", count)
+        await app.stop()
+
+
 async def test_heartbeats_move_last_seen(
     hub_medic: Medic, connect: Callable[..., FakeAgent], clock: FakeClock
 ) -> None:
@@ -338,6 +367,38 @@ async def test_a_second_stream_of_the_same_agent_replaces_the_first(
     assert stored["session_id"] == newer.session_id
     second.send(HEARTBEAT)  # the newer stream still works
     assert await second.close() == StatusCode.OK
+
+
+async def test_a_heartbeat_on_a_stream_the_database_no_longer_names_ends_only_that_stream(
+    hub_medic: Medic, connect: Callable[..., FakeAgent], clock: FakeClock
+) -> None:
+    agent = connect()
+    await agent.welcome()
+    other_id = "00000000-0000-4000-8000-000000000002"
+    other = connect()
+    await other.welcome(hello(other_id))
+    await hub_medic.agents.settle()
+    # Another replica took the agent's stream over: the row names a session this one lacks.
+    async with hub_medic.db.transaction() as db:
+        row = await db.scalar(select(Agent).where(Agent.agent_id == AGENT_ID))
+        assert row is not None
+        row.session_id = "elsewhere"
+    clock.advance(30)
+    agent.send(HEARTBEAT)
+    other.send(HEARTBEAT)
+    code, details = await agent.refused()
+    assert code == StatusCode.UNAVAILABLE
+    assert "no longer speaks for the agent" in details
+    stored = await hub_medic.agents.get(AGENT_ID)
+    assert stored["session_id"] == "elsewhere"  # the stale mark wrote nothing
+
+    async def moved() -> bool:
+        body = await hub_medic.agents.get(other_id)
+        return bool(body["last_seen"] == isoformat(clock.now()))
+
+    await eventually(moved)  # the same flush still recorded the other agent's heartbeat
+    other.send(HEARTBEAT)
+    assert await other.close() == StatusCode.OK
 
 
 # -- offline detection and the agent_offline alert -----------------------------------------------
