@@ -30,6 +30,7 @@ hub builds that component (``hub.executions``) and lends it the lookup of open s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -303,6 +304,7 @@ class AgentHub:
         batch_size: int = 500,
         max_sleep: float = 10.0,
         dispatch_interval: float = 1.0,
+        seen_every: float = 1.0,
     ) -> None:
         if heartbeat_interval < 1 or missed_heartbeats < 1 or alert_after < 0:
             raise ValueError(
@@ -322,6 +324,8 @@ class AgentHub:
         self._sessions: dict[str, Session] = {}
         self._seen: dict[str, tuple[str, datetime]] = {}
         self._flushing: asyncio.Task[None] | None = None
+        self._seen_every = seen_every
+        self._hurry = asyncio.Event()  # set: write pending marks now (settle, stop)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = PassLoop("agent-watch", self._pass, clock, max_sleep=max_sleep)
         self._dispatch = PassLoop(
@@ -484,6 +488,12 @@ class AgentHub:
                 # The marks are kept; the next message (or pass) writes them.
                 log.warning("could not record agents' last_seen: %s", exc)
                 return
+            # Marks arriving meanwhile wait for the next write: one transaction per interval
+            # however many agents speak (10,000 agents send ~330 heartbeats a second). A mark
+            # is at most this late; the silence limit is heartbeats long.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._seen_every):
+                    await self._hurry.wait()
 
     async def flush_seen(self) -> int:
         """Write every pending ``last_seen`` mark in one transaction; return how many held.
@@ -575,6 +585,13 @@ class AgentHub:
 
     async def settle(self) -> None:
         """Wait for the background writes already started (last_seen, offline marks)."""
+        self._hurry.set()
+        try:
+            await self._settle()
+        finally:
+            self._hurry.clear()
+
+    async def _settle(self) -> None:
         while self._tasks or (self._flushing is not None and not self._flushing.done()):
             pending: list[asyncio.Task[None]] = list(self._tasks)
             if self._flushing is not None and not self._flushing.done():

@@ -273,6 +273,42 @@ async def test_a_burst_of_hellos_does_not_run_a_watch_pass_per_agent(
         await app.stop()
 
 
+async def test_heartbeats_of_many_agents_are_written_together(
+    hub_medic: Medic, channel: grpc.aio.Channel, agent_token: str, clock: FakeClock
+) -> None:
+    agents = [FakeAgent(channel, agent_token) for _ in range(20)]
+    for n, agent in enumerate(agents):
+        await agent.welcome(hello(f"00000000-0000-4000-8000-{n:012x}"))
+    writes: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE agents SET last_seen"):
+            writes.append(statement)
+
+    engine = hub_medic.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        clock.advance(30)
+        for agent in agents:  # one heartbeat every 10 ms, over 0.2 s
+            agent.send(HEARTBEAT)
+            await asyncio.sleep(0.01)
+        expected = isoformat(clock.now())
+
+        async def all_seen() -> bool:
+            bodies = [
+                await hub_medic.agents.get(f"00000000-0000-4000-8000-{n:012x}") for n in range(20)
+            ]
+            return all(body["last_seen"] == expected for body in bodies)
+
+        await eventually(all_seen)
+        # Not a write per heartbeat: the first mark is written at once, the rest together.
+        assert 1 <= len(writes) <= 3
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    for agent in agents:
+        assert await agent.close() == StatusCode.OK
+
+
 async def test_heartbeats_move_last_seen(
     hub_medic: Medic, connect: Callable[..., FakeAgent], clock: FakeClock
 ) -> None:
