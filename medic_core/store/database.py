@@ -59,15 +59,18 @@ class Database:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = "postgresql" if parsed.drivername.startswith("postgresql") else "sqlite"
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
         if self.dialect == "postgresql":
             kwargs.update(
+                pool_pre_ping=True,
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_timeout=connect_timeout,
                 connect_args={"timeout": connect_timeout, "command_timeout": statement_timeout},
             )
         else:
+            # No pre-ping: a connection to a local file does not go stale, and the ping was a
+            # round trip to aiosqlite's thread on every checkout.
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs.update(connect_args={"timeout": statement_timeout})
