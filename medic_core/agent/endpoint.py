@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _STATUS = {
     "replaced": grpc.StatusCode.ABORTED,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
     "silent": grpc.StatusCode.UNAVAILABLE,
     "shutdown": grpc.StatusCode.UNAVAILABLE,
     "unavailable": grpc.StatusCode.UNAVAILABLE,

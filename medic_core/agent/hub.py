@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import CursorResult, Table, bindparam, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,7 +53,7 @@ from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.passes import Pass, PassLoop
 from medic_core.store import Database
-from medic_core.store.models import Agent, Service
+from medic_core.store.models import Agent, ApiKey, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
 from medic_core.store.types import instant_from_db
 
@@ -258,6 +258,8 @@ def agent_to_dict(agent: Agent, service_slug: str | None = None) -> dict[str, An
     }
 
 
+# How often each replica checks that the API keys of its open streams still hold.
+_KEY_CHECK = timedelta(seconds=5)
 _AGENTS = cast(Table, Agent.__table__)
 # The guard repeats the read's condition, so a row that changed in between is left alone (on
 # PostgreSQL the read locks the rows; SQLite's write lock is held from the start).
@@ -325,6 +327,7 @@ class AgentHub:
         self._seen: dict[str, tuple[str, datetime]] = {}
         self._flushing: asyncio.Task[None] | None = None
         self._seen_every = seen_every
+        self._keys_due: datetime | None = None  # when the dispatch pass next checks keys
         self._hurry = asyncio.Event()  # set: write pending marks now (settle, stop)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = PassLoop("agent-watch", self._pass, clock, max_sleep=max_sleep)
@@ -682,7 +685,48 @@ class AgentHub:
 
     async def _dispatch_pass(self) -> Pass:
         _, more = await self.dispatch_once()
+        now = self._clock.now()
+        if self._keys_due is None or now >= self._keys_due:
+            self._keys_due = now + _KEY_CHECK
+            await self.end_unauthorized()
         return Pass(more, None)  # else look again after the interval (the loop's max_sleep)
+
+    async def end_unauthorized(self) -> int:
+        """End the streams whose API key was revoked or expired since they connected (on any
+        replica): the key was checked once, at connect. Returns how many were ended.
+
+        Runs every ``_KEY_CHECK`` on every replica holding streams (the dispatch pass), as one
+        query over the distinct keys of its streams.
+        """
+        by_key: dict[str, list[Session]] = {}
+        for session in self._sessions.values():
+            kind, _, key_id = session.actor.name.partition(":")
+            if kind == "key" and key_id:
+                by_key.setdefault(key_id, []).append(session)
+        if not by_key:
+            return 0
+        now = self._clock.now()
+        async with self._db.sessions() as db:
+            rows = await db.execute(
+                select(ApiKey.key_id).where(
+                    self._db.among(ApiKey.key_id, list(by_key), "key_ids"),
+                    or_(ApiKey.revoked_at.is_not(None), ApiKey.expires_at <= now),
+                )
+            )
+            gone = [row.key_id for row in rows]
+        ended = 0
+        for key_id in gone:
+            for session in by_key[key_id]:
+                if session.ended is None:
+                    log.warning(
+                        "ending the stream of agent %s: API key %s was revoked or expired",
+                        session.agent_id,
+                        key_id,
+                        extra={"agent_id": session.agent_id, "key_id": key_id},
+                    )
+                    session.end("unauthenticated", f"API key {key_id} was revoked or expired")
+                    ended += 1
+        return ended
 
     async def _service_of(self, db: AsyncSession, agent: Agent, now: datetime) -> Service:
         """The agent's service row (``agent-<agent_id>``), created when missing.

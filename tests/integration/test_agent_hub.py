@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,49 @@ async def test_a_heartbeat_on_a_stream_the_database_no_longer_names_ends_only_th
     await eventually(moved)  # the same flush still recorded the other agent's heartbeat
     other.send(HEARTBEAT)
     assert await other.close() == StatusCode.OK
+
+
+async def test_revoking_a_key_ends_the_streams_opened_with_it_and_only_those(
+    hub_medic: Medic, channel: grpc.aio.Channel, clock: FakeClock
+) -> None:
+    revoked, token = await hub_medic.keys.create(name="old", scopes=["agent"], actor=ME)
+    _, other_token = await hub_medic.keys.create(name="new", scopes=["agent"], actor=ME)
+    doomed = FakeAgent(channel, token)
+    await doomed.welcome()
+    kept = FakeAgent(channel, other_token)
+    await kept.welcome(hello("00000000-0000-4000-8000-000000000002"))
+    assert await hub_medic.agents.end_unauthorized() == 0  # both keys hold
+    await hub_medic.keys.revoke(revoked.key_id, actor=ME)
+    # The dispatch pass checks the keys of its streams every 5 s (by the clock).
+    clock.advance(6)
+    code, details = await doomed.refused()
+    assert code == StatusCode.UNAUTHENTICATED
+    assert details == f"API key {revoked.key_id} was revoked or expired"
+
+    async def offline() -> bool:
+        return await status_of(hub_medic) == "offline"
+
+    await eventually(offline)
+    # The other agent's stream is untouched, and the revoked key cannot come back.
+    kept.send(HEARTBEAT)
+    assert await status_of(hub_medic, "00000000-0000-4000-8000-000000000002") == "online"
+    again = FakeAgent(channel, token)
+    assert (await again.refused())[0] == StatusCode.UNAUTHENTICATED
+    assert await kept.close() == StatusCode.OK
+
+
+async def test_a_key_that_expires_ends_its_streams(
+    hub_medic: Medic, channel: grpc.aio.Channel, clock: FakeClock
+) -> None:
+    _, token = await hub_medic.keys.create(
+        name="short", scopes=["agent"], actor=ME, expires_at=clock.now() + timedelta(minutes=1)
+    )
+    agent = FakeAgent(channel, token)
+    await agent.welcome()
+    assert await hub_medic.agents.end_unauthorized() == 0
+    clock.advance(61)
+    assert await hub_medic.agents.end_unauthorized() == 1
+    assert (await agent.refused())[0] == StatusCode.UNAUTHENTICATED
 
 
 # -- offline detection and the agent_offline alert -----------------------------------------------
