@@ -1,12 +1,12 @@
 """Agent streams: how many concurrent agent streams one server process holds, and what each costs.
 
-Starts the real ``medic serve`` (SQLite in a temp dir, the agent gRPC endpoint on a free
-loopback port), creates an ``agent``-scoped key, then connects ``--agents`` simulated agents
-from ``--clients`` separate client processes (so the clients' memory and CPU are not the
-server's). Every simulated agent has its own TCP connection (a local subchannel pool: real
-agents never share a connection), calls ``Connect``, sends a ``Hello`` with a one-script
-allowlist, waits for the ``Welcome`` and then sends a ``Heartbeat`` every interval the server
-gave it, like the real agent.
+Starts the real ``medic serve`` (``--database``: SQLite in a temp dir, or PostgreSQL in a
+private cluster; the agent gRPC endpoint on a free loopback port), creates an ``agent``-scoped
+key, then connects ``--agents`` simulated agents from ``--clients`` separate client processes
+(so the clients' memory and CPU are not the server's). Every simulated agent has its own TCP
+connection (a local subchannel pool: real agents never share a connection), calls ``Connect``,
+sends a ``Hello`` with a one-script allowlist, waits for the ``Welcome`` and then sends a
+``Heartbeat`` every interval the server gave it, like the real agent.
 
 Reported:
 
@@ -30,14 +30,13 @@ import json
 import multiprocessing
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import Server, cpu_seconds, machine, migrate, table, write_results
+from bench.common import Server, cpu_seconds, database, machine, migrate, table, write_results
 from tests.support.postgres import free_port
 
 
@@ -161,8 +160,12 @@ def count_online(server: Server) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="medic-bench-agents-"))
-    url = f"sqlite:///{workdir / 'medic.db'}"
+    with database(args.database) as target:
+        result = run_on(args, target.fresh_url("agents"), target.workdir)
+    return {**result, "database": args.database}
+
+
+def run_on(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any]:
     migrate(url)
     grpc_port = free_port()
     server = Server(
@@ -235,6 +238,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=10_000, help="simulated agents (10000)")
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the server's database (sqlite; postgresql runs a private cluster)",
+    )
     parser.add_argument("--clients", type=int, default=4, help="client processes (4)")
     parser.add_argument(
         "--heartbeat-interval", type=int, default=30, help="server's heartbeat interval, s (30)"
