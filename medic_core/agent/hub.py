@@ -518,7 +518,8 @@ class AgentHub:
                     Agent.status == "online",
                 )
                 if self._db.is_postgres:
-                    query = query.with_for_update()
+                    # In one order everywhere, so two replicas' flushes cannot deadlock.
+                    query = query.order_by(Agent.agent_id).with_for_update()
                 current = {row.agent_id: row.session_id for row in await db.execute(query)}
                 fresh: list[dict[str, Any]] = []
                 for agent_id, (session_id, at) in marks.items():
