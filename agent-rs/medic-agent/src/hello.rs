@@ -41,6 +41,7 @@ pub fn hello(
         executions_paused: pause.paused,
         paused_reason: pause.reason.clone(),
         capabilities: Vec::new(),
+        containment: String::new(),
     }
 }
 

@@ -84,6 +84,8 @@ struct Line {
     output_truncated: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
     duration_ms: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    containment: String,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -107,6 +109,7 @@ impl Line {
             output_chunks: update.output_chunks,
             output_truncated: update.output_truncated,
             duration_ms: update.duration_ms,
+            containment: update.containment.clone(),
         }
     }
 
@@ -122,6 +125,7 @@ impl Line {
             output_chunks: self.output_chunks,
             output_truncated: self.output_truncated,
             duration_ms: self.duration_ms,
+            containment: self.containment,
         };
         Some((
             self.id,

@@ -203,6 +203,7 @@ class Hello(_message.Message):
     EXECUTIONS_PAUSED_FIELD_NUMBER: _builtins.int
     PAUSED_REASON_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    CONTAINMENT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Stable identity of the host's agent: generated on first start and kept in the agent's state
     directory. Lower-case UUID text.
@@ -219,6 +220,13 @@ class Hello(_message.Message):
     """
     paused_reason: _builtins.str
     """Why executions are paused, as the operator wrote it (empty when not paused)."""
+    containment: _builtins.str
+    """How the agent contains every process a script starts, so that a timeout or a Cancel ends
+    all of them: "cgroup" (each execution in its own cgroup v2, ended with cgroup.kill),
+    "subreaper" (the agent adopts every orphaned descendant and kills those of an execution
+    that ended), or "process_group" (only the script's process group is signalled: a
+    descendant that leaves the group can survive). Empty from agents older than this field.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Operator-defined labels used to choose agents (e.g. role=web, env=prod)."""
@@ -246,10 +254,11 @@ class Hello(_message.Message):
         executions_paused: _builtins.bool = ...,
         paused_reason: _builtins.str = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        containment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allowlist", b"allowlist"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "allowlist", b"allowlist", "arch", b"arch", "capabilities", b"capabilities", "executions_paused", b"executions_paused", "hostname", b"hostname", "labels", b"labels", "os", b"os", "paused_reason", b"paused_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "allowlist", b"allowlist", "arch", b"arch", "capabilities", b"capabilities", "containment", b"containment", "executions_paused", b"executions_paused", "hostname", b"hostname", "labels", b"labels", "os", b"os", "paused_reason", b"paused_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,6 +305,7 @@ class ExecutionUpdate(_message.Message):
     OUTPUT_CHUNKS_FIELD_NUMBER: _builtins.int
     OUTPUT_TRUNCATED_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    CONTAINMENT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     state: Global___ExecutionState.ValueType
     reason: _builtins.str
@@ -316,6 +326,11 @@ class ExecutionUpdate(_message.Message):
     """Final states only: the agent's output cap was reached and later output was dropped."""
     duration_ms: _builtins.int
     """Final states only: wall-clock time from process start to exit, in milliseconds."""
+    containment: _builtins.str
+    """Final states of executions that ran: the containment that ended the script's processes
+    (as in Hello.containment). The detail says what was killed; it never claims a kill that
+    did not happen.
+    """
     def __init__(
         self,
         *,
@@ -328,10 +343,11 @@ class ExecutionUpdate(_message.Message):
         output_chunks: _builtins.int = ...,
         output_truncated: _builtins.bool = ...,
         duration_ms: _builtins.int = ...,
+        containment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "exit_code", b"exit_code", "signal", b"signal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "detail", b"detail", "duration_ms", b"duration_ms", "execution_id", b"execution_id", "exit_code", b"exit_code", "output_chunks", b"output_chunks", "output_truncated", b"output_truncated", "reason", b"reason", "signal", b"signal", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "containment", b"containment", "detail", b"detail", "duration_ms", b"duration_ms", "execution_id", b"execution_id", "exit_code", b"exit_code", "output_chunks", b"output_chunks", "output_truncated", b"output_truncated", "reason", b"reason", "signal", b"signal", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
