@@ -109,6 +109,52 @@ fn check_reports_a_script_that_would_be_refused_and_exits_1() {
 }
 
 #[test]
+fn check_reports_an_untrusted_interpreter_and_shows_trusted_ones() {
+    let (dir, config, uid) = host();
+    let check = || {
+        let output = agent(&[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--owner-uid",
+            &uid,
+        ]);
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).unwrap(),
+        )
+    };
+    let (status, text) = check();
+    assert_eq!(status, Some(0), "{text}");
+    let sh = fs::canonicalize("/bin/sh").unwrap();
+    assert!(
+        text.contains(&format!("  interp   {}\n", sh.display())),
+        "{text}"
+    );
+
+    // The listed script (unchanged, so its hash still holds) names an interpreter in a
+    // directory others can write to.
+    let open = dir.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+    write(&open.join("interp"), b"#!/bin/sh\n", 0o755);
+    let script = format!("#!{}\necho restarted\n", open.join("interp").display());
+    write(&dir.path().join("restart.sh"), script.as_bytes(), 0o755);
+    let allowlist = dir.path().join("allowlist.toml");
+    let text = fs::read_to_string(&allowlist).unwrap().replace(
+        &medic_allowlist::Sha256::of(SCRIPT).to_string(),
+        &medic_allowlist::Sha256::of(script.as_bytes()).to_string(),
+    );
+    write(&allowlist, text.as_bytes(), 0o644);
+    let (status, text) = check();
+    assert_eq!(status, Some(1), "{text}");
+    assert!(
+        text.contains("restart  REFUSED interpreter_untrusted: "),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_refuses_an_untrusted_config_or_allowlist_and_exits_2() {
     let (dir, config, uid) = host();
     fs::set_permissions(&config, Permissions::from_mode(0o666)).unwrap();
