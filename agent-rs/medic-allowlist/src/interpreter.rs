@@ -300,6 +300,15 @@ struct Found {
 
 /// Resolve `path` and open the interpreter file at its end, checking it.
 fn find(path: &Path, policy: &FilePolicy) -> Result<Found, Refusal> {
+    // `Path::components` forgets a final `/` or `/.`, after which the kernel wants a directory
+    // (`ENOTDIR` for a file): no such interpreter.
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
+        return Err(not_found(format!(
+            "interpreter {}: a path ending in '/' or '/.' names a directory",
+            path.display()
+        )));
+    }
     let (real, names) = match walk(path, policy)? {
         End::File { real, names } => (real, names),
         End::Directory(real) => {

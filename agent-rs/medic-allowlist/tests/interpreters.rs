@@ -294,10 +294,13 @@ fn relative_missing_and_malformed_interpreters_have_their_own_codes() {
         reason(&sandbox, &script_for(missing.to_str().unwrap()), none),
         Reason::InterpreterNotFound
     );
-    assert_eq!(
-        reason(&sandbox, &script_for("/usr/bin/env/below"), none),
-        Reason::InterpreterNotFound
-    );
+    for not_a_file in ["/usr/bin/env/below", "/bin/sh/", "/bin/sh/.", "/bin/sh/.."] {
+        assert_eq!(
+            reason(&sandbox, &script_for(not_a_file), none),
+            Reason::InterpreterNotFound,
+            "{not_a_file}"
+        );
+    }
     assert_eq!(
         reason(&sandbox, b"#!\necho\n", none),
         Reason::InterpreterInvalid
