@@ -17,7 +17,7 @@ use std::thread;
 use medic_allowlist::{
     Interpreters, MAX_SCRIPT_LEN, Reason, Sha256, VerifiedScript, open_verified_script,
 };
-use support::{Sandbox, inherit_fd, policy, run};
+use support::{Sandbox, inherit_fd, policy, run, verify};
 
 /// Two scripts of the same length: the listed one, and what the owner writes over it.
 const GOOD: &[u8] = b"#!/bin/sh\necho good-content-of-the-script\n";
@@ -85,13 +85,7 @@ fn in_place_rewrites_racing_the_verification_never_change_the_verified_bytes() {
 fn a_rewrite_after_the_verification_does_not_change_what_runs() {
     let sandbox = Sandbox::new();
     let path = sandbox.write("script.sh", GOOD, 0o755);
-    let verified = open_verified_script(
-        &path,
-        Sha256::of(GOOD),
-        &policy(&sandbox),
-        &Interpreters::NONE,
-    )
-    .unwrap();
+    let verified = verify(&sandbox, &path, GOOD).unwrap();
     // The owner rewrites the very file (same inode, same length) before it is executed.
     let mut file = OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all(BAD).unwrap();
@@ -108,13 +102,7 @@ fn a_rewrite_after_the_verification_does_not_change_what_runs() {
 fn the_copy_is_sealed_and_read_only() {
     let sandbox = Sandbox::new();
     let path = sandbox.write("script.sh", GOOD, 0o755);
-    let verified = open_verified_script(
-        &path,
-        Sha256::of(GOOD),
-        &policy(&sandbox),
-        &Interpreters::NONE,
-    )
-    .unwrap();
+    let verified = verify(&sandbox, &path, GOOD).unwrap();
     // Its own descriptor is read-only, and a read-write re-open cannot write either (sealed).
     let mut own = verified.file();
     assert!(own.write_all(b"x").is_err());
@@ -140,13 +128,7 @@ fn scripts_larger_than_the_copy_limit_are_refused() {
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     // Sparse: no disk used.
     file.set_len(MAX_SCRIPT_LEN + 1).unwrap();
-    let refused = open_verified_script(
-        &path,
-        Sha256::of(b"anything"),
-        &policy(&sandbox),
-        &Interpreters::NONE,
-    )
-    .unwrap_err();
+    let refused = verify(&sandbox, &path, b"anything").unwrap_err();
     assert_eq!(refused.reason(), Reason::ScriptTooLarge);
     assert!(
         refused.detail().contains("33554432"),

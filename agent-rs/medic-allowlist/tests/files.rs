@@ -17,7 +17,7 @@ use medic_allowlist::{
     open_verified_script,
 };
 use support::{
-    NOBODY, SCRIPT, Sandbox, inherit_fd, policy, refusal, require_root, run, system_binary,
+    NOBODY, SCRIPT, Sandbox, inherit_fd, policy, refusal, require_root, run, system_binary, verify,
 };
 
 // ---- what passes ------------------------------------------------------------------------------
@@ -26,13 +26,7 @@ use support::{
 fn a_trusted_script_with_the_listed_hash_is_verified_and_held_open() {
     let sandbox = Sandbox::new();
     let path = sandbox.write("ok.sh", SCRIPT, 0o755);
-    let verified = open_verified_script(
-        &path,
-        Sha256::of(SCRIPT),
-        &policy(&sandbox),
-        &Interpreters::NONE,
-    )
-    .unwrap();
+    let verified = verify(&sandbox, &path, SCRIPT).unwrap();
     assert_eq!(verified.path(), path);
     assert_eq!(verified.sha256(), Sha256::of(SCRIPT));
     let fd = verified.file().as_raw_fd();
@@ -49,16 +43,7 @@ fn read_only_and_owner_only_modes_are_fine() {
     let sandbox = Sandbox::new();
     for (name, mode) in [("a", 0o500), ("b", 0o700), ("c", 0o555), ("d", 0o1755)] {
         let path = sandbox.write(name, SCRIPT, mode);
-        assert!(
-            open_verified_script(
-                &path,
-                Sha256::of(SCRIPT),
-                &policy(&sandbox),
-                &Interpreters::NONE
-            )
-            .is_ok(),
-            "mode {mode:o}"
-        );
+        assert!(verify(&sandbox, &path, SCRIPT).is_ok(), "mode {mode:o}");
     }
 }
 
@@ -72,13 +57,7 @@ fn setuid_or_setgid_scripts_are_refused() {
         ("x", 0o4711),
     ] {
         let path = sandbox.write(name, SCRIPT, mode);
-        let refused = open_verified_script(
-            &path,
-            Sha256::of(SCRIPT),
-            &policy(&sandbox),
-            &Interpreters::NONE,
-        )
-        .unwrap_err();
+        let refused = verify(&sandbox, &path, SCRIPT).unwrap_err();
         assert_eq!(refused.reason(), Reason::Setuid, "mode {mode:o}");
         assert!(
             refused.detail().contains("setuid or setgid"),
@@ -95,13 +74,7 @@ fn a_binary_swapped_after_verification_is_not_what_runs() {
     let sandbox = Sandbox::new();
     let echo = fs::read(system_binary("echo")).unwrap();
     let path = sandbox.write("tool", &echo, 0o755);
-    let verified = open_verified_script(
-        &path,
-        Sha256::of(&echo),
-        &policy(&sandbox),
-        &Interpreters::NONE,
-    )
-    .unwrap();
+    let verified = verify(&sandbox, &path, &echo).unwrap();
 
     // An attacker (or an upgrade) renames another program over the path after the check.
     let impostor = sandbox.write("impostor", b"#!/bin/sh\necho swapped\n", 0o755);
@@ -160,13 +133,7 @@ fn a_shell_script_runs_from_the_inherited_descriptor_even_after_a_swap() {
 fn a_file_whose_content_differs_from_the_listed_hash_is_refused() {
     let sandbox = Sandbox::new();
     let path = sandbox.write("x.sh", SCRIPT, 0o755);
-    let refused = open_verified_script(
-        &path,
-        Sha256::of(b"other"),
-        &policy(&sandbox),
-        &Interpreters::NONE,
-    )
-    .unwrap_err();
+    let refused = verify(&sandbox, &path, b"other").unwrap_err();
     assert_eq!(refused.reason(), Reason::HashMismatch);
     assert!(refused.detail().contains(&Sha256::of(SCRIPT).to_string()));
 }
@@ -267,15 +234,7 @@ fn group_or_world_writable_directories_anywhere_above_are_refused() {
     let upper = sandbox.subdir("upper", 0o755);
     sandbox.subdir("upper/lower", 0o755);
     let path = sandbox.write("upper/lower/x.sh", SCRIPT, 0o755);
-    assert!(
-        open_verified_script(
-            &path,
-            Sha256::of(SCRIPT),
-            &policy(&sandbox),
-            &Interpreters::NONE
-        )
-        .is_ok()
-    );
+    assert!(verify(&sandbox, &path, SCRIPT).is_ok());
     for mode in [0o775, 0o777, 0o757] {
         fs::set_permissions(&upper, Permissions::from_mode(mode)).unwrap();
         assert_eq!(

@@ -20,7 +20,9 @@ use std::process::{Command, Output};
 use std::thread::sleep;
 use std::time::Duration;
 
-use medic_allowlist::{FilePolicy, Interpreters, Reason, Sha256, open_verified_script};
+use medic_allowlist::{
+    FilePolicy, Interpreters, Reason, Refusal, Sha256, VerifiedScript, open_verified_script,
+};
 use tempfile::TempDir;
 
 pub const SCRIPT: &[u8] = b"#!/bin/sh\necho \"verified $1\"\n";
@@ -88,6 +90,16 @@ pub fn require_root(sandbox: &Sandbox) {
         0,
         "this test chowns files to another user: run it as root (make agent-test does)"
     );
+}
+
+/// Verify `path` as holding `content`, trusting the test's user, with no `[[interpreter]]`.
+pub fn verify(sandbox: &Sandbox, path: &Path, content: &[u8]) -> Result<VerifiedScript, Refusal> {
+    open_verified_script(
+        path,
+        Sha256::of(content),
+        &policy(sandbox),
+        &Interpreters::NONE,
+    )
 }
 
 pub fn refusal(path: &Path, sha256: Sha256, policy: &FilePolicy) -> Reason {
