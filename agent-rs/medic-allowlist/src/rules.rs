@@ -836,6 +836,23 @@ mod tests {
         ] {
             assert_eq!(value_problem(name, value), None, "{name}={value}");
         }
+        let rules = ScriptRules::new(
+            "s".into(),
+            Sha256::of(b""),
+            Vec::new(),
+            None,
+            vec!["LC_ALL".into(), "TZ".into()],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        for (name, value) in [("LC_ALL", "/secret/path"), ("TZ", ":/secret/zone")] {
+            let refusal = rules
+                .check_env(&[(name.to_owned(), value.to_owned())].into())
+                .unwrap_err();
+            assert_eq!(refusal.reason(), Reason::EnvValueInvalid);
+            assert!(refusal.detail().contains(name), "{}", refusal.detail());
+            assert!(!refusal.detail().contains("secret"), "{}", refusal.detail());
+        }
         for (name, value) in [
             ("LANG", "/tmp/x"),
             ("LC_ALL", "../../tmp/x"),
