@@ -25,7 +25,9 @@ __all__ = [
 __version__: str
 
 REASON_CODES: tuple[str, ...]
-"""Every refusal code, in the order of docs/allowlist.md's table."""
+"""Every refusal code, in the order of docs/allowlist.md's table: the rule checks, then those of
+the agent's file checks (the script file, its sealed copy, its interpreters: ``setuid``,
+``interpreter_untrusted``, ...), which an agent reports and ``Refusal`` accepts."""
 
 CHECK_REASON_CODES: tuple[str, ...]
 """The codes ``Rules.check`` can give (the rule checks; the others come from opening files)."""

@@ -182,8 +182,13 @@ def test_refusals_are_values_and_only_known_codes_make_one() -> None:
 
 
 def test_the_code_lists_are_consistent() -> None:
-    assert len(set(medic_allowlist.REASON_CODES)) == len(medic_allowlist.REASON_CODES) == 20
+    assert len(set(medic_allowlist.REASON_CODES)) == len(medic_allowlist.REASON_CODES) == 29
     assert medic_allowlist.REASON_CODES[:8] == medic_allowlist.CHECK_REASON_CODES
+    # The file-only codes of the interpreter checks and the sealed copy: an agent may report
+    # them, so the server knows them (Refusal accepts them), though check() never gives them.
+    for code in ("setuid", "script_too_large", "exec_copy_failed", "interpreter_untrusted"):
+        assert code in medic_allowlist.REASON_CODES
+        assert Refusal(code, "x").reason == code
     assert "invalid_toml" in medic_allowlist.LOAD_ERROR_CODES
     assert set(medic_allowlist.SUMMARY_ERROR_CODES) - {"invalid_summary"} <= set(
         medic_allowlist.LOAD_ERROR_CODES

@@ -298,6 +298,67 @@ def test_generated_allowlists_round_trip_from_toml_to_summary_to_rules(
     assert rules.sha256 == summary["sha256"]
 
 
+# ---- the [[interpreter]] table -------------------------------------------------------------------
+
+# Listing paths and the problem each has on its own (None: a valid path).
+INTERPRETER_PATHS: dict[str, str | None] = {
+    "/usr/bin/python3": None,
+    "/usr/bin/perl": None,
+    "/opt/tools/bin/ruby": None,
+    "python3": "path_not_absolute",
+    "": "path_not_absolute",
+    "/usr/bin/../bin/perl": "path_not_canonical",
+    "/usr/bin/": "path_not_canonical",
+    "/": "path_not_canonical",
+}
+MAX_INTERPRETERS = 64
+
+
+def _interpreter_oracle(listings: list[tuple[str, str | None]]) -> str:
+    """The loader's verdict: the count, then each listing in order (path, hash), then
+    duplicates."""
+    if len(listings) > MAX_INTERPRETERS:
+        return "too_many_interpreters"
+    for path, sha256 in listings:
+        problem = INTERPRETER_PATHS[path]
+        if problem is not None:
+            return problem
+        if sha256 is not None and len(sha256) != 64:
+            return "invalid_sha256"
+    paths = [path for path, _ in listings]
+    return "duplicate_interpreter" if len(set(paths)) != len(paths) else "ok"
+
+
+interpreter_listings = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(INTERPRETER_PATHS)),
+        st.sampled_from([None, HASH, OTHER_HASH.upper(), "abc"]),
+    ),
+    max_size=4,
+) | st.just([("/usr/bin/python3", None)] * (MAX_INTERPRETERS + 1))
+
+
+@PROPERTY_SETTINGS
+@given(allowlists(), interpreter_listings)
+def test_an_interpreter_table_loads_exactly_when_valid_and_is_never_advertised(
+    entries: list[Entry], listings: list[tuple[str, str | None]]
+) -> None:
+    tables = "".join(
+        f"\n[[interpreter]]\npath = {_toml_str(path)}\n"
+        + ("" if sha256 is None else f"sha256 = {_toml_str(sha256)}\n")
+        for path, sha256 in listings
+    )
+    text = _allowlist(entries) + tables
+    try:
+        summary = medic_allowlist.summary_from_toml(text)
+    except LoadError as error:
+        assert error.code == _interpreter_oracle(listings), str(error)
+        return
+    assert _interpreter_oracle(listings) == "ok"
+    # The table is the agent's business: the summary (what the server checks) is unchanged.
+    assert summary["scripts"] == medic_allowlist.summary_from_toml(_allowlist(entries))["scripts"]
+
+
 # ---- requests ------------------------------------------------------------------------------------
 
 

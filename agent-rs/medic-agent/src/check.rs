@@ -1,10 +1,11 @@
 //! `medic-agent check`: validate the configuration and the allowlist, verify every listed
-//! script file exactly as an execution would, and print what the server may ask for.
+//! script file exactly as an execution would (interpreters included), and print what the server
+//! may ask for.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use medic_allowlist::{Allowlist, ArgumentRule, ScriptRules, open_verified_script};
+use medic_allowlist::{Allowlist, ArgumentRule, ScriptRules};
 
 use crate::config::{Config, bootstrap_policy, process_env};
 
@@ -46,23 +47,31 @@ pub fn check(config_path: &Path, owner_uid: Option<u32>) -> Report {
     let _ = writeln!(text, "labels     {}", none_if_empty(&labels.join(", ")));
     let _ = writeln!(
         text,
-        "allowlist  {} (sha256 {}), {} script(s)",
+        "allowlist  {} (sha256 {}), {} script(s), {} interpreter(s) listed",
         config.allowlist.display(),
         allowlist.sha256(),
-        allowlist.len()
+        allowlist.len(),
+        allowlist.interpreters().len()
     );
     let mut refused = 0;
     for script in allowlist.scripts() {
         let rules = script.rules();
-        let verdict = match open_verified_script(script.path(), rules.sha256(), policy) {
-            Ok(_) => "ok".to_owned(),
+        let (verdict, interpreters) = match allowlist.open_script(script, policy) {
+            Ok(verified) => ("ok".to_owned(), verified.interpreters().to_vec()),
             Err(refusal) => {
                 refused += 1;
-                format!("REFUSED {refusal}")
+                (format!("REFUSED {refusal}"), Vec::new())
             }
         };
         let _ = writeln!(text, "\n{}  {verdict}", rules.name());
         let _ = writeln!(text, "  path     {}", script.path().display());
+        if !interpreters.is_empty() {
+            let chain: Vec<String> = interpreters
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
+            let _ = writeln!(text, "  interp   {}", chain.join(" -> "));
+        }
         let _ = writeln!(text, "  args     {}", describe_args(rules));
         let env: Vec<&str> = rules.env().iter().map(String::as_str).collect();
         let _ = writeln!(text, "  env      {}", none_if_empty(&env.join(", ")));

@@ -24,6 +24,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use medic_allowlist::BASE_PATH;
 use rustix::io::FdFlags;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -33,9 +34,6 @@ use tokio::sync::oneshot;
 use crate::outbox::Outbox;
 use crate::output::{Chunker, MAX_CHUNK};
 use crate::proto::{ExecutionState, ExecutionUpdate, OutputStream};
-
-/// The search path every script gets, whatever the agent's own.
-pub const BASE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long output may still be read after the script ended.
 const DRAIN: Duration = Duration::from_secs(2);

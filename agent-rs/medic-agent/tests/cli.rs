@@ -22,6 +22,17 @@ fn write(path: &Path, content: &[u8], mode: u32) {
     fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
 }
 
+/// `medic-agent check` of `config`, trusting files owned by `uid`.
+fn check(config: &Path, uid: &str) -> Output {
+    agent(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "--owner-uid",
+        uid,
+    ])
+}
+
 /// A config, an allowlist with one good and one tampered script, all owned by the test's user.
 fn host() -> (TempDir, PathBuf, String) {
     let dir = tempfile::Builder::new()
@@ -66,13 +77,7 @@ fn version_names_the_agent_and_the_protocol() {
 #[test]
 fn check_prints_what_the_server_may_ask_for() {
     let (_dir, config, uid) = host();
-    let output = agent(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "--owner-uid",
-        &uid,
-    ]);
+    let output = check(&config, &uid);
     let text = String::from_utf8(output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(
@@ -95,13 +100,7 @@ fn check_reports_a_script_that_would_be_refused_and_exits_1() {
         b"#!/bin/sh\nrm -rf /\n",
         0o755,
     );
-    let output = agent(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "--owner-uid",
-        &uid,
-    ]);
+    let output = check(&config, &uid);
     let text = String::from_utf8(output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("restart  REFUSED hash_mismatch: "), "{text}");
@@ -109,29 +108,57 @@ fn check_reports_a_script_that_would_be_refused_and_exits_1() {
 }
 
 #[test]
+fn check_reports_an_untrusted_interpreter_and_shows_trusted_ones() {
+    let (dir, config, uid) = host();
+    let checked = || {
+        let output = check(&config, &uid);
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).unwrap(),
+        )
+    };
+    let (status, text) = checked();
+    assert_eq!(status, Some(0), "{text}");
+    let sh = fs::canonicalize("/bin/sh").unwrap();
+    assert!(
+        text.contains(&format!("  interp   {}\n", sh.display())),
+        "{text}"
+    );
+
+    // The listed script (unchanged, so its hash still holds) names an interpreter in a
+    // directory others can write to.
+    let open = dir.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+    write(&open.join("interp"), b"#!/bin/sh\n", 0o755);
+    let script = format!("#!{}\necho restarted\n", open.join("interp").display());
+    write(&dir.path().join("restart.sh"), script.as_bytes(), 0o755);
+    let allowlist = dir.path().join("allowlist.toml");
+    let text = fs::read_to_string(&allowlist).unwrap().replace(
+        &medic_allowlist::Sha256::of(SCRIPT).to_string(),
+        &medic_allowlist::Sha256::of(script.as_bytes()).to_string(),
+    );
+    write(&allowlist, text.as_bytes(), 0o644);
+    let (status, text) = checked();
+    assert_eq!(status, Some(1), "{text}");
+    assert!(
+        text.contains("restart  REFUSED interpreter_untrusted: "),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_refuses_an_untrusted_config_or_allowlist_and_exits_2() {
     let (dir, config, uid) = host();
     fs::set_permissions(&config, Permissions::from_mode(0o666)).unwrap();
-    let output = agent(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "--owner-uid",
-        &uid,
-    ]);
+    let output = check(&config, &uid);
     let text = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("writable_by_others"), "{text}");
 
     fs::set_permissions(&config, Permissions::from_mode(0o600)).unwrap();
     write(&dir.path().join("allowlist.toml"), b"version = 2\n", 0o644);
-    let output = agent(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "--owner-uid",
-        &uid,
-    ]);
+    let output = check(&config, &uid);
     let text = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("(unsupported_version)"), "{text}");

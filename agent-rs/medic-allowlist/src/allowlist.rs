@@ -7,16 +7,19 @@ use std::time::Duration;
 
 use crate::digest::Sha256;
 use crate::file::{FilePolicy, VerifiedScript, open_verified_script};
+use crate::interpreter::Interpreters;
 use crate::refusal::Refusal;
 use crate::rules::{ScriptRules, not_allowlisted};
 
-/// A parsed, valid allowlist: entries by name, and the SHA-256 of the text it was read from.
+/// A parsed, valid allowlist: entries by name, the `[[interpreter]]` table, and the SHA-256 of
+/// the text it was read from.
 ///
 /// Build one with [`Allowlist::from_toml`] or [`Allowlist::load`].
 #[derive(Debug, Clone)]
 pub struct Allowlist {
     pub(crate) sha256: Sha256,
     pub(crate) scripts: BTreeMap<String, Script>,
+    pub(crate) interpreters: Interpreters,
 }
 
 /// One allowlist entry: its rules and where its file is.
@@ -80,6 +83,26 @@ impl Allowlist {
         self.scripts.values()
     }
 
+    /// The `[[interpreter]]` table: what `#!/usr/bin/env NAME` may run, and pinned hashes.
+    pub fn interpreters(&self) -> &Interpreters {
+        &self.interpreters
+    }
+
+    /// Open and verify the file of `script` (one of this allowlist's entries) exactly as an
+    /// execution would, without a request: what `medic-agent check` reports.
+    pub fn open_script(
+        &self,
+        script: &Script,
+        policy: &FilePolicy,
+    ) -> Result<VerifiedScript, Refusal> {
+        open_verified_script(
+            script.path(),
+            script.rules.sha256(),
+            policy,
+            &self.interpreters,
+        )
+    }
+
     /// How many entries.
     pub fn len(&self) -> usize {
         self.scripts.len()
@@ -102,6 +125,7 @@ impl Allowlist {
         let timeout = script.rules().check(request)?;
         Ok(Approved {
             script,
+            interpreters: &self.interpreters,
             request,
             timeout,
         })
@@ -122,6 +146,7 @@ impl Allowlist {
 #[derive(Debug, Clone)]
 pub struct Approved<'a> {
     script: &'a Script,
+    interpreters: &'a Interpreters,
     request: &'a Request,
     timeout: Duration,
 }
@@ -137,9 +162,15 @@ impl<'a> Approved<'a> {
         self.timeout
     }
 
-    /// Open the script file once and verify it (see [`open_verified_script`]).
+    /// Open the script file once, verify it and copy it to execute (see
+    /// [`open_verified_script`]).
     pub fn open(self, policy: &FilePolicy) -> Result<Verified<'a>, Refusal> {
-        let file = open_verified_script(self.script.path(), self.script.rules.sha256(), policy)?;
+        let file = open_verified_script(
+            self.script.path(),
+            self.script.rules.sha256(),
+            policy,
+            self.interpreters,
+        )?;
         Ok(Verified {
             file,
             script: self.script,
@@ -165,12 +196,12 @@ impl<'a> Verified<'a> {
         self.script
     }
 
-    /// The verified, open script file.
+    /// The verified copy of the script, open.
     pub fn file(&self) -> &VerifiedScript {
         &self.file
     }
 
-    /// What to execute: the path of the open descriptor (see [`VerifiedScript`]).
+    /// What to execute: the path of the copy's descriptor (see [`VerifiedScript`]).
     pub fn exec_path(&self) -> PathBuf {
         self.file.exec_path()
     }

@@ -22,13 +22,25 @@ impl Sha256 {
     }
 
     /// The digest of everything `reader` yields, read in 64 KiB blocks.
-    pub fn of_reader(mut reader: impl Read) -> io::Result<Self> {
+    pub fn of_reader(reader: impl Read) -> io::Result<Self> {
+        Self::of_reader_with(reader, |_| Ok(()))
+    }
+
+    /// The digest of everything `reader` yields, handing each block to `each` as it is hashed
+    /// (to copy it somewhere, or to stop early by returning an error).
+    pub(crate) fn of_reader_with(
+        mut reader: impl Read,
+        mut each: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<Self> {
         let mut hasher = sha2::Sha256::new();
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             match reader.read(&mut buffer) {
                 Ok(0) => break,
-                Ok(n) => hasher.update(&buffer[..n]),
+                Ok(n) => {
+                    hasher.update(&buffer[..n]);
+                    each(&buffer[..n])?;
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }

@@ -1,21 +1,26 @@
-//! Opening files that only trusted users can have written, and verifying scripts by the
-//! descriptor that will be executed.
+//! Opening files that only trusted users can have written, and verifying scripts into the
+//! sealed copy that will be executed.
 //!
 //! The order of checks is fixed (and documented in `docs/allowlist.md`): the path's spelling,
 //! then every directory from `/` down to the file's parent, then the file itself, opened once
-//! without following a final symbolic link. Everything about the file — type, owner, mode,
-//! SHA-256 — is read from the open descriptor (`fstat`, `read`), never from the path again, and
-//! the descriptor is what gets executed. A file owned by the trusted user and writable by nobody
-//! else cannot be changed in place by anyone else either, so the hash stays true for as long as
-//! the descriptor is open.
+//! without following a final symbolic link. Everything about the file — type, owner, mode — is
+//! read from the open descriptor (`fstat`), never from the path again.
+//!
+//! A file owned by the trusted user and writable by nobody else can still be rewritten in place
+//! by that user (an upgrade, `cp` over it) while it is being hashed or run. So the script's
+//! bytes are **copied while they are hashed** into a private, immutable file (`exec_copy`: a
+//! sealed memfd on Linux), and that copy is what is checked further (its `#!` line, see
+//! `interpreter`) and what gets executed: the hash is always the hash of what runs.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::Sha256;
+use crate::exec_copy::{CopyError, MAX_SCRIPT_LEN, copy_for_exec};
+use crate::interpreter::{Interpreters, check_interpreters, read_head};
 use crate::refusal::{Reason, Refusal};
 
 /// Whose files and directories are trusted.
@@ -43,7 +48,9 @@ impl FilePolicy {
         self.owner_uid
     }
 
-    fn trusts_directory_owner(&self, uid: u32) -> bool {
+    /// Root or the owner: who may own a directory above a file, an interpreter, or a symbolic
+    /// link on the way to one.
+    pub(crate) fn trusts_directory_owner(&self, uid: u32) -> bool {
         uid == 0 || uid == self.owner_uid
     }
 }
@@ -59,6 +66,8 @@ const WRITABLE_BY_OTHERS: u32 = 0o022;
 const STICKY: u32 = 0o1000;
 /// Any execute permission bit.
 const EXECUTABLE: u32 = 0o111;
+/// The setuid and setgid bits.
+const SET_ID: u32 = 0o6000;
 /// `S_IFMT` and `S_IFREG` of `st_mode`, the same on every Unix.
 const FILE_TYPE_MASK: u32 = 0o170_000;
 const REGULAR_FILE: u32 = 0o100_000;
@@ -124,32 +133,56 @@ fn check_directories(path: &Path, policy: &FilePolicy) -> Result<(), Refusal> {
                 format!("{} is not a directory", directory.display()),
             ));
         }
-        if !policy.trusts_directory_owner(metadata.uid()) {
-            return Err(Refusal::new(
-                Reason::DirectoryBadOwner,
-                format!(
-                    "directory {} is owned by uid {}, not root or uid {}",
-                    directory.display(),
-                    metadata.uid(),
-                    policy.owner_uid
-                ),
-            ));
-        }
-        // A root-owned sticky directory (`/tmp`) lets others add entries but not rename or
-        // remove ours, and the next component is checked in turn: it cannot swap the path.
-        let sticky_root = metadata.mode() & STICKY != 0 && metadata.uid() == 0;
-        if metadata.mode() & WRITABLE_BY_OTHERS != 0 && !sticky_root {
-            return Err(Refusal::new(
-                Reason::DirectoryWritableByOthers,
-                format!(
-                    "directory {} is writable by its group or others (mode {:04o})",
-                    directory.display(),
-                    metadata.mode() & 0o7777
-                ),
-            ));
+        if let Some(refusal) = directory_refusal(directory, &metadata, policy, Sticky::Trusted) {
+            return Err(refusal);
         }
     }
     Ok(())
+}
+
+/// Whether a root-owned sticky directory (`/tmp`) may be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sticky {
+    /// Yes, on a path to a file: others may add entries there but cannot rename or remove
+    /// ours, and the next component is checked in turn, so the path cannot be swapped.
+    Trusted,
+    /// No, where a name is searched for (a `PATH` directory): an entry someone else adds
+    /// later could be what is found next time.
+    Untrusted,
+}
+
+/// Why a directory cannot be trusted, if it cannot: an owner other than root or the policy's
+/// (`directory_bad_owner`), or write permission for its group or others
+/// (`directory_writable_by_others`), unless `sticky` accepts a root-owned sticky directory.
+pub(crate) fn directory_refusal(
+    directory: &Path,
+    metadata: &fs::Metadata,
+    policy: &FilePolicy,
+    sticky: Sticky,
+) -> Option<Refusal> {
+    if !policy.trusts_directory_owner(metadata.uid()) {
+        return Some(Refusal::new(
+            Reason::DirectoryBadOwner,
+            format!(
+                "directory {} is owned by uid {}, not root or uid {}",
+                directory.display(),
+                metadata.uid(),
+                policy.owner_uid
+            ),
+        ));
+    }
+    let sticky_root = metadata.mode() & STICKY != 0 && metadata.uid() == 0;
+    if metadata.mode() & WRITABLE_BY_OTHERS != 0 && !(sticky_root && sticky == Sticky::Trusted) {
+        return Some(Refusal::new(
+            Reason::DirectoryWritableByOthers,
+            format!(
+                "directory {} is writable by its group or others (mode {:04o})",
+                directory.display(),
+                metadata.mode() & 0o7777
+            ),
+        ));
+    }
+    None
 }
 
 fn open_error(error: &io::Error, path: &Path, what: &str) -> Refusal {
@@ -166,6 +199,89 @@ fn open_error(error: &io::Error, path: &Path, what: &str) -> Refusal {
         _ => format!("cannot open {what} {}: {error}", path.display()),
     };
     Refusal::new(reason, detail)
+}
+
+/// Who may own a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The policy's owner only: the allowlist file and scripts.
+    Policy,
+    /// Root or the policy's owner: interpreters, which are the system's.
+    RootOrPolicy,
+}
+
+/// Why an open file cannot be trusted, if it cannot: not a regular file (`not_regular_file`),
+/// another owner (`bad_owner`), or write permission for its group or others
+/// (`writable_by_others`).
+pub(crate) fn file_refusal(
+    path: &Path,
+    metadata: &fs::Metadata,
+    policy: &FilePolicy,
+    owner: Owner,
+) -> Option<Refusal> {
+    if metadata.mode() & FILE_TYPE_MASK != REGULAR_FILE {
+        return Some(Refusal::new(
+            Reason::NotRegularFile,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    let trusted_owner = match owner {
+        Owner::Policy => metadata.uid() == policy.owner_uid,
+        Owner::RootOrPolicy => policy.trusts_directory_owner(metadata.uid()),
+    };
+    if !trusted_owner {
+        let expected = match owner {
+            Owner::Policy => format!("uid {}", policy.owner_uid),
+            Owner::RootOrPolicy => format!("root or uid {}", policy.owner_uid),
+        };
+        return Some(Refusal::new(
+            Reason::BadOwner,
+            format!(
+                "{} is owned by uid {}, not {expected}",
+                path.display(),
+                metadata.uid()
+            ),
+        ));
+    }
+    if metadata.mode() & WRITABLE_BY_OTHERS != 0 {
+        return Some(Refusal::new(
+            Reason::WritableByOthers,
+            format!(
+                "{} is writable by its group or others (mode {:04o})",
+                path.display(),
+                metadata.mode() & 0o7777
+            ),
+        ));
+    }
+    None
+}
+
+/// Why a trusted file cannot be executed by the agent, if it cannot: no execute bit
+/// (`not_executable`), or the setuid or setgid bit (`setuid`) — a file anyone on the host can
+/// run with its owner's or group's rights is not one the agent should run, and the copy it
+/// executes would not carry the bit anyway.
+pub(crate) fn execution_refusal(path: &Path, metadata: &fs::Metadata) -> Option<Refusal> {
+    if metadata.mode() & EXECUTABLE == 0 {
+        return Some(Refusal::new(
+            Reason::NotExecutable,
+            format!(
+                "{} has no execute permission (mode {:04o})",
+                path.display(),
+                metadata.mode() & 0o7777
+            ),
+        ));
+    }
+    if metadata.mode() & SET_ID != 0 {
+        return Some(Refusal::new(
+            Reason::Setuid,
+            format!(
+                "{} has the setuid or setgid bit (mode {:04o})",
+                path.display(),
+                metadata.mode() & 0o7777
+            ),
+        ));
+    }
+    None
 }
 
 /// Open a file that only trusted users can have written: the path is absolute and normalized,
@@ -189,66 +305,49 @@ pub fn open_trusted_file(path: &Path, policy: &FilePolicy) -> Result<File, Refus
     let metadata = file
         .metadata()
         .map_err(|error| open_error(&error, path, "file"))?;
-    if metadata.mode() & FILE_TYPE_MASK != REGULAR_FILE {
-        return Err(Refusal::new(
-            Reason::NotRegularFile,
-            format!("{} is not a regular file", path.display()),
-        ));
+    match file_refusal(path, &metadata, policy, Owner::Policy) {
+        Some(refusal) => Err(refusal),
+        None => Ok(file),
     }
-    if metadata.uid() != policy.owner_uid {
-        return Err(Refusal::new(
-            Reason::BadOwner,
-            format!(
-                "{} is owned by uid {}, not uid {}",
-                path.display(),
-                metadata.uid(),
-                policy.owner_uid
-            ),
-        ));
-    }
-    if metadata.mode() & WRITABLE_BY_OTHERS != 0 {
-        return Err(Refusal::new(
-            Reason::WritableByOthers,
-            format!(
-                "{} is writable by its group or others (mode {:04o})",
-                path.display(),
-                metadata.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(file)
 }
 
-/// Open the script at `path` once and verify the open file: everything
-/// [`open_trusted_file`] checks, an execute bit, and a SHA-256 — computed by reading that very
-/// descriptor — equal to `sha256`.
+/// Open the script at `path` once, verify it, and copy it to be executed: everything
+/// [`open_trusted_file`] checks, an execute bit, no setuid or setgid bit, at most
+/// [`MAX_SCRIPT_LEN`] bytes, a SHA-256 — computed over the bytes as they are copied — equal to
+/// `sha256`, and then, read from the copy, the interpreters its `#!` line leads to (see
+/// [`Interpreters`] for the rules; `interpreters` is the allowlist's `[[interpreter]]` table).
 ///
-/// The returned [`VerifiedScript`] holds the descriptor; execute it through
+/// The returned [`VerifiedScript`] holds the copy; execute it through
 /// [`VerifiedScript::exec_path`], never through `path`.
 pub fn open_verified_script(
     path: &Path,
     sha256: Sha256,
     policy: &FilePolicy,
+    interpreters: &Interpreters,
 ) -> Result<VerifiedScript, Refusal> {
-    let mut file = open_trusted_file(path, policy)?;
+    let file = open_trusted_file(path, policy)?;
     let metadata = file
         .metadata()
         .map_err(|error| open_error(&error, path, "script"))?;
-    if metadata.mode() & EXECUTABLE == 0 {
-        return Err(Refusal::new(
-            Reason::NotExecutable,
-            format!(
-                "{} has no execute permission (mode {:04o})",
-                path.display(),
-                metadata.mode() & 0o7777
-            ),
-        ));
+    if let Some(refusal) = execution_refusal(path, &metadata) {
+        return Err(refusal);
     }
-    let actual = Sha256::of_reader(&file).map_err(|error| {
-        Refusal::new(
+    if metadata.len() > MAX_SCRIPT_LEN {
+        return Err(too_large(path));
+    }
+    let (copy, actual) = copy_for_exec(&file).map_err(|error| match error {
+        CopyError::TooLarge => too_large(path),
+        CopyError::Read(error) => Refusal::new(
             Reason::FileUnreadable,
             format!("cannot read {}: {error}", path.display()),
-        )
+        ),
+        CopyError::Copy(error) => Refusal::new(
+            Reason::ExecCopyFailed,
+            format!(
+                "cannot make the sealed copy of {} to execute: {error}",
+                path.display()
+            ),
+        ),
     })?;
     if actual != sha256 {
         return Err(Refusal::new(
@@ -259,27 +358,40 @@ pub fn open_verified_script(
             ),
         ));
     }
-    // Leave the descriptor at the start: where /dev/fd/N is a duplicate rather than a fresh
-    // open (macOS), an interpreter shares this offset.
-    file.seek(SeekFrom::Start(0)).map_err(|error| {
+    // What the kernel reads to find the interpreter: the copy's first bytes, not the file's.
+    let head = read_head(&copy).map_err(|error| {
         Refusal::new(
-            Reason::FileUnreadable,
-            format!("cannot rewind {}: {error}", path.display()),
+            Reason::ExecCopyFailed,
+            format!("cannot read the copy of {}: {error}", path.display()),
         )
     })?;
+    let chain = check_interpreters(&head, policy, interpreters)?;
     Ok(VerifiedScript {
-        file,
+        file: copy,
         path: path.to_owned(),
         sha256,
+        interpreters: chain,
     })
 }
 
-/// A script file that passed every check, held open. What is executed is this descriptor.
+fn too_large(path: &Path) -> Refusal {
+    Refusal::new(
+        Reason::ScriptTooLarge,
+        format!(
+            "{} is larger than {MAX_SCRIPT_LEN} bytes, the most the agent copies to execute",
+            path.display()
+        ),
+    )
+}
+
+/// A script that passed every check, held as the private, immutable copy of the bytes that
+/// were hashed. What is executed is this copy.
 ///
 /// To run it, execute [`exec_path`](Self::exec_path) (`/proc/self/fd/N` on Linux, `/dev/fd/N`
-/// elsewhere) in a child process. The kernel resolves that path to the already-open file, so a
-/// file renamed over the original path after the check is never what runs. For `#!` scripts the
-/// interpreter opens the same path in the child, so the child must inherit the descriptor:
+/// elsewhere) in a child process. The copy is a sealed memfd on Linux (a root-only, already
+/// removed file elsewhere): nobody can change its bytes, and the file at the listed path —
+/// renamed over or rewritten in place after the check — is never what runs. For `#!` scripts
+/// the interpreter opens the same path in the child, so the child must inherit the descriptor:
 /// clear its close-on-exec flag in the child before `exec` (e.g. `fcntl(fd, F_SETFD, 0)` in a
 /// `pre_exec` hook). Binaries run either way.
 #[derive(Debug)]
@@ -287,6 +399,7 @@ pub struct VerifiedScript {
     file: File,
     path: PathBuf,
     sha256: Sha256,
+    interpreters: Vec<PathBuf>,
 }
 
 impl VerifiedScript {
@@ -295,17 +408,23 @@ impl VerifiedScript {
         &self.path
     }
 
-    /// The verified SHA-256 of the open file.
+    /// The verified SHA-256 of the copy.
     pub fn sha256(&self) -> Sha256 {
         self.sha256
     }
 
-    /// The open file.
+    /// The copy, open read-only.
     pub fn file(&self) -> &File {
         &self.file
     }
 
-    /// The path that names the open descriptor in this process and in children that inherit
+    /// The real paths of the interpreters that were checked, in the order the kernel starts
+    /// them (empty for a binary).
+    pub fn interpreters(&self) -> &[PathBuf] {
+        &self.interpreters
+    }
+
+    /// The path that names the copy's descriptor in this process and in children that inherit
     /// it: what to execute.
     pub fn exec_path(&self) -> PathBuf {
         let fd = self.file.as_raw_fd();
@@ -316,7 +435,7 @@ impl VerifiedScript {
         }
     }
 
-    /// Give up the wrapper and keep the open file.
+    /// Give up the wrapper and keep the open copy.
     pub fn into_file(self) -> File {
         self.file
     }

@@ -18,11 +18,19 @@
 //!    advertises, held in a [`RuleSet`] built without any file ([`ScriptRules::new`],
 //!    [`RuleSpec::build`], [`RuleSet::new`]).
 //! 2. [`Approved::open`] opens the script **once** and checks the opened file: a regular file,
-//!    owned by the trusted user, not writable by group or others, executable, in directories
-//!    that are trusted the same way, and with the listed SHA-256 computed from that very file
-//!    descriptor. It returns a [`VerifiedScript`] that keeps the descriptor open; the caller
-//!    executes *the descriptor* ([`VerifiedScript::exec_path`], a `/proc/self/fd/N` path),
-//!    never the path again, so nothing can be swapped between the check and the execution.
+//!    owned by the trusted user, not writable by group or others, executable, neither setuid
+//!    nor setgid, in directories that are trusted the same way. It then copies the bytes into a
+//!    private, immutable file — a sealed memfd on Linux — hashing them on the way, and compares
+//!    the hash with the listed one; the copy is what the rest of the checks read and what gets
+//!    executed ([`VerifiedScript::exec_path`], a `/proc/self/fd/N` path), never the path
+//!    again. Nothing renamed over the path and nothing written into the file afterwards can
+//!    change what runs: the hash is the hash of the executed bytes.
+//! 3. Still in [`Approved::open`], the copy's `#!` line is read as the kernel reads it and the
+//!    interpreter it names is held to the same trust rules — resolved one component at a time,
+//!    every directory and symbolic link on the way trusted, the file root's or the trusted
+//!    user's, executable, not setuid — and so is its own interpreter, if any.
+//!    `#!/usr/bin/env NAME` runs only what the allowlist lists in its `[[interpreter]]` table
+//!    ([`Interpreters`]), which may also pin interpreters' hashes.
 //!
 //! Every refusal carries a [`Reason`] with a stable code ([`Reason::as_str`]) for metrics, the
 //! audit log and the protocol, and a human-readable detail that never repeats argument or
@@ -31,25 +39,33 @@
 //! Who counts as trusted is a parameter ([`FilePolicy`]), not a global: production trusts root
 //! only; tests trust the user running them.
 //!
-//! The crate does no I/O beyond reading files and has no async, so the agent and the Python
-//! bindings share it unchanged.
+//! The crate does no I/O beyond reading files (and making the private copies it executes) and
+//! has no async, so the agent and the Python bindings share it unchanged. It is Linux-first:
+//! on other Unix systems (macOS) the copy is a removed file in a root-only directory instead of
+//! a memfd, a path that is tested on Linux but not built on macOS here.
 
 #![deny(unsafe_code)]
 
 mod allowlist;
 mod digest;
+mod exec_copy;
 mod file;
+mod interpreter;
 mod load;
 mod refusal;
 mod rule_set;
 mod rules;
+mod shebang;
 
 pub use allowlist::{Allowlist, Approved, Request, Script, Verified};
 pub use digest::{InvalidSha256, Sha256};
+pub use exec_copy::MAX_SCRIPT_LEN;
 pub use file::{FilePolicy, VerifiedScript, open_trusted_file, open_verified_script};
-pub use load::{FORMAT_VERSION, LoadError, MAX_FILE_LEN, MAX_SCRIPTS, Problem};
+pub use interpreter::{BASE_PATH, Interpreter, Interpreters, MAX_INTERPRETER_DEPTH, MAX_SYMLINKS};
+pub use load::{FORMAT_VERSION, LoadError, MAX_FILE_LEN, MAX_INTERPRETERS, MAX_SCRIPTS, Problem};
 pub use refusal::{Reason, Refusal, UnknownReason};
 pub use rule_set::{Allowed, RuleSet};
 pub use rules::{
-    ArgumentRule, Pattern, PatternError, RestArguments, RulePosition, RuleSpec, ScriptRules, limits,
+    ArgumentRule, FORBIDDEN_ENV_NAMES, FORBIDDEN_ENV_PREFIXES, Pattern, PatternError,
+    RestArguments, RulePosition, RuleSpec, ScriptRules, limits,
 };

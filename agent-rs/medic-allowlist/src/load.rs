@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::allowlist::{Allowlist, Script};
 use crate::digest::Sha256;
 use crate::file::{FilePolicy, open_trusted_file, path_spelling_problem};
+use crate::interpreter::{Interpreter, Interpreters};
 use crate::refusal::{Reason, Refusal};
 use crate::rules::{PatternError, RestArguments, RulePosition, RuleSpec, ScriptRules, limits};
 
@@ -23,6 +24,8 @@ pub const FORMAT_VERSION: i64 = 1;
 pub const MAX_FILE_LEN: u64 = 1024 * 1024;
 /// The most entries in one allowlist.
 pub const MAX_SCRIPTS: usize = 1024;
+/// The most `[[interpreter]]` listings in one allowlist.
+pub const MAX_INTERPRETERS: usize = 64;
 
 /// Why an allowlist could not be used. [`code`](LoadError::code) is a stable identifier.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +59,25 @@ pub enum LoadError {
         /// What is wrong with it.
         problem: Problem,
     },
+    /// More than [`MAX_INTERPRETERS`] `[[interpreter]]` listings.
+    #[error("the allowlist has more than {MAX_INTERPRETERS} [[interpreter]] listings")]
+    TooManyInterpreters,
+    /// One `[[interpreter]]` listing is invalid.
+    #[error("interpreter listing {index} ({path:?}): {problem}")]
+    Interpreter {
+        /// Position of the listing in the file, from 1.
+        index: usize,
+        /// Its path as written.
+        path: String,
+        /// What is wrong with it: `path_not_absolute`, `path_not_canonical`,
+        /// `invalid_sha256` or `duplicate_interpreter`.
+        problem: Problem,
+    },
 }
 
 impl LoadError {
     /// Every code [`code`](LoadError::code) can return.
-    pub const CODES: [&'static str; 17] = [
+    pub const CODES: [&'static str; 19] = [
         "untrusted_file",
         "unreadable",
         "too_large",
@@ -78,6 +95,8 @@ impl LoadError {
         "too_many_args",
         "invalid_env_name",
         "forbidden_env_name",
+        "too_many_interpreters",
+        "duplicate_interpreter",
     ];
 
     /// A stable identifier of the kind of error, e.g. `invalid_toml` or `invalid_sha256`.
@@ -89,7 +108,10 @@ impl LoadError {
             LoadError::Invalid(_) => "invalid_toml",
             LoadError::UnsupportedVersion(_) => "unsupported_version",
             LoadError::TooManyScripts => "too_many_scripts",
-            LoadError::Entry { problem, .. } => problem.code(),
+            LoadError::Entry { problem, .. } | LoadError::Interpreter { problem, .. } => {
+                problem.code()
+            }
+            LoadError::TooManyInterpreters => "too_many_interpreters",
         }
     }
 }
@@ -146,6 +168,9 @@ pub enum Problem {
         "environment variable {0} may not be allow-listed: it changes how programs load or run"
     )]
     ForbiddenEnvName(String),
+    /// An earlier `[[interpreter]]` listing has the same path.
+    #[error("an earlier listing has the same path")]
+    DuplicateInterpreter,
 }
 
 impl Problem {
@@ -163,6 +188,7 @@ impl Problem {
             Problem::TooManyArgs => "too_many_args",
             Problem::InvalidEnvName(_) => "invalid_env_name",
             Problem::ForbiddenEnvName(_) => "forbidden_env_name",
+            Problem::DuplicateInterpreter => "duplicate_interpreter",
         }
     }
 }
@@ -181,6 +207,15 @@ struct RawAllowlist {
     version: i64,
     #[serde(default)]
     script: Vec<RawScript>,
+    #[serde(default)]
+    interpreter: Vec<RawInterpreter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterpreter {
+    path: String,
+    sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -252,9 +287,25 @@ impl Allowlist {
             }
             scripts.insert(script.name().to_owned(), script);
         }
+        if raw.interpreter.len() > MAX_INTERPRETERS {
+            return Err(LoadError::TooManyInterpreters);
+        }
+        let listings = raw
+            .interpreter
+            .into_iter()
+            .enumerate()
+            .map(|(index, listing)| {
+                build_interpreter(&listing).map_err(|problem| LoadError::Interpreter {
+                    index: index + 1,
+                    path: listing.path.clone(),
+                    problem,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Allowlist {
             sha256: Sha256::of(text.as_bytes()),
             scripts,
+            interpreters: Interpreters::new(listings)?,
         })
     }
 
@@ -276,13 +327,33 @@ impl Allowlist {
     }
 }
 
+/// The problem with the path of an entry or a listing, if any: it must be absolute
+/// (`path_not_absolute`) and normalized (`path_not_canonical`).
+pub(crate) fn entry_path_problem(path: &Path) -> Option<Problem> {
+    path_spelling_problem(path).map(|refusal| match refusal.reason() {
+        Reason::PathNotAbsolute => Problem::PathNotAbsolute,
+        _ => Problem::PathNotCanonical,
+    })
+}
+
+fn build_interpreter(raw: &RawInterpreter) -> Result<Interpreter, Problem> {
+    let path = PathBuf::from(&raw.path);
+    if let Some(problem) = entry_path_problem(&path) {
+        return Err(problem); // the path first, as for a script entry
+    }
+    let sha256 = raw
+        .sha256
+        .as_deref()
+        .map(str::parse::<Sha256>)
+        .transpose()
+        .map_err(|_| Problem::InvalidSha256)?;
+    Interpreter::new(path, sha256)
+}
+
 fn build_script(raw: RawScript) -> Result<Script, Problem> {
     let path = PathBuf::from(&raw.path);
-    if let Some(refusal) = path_spelling_problem(&path) {
-        return Err(match refusal.reason() {
-            Reason::PathNotAbsolute => Problem::PathNotAbsolute,
-            _ => Problem::PathNotCanonical,
-        });
+    if let Some(problem) = entry_path_problem(&path) {
+        return Err(problem);
     }
     let sha256: Sha256 = raw.sha256.parse().map_err(|_| Problem::InvalidSha256)?;
     let timeout = u64::try_from(raw.timeout)
@@ -354,6 +425,11 @@ mod tests {
             Problem::InvalidEnvName(String::new()),
             Problem::ForbiddenEnvName(String::new()),
         ];
+        let listing = |problem| LoadError::Interpreter {
+            index: 1,
+            path: String::new(),
+            problem,
+        };
         let mut errors = vec![
             LoadError::Untrusted(Refusal::new(Reason::BadOwner, "")),
             LoadError::Unreadable(io::Error::other("x")),
@@ -367,6 +443,8 @@ mod tests {
             name: String::new(),
             problem,
         }));
+        errors.push(LoadError::TooManyInterpreters);
+        errors.push(listing(Problem::DuplicateInterpreter));
         let codes: Vec<&str> = errors.iter().map(LoadError::code).collect();
         assert_eq!(codes, LoadError::CODES);
     }

@@ -24,7 +24,8 @@ pub enum Reason {
     ArgNotAllowed,
     /// An environment variable the entry does not allow.
     EnvNotAllowed,
-    /// An allowed environment variable with a value that is too long or holds a NUL byte.
+    /// An allowed environment variable with a value that is too long, holds a NUL byte, or
+    /// breaks its name's value rule (a locale with `/`, a `TZ` naming a file).
     EnvValueInvalid,
     /// The file's path is not absolute.
     PathNotAbsolute,
@@ -50,11 +51,33 @@ pub enum Reason {
     NotExecutable,
     /// The file's SHA-256 is not the one in the allowlist.
     HashMismatch,
+    /// The script, or an interpreter it names, has the setuid or setgid bit.
+    Setuid,
+    /// The script is larger than [`MAX_SCRIPT_LEN`](crate::MAX_SCRIPT_LEN), the most the agent
+    /// copies to execute.
+    ScriptTooLarge,
+    /// The sealed copy the agent executes could not be made (no memory or descriptors left, or
+    /// the kernel forbids executable memory files).
+    ExecCopyFailed,
+    /// The `#!` line names no interpreter, one longer than the kernel reads, or `env` with
+    /// options, assignments or a path instead of a plain name.
+    InterpreterInvalid,
+    /// The `#!` line names a relative path.
+    InterpreterNotAbsolute,
+    /// `#!/usr/bin/env NAME` where what `NAME` finds is not listed as an `[[interpreter]]`.
+    InterpreterNotListed,
+    /// The interpreter (or `NAME` in the search path) does not exist or cannot be read.
+    InterpreterNotFound,
+    /// The interpreter, a directory or a symbolic link on its way, is not trusted (owner, mode,
+    /// type), there are too many symbolic links, or interpreters nest too deep.
+    InterpreterUntrusted,
+    /// The interpreter's SHA-256 is not the one its `[[interpreter]]` listing pins.
+    InterpreterHashMismatch,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 29] = [
         Reason::NotAllowlisted,
         Reason::ExpectedHashMismatch,
         Reason::TimeoutTooLong,
@@ -75,6 +98,15 @@ impl Reason {
         Reason::WritableByOthers,
         Reason::NotExecutable,
         Reason::HashMismatch,
+        Reason::Setuid,
+        Reason::ScriptTooLarge,
+        Reason::ExecCopyFailed,
+        Reason::InterpreterInvalid,
+        Reason::InterpreterNotAbsolute,
+        Reason::InterpreterNotListed,
+        Reason::InterpreterNotFound,
+        Reason::InterpreterUntrusted,
+        Reason::InterpreterHashMismatch,
     ];
 
     /// The reasons the rule check ([`ScriptRules::check`], so [`Allowlist::check`] and
@@ -117,6 +149,15 @@ impl Reason {
             Reason::WritableByOthers => "writable_by_others",
             Reason::NotExecutable => "not_executable",
             Reason::HashMismatch => "hash_mismatch",
+            Reason::Setuid => "setuid",
+            Reason::ScriptTooLarge => "script_too_large",
+            Reason::ExecCopyFailed => "exec_copy_failed",
+            Reason::InterpreterInvalid => "interpreter_invalid",
+            Reason::InterpreterNotAbsolute => "interpreter_not_absolute",
+            Reason::InterpreterNotListed => "interpreter_not_listed",
+            Reason::InterpreterNotFound => "interpreter_not_found",
+            Reason::InterpreterUntrusted => "interpreter_untrusted",
+            Reason::InterpreterHashMismatch => "interpreter_hash_mismatch",
         }
     }
 }

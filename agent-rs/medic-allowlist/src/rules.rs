@@ -47,38 +47,149 @@ pub mod limits {
     pub const MAX_NAME_LEN: usize = 64;
 }
 
-/// Environment variables no entry may allow: they change how the dynamic loader, shells or
-/// interpreters behave before the script's first line runs.
-const FORBIDDEN_ENV: &[&str] = &[
+/// Environment variables no entry may allow, by family (docs/allowlist.md gives the reasons):
+/// they make the dynamic loader, a shell, an interpreter or a common tool load code, read
+/// configuration or trust roots from elsewhere, or run another program. Compared ignoring ASCII
+/// case, since some programs read either case.
+pub const FORBIDDEN_ENV_NAMES: &[&str] = &[
+    // The C library (glibc's own list of variables it ignores in setuid programs).
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TEMP",
+    "TMP",
+    "TMPDIR",
+    "TZDIR",
+    // Shells, readline and the terminal.
     "BASHOPTS",
-    "BASH_ENV",
     "CDPATH",
     "ENV",
-    "GCONV_PATH",
-    "GLIBC_TUNABLES",
+    "FCEDIT",
+    "FPATH",
     "GLOBIGNORE",
-    "HOSTALIASES",
+    "HISTFILE",
     "IFS",
-    "LOCPATH",
-    "NLSPATH",
-    "NODE_OPTIONS",
-    "NODE_PATH",
+    "INPUTRC",
     "PATH",
-    "PERL5LIB",
-    "PERL5OPT",
-    "PERLLIB",
     "PROMPT_COMMAND",
+    "PS1",
+    "PS2",
+    "PS3",
     "PS4",
-    "PYTHONHOME",
-    "PYTHONINSPECT",
-    "PYTHONPATH",
-    "PYTHONSTARTUP",
-    "RES_OPTIONS",
-    "RUBYLIB",
-    "RUBYOPT",
+    "SHELL",
     "SHELLOPTS",
+    "TERMCAP",
+    "TERMINFO",
+    "TERMINFO_DIRS",
+    "ZDOTDIR",
+    // Where programs find their dotfiles, configuration and per-user code.
+    "HOME",
+    "APT_CONFIG",
+    "AWKLIBPATH",
+    "AWKPATH",
+    "CURL_HOME",
+    "GNUPGHOME",
+    "KUBECONFIG",
+    "MAKEFILES",
+    "MAKEFLAGS",
+    "SYSTEM_WGETRC",
+    "TAR_OPTIONS",
+    "WGETRC",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    // Interpreters and language runtimes.
+    "CLASSPATH",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "GEM_HOME",
+    "GEM_PATH",
+    "BUNDLE_GEMFILE",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "GODEBUG",
+    "GOENV",
+    "GOFLAGS",
+    "GOPATH",
+    "GOROOT",
+    "GOTOOLCHAIN",
+    // Programs that other programs start: editors, pagers, password prompts, remote shells.
+    "BROWSER",
+    "CVS_RSH",
+    "EDITOR",
+    "EXINIT",
+    "MANOPT",
+    "MANPAGER",
+    "MYVIMRC",
+    "PAGER",
+    "RSYNC_CONNECT_PROG",
+    "RSYNC_RSH",
+    "SSH_ASKPASS",
+    "SSH_ASKPASS_REQUIRE",
+    "SSH_AUTH_SOCK",
+    "SUDO_ASKPASS",
+    "SUDO_EDITOR",
+    "SYSTEMD_EDITOR",
+    "SYSTEMD_LESS",
+    "SYSTEMD_PAGER",
+    "SYSTEMD_PAGERSECURE",
+    "VIMINIT",
+    "VIMRUNTIME",
+    "VISUAL",
+    // Trust roots, TLS, Kerberos, LDAP, SASL.
+    "AWS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GNUTLS_SYSTEM_PRIORITY_FILE",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "REQUESTS_CA_BUNDLE",
+    "SASL_CONF_PATH",
+    "SASL_PATH",
+    "SSLKEYLOGFILE",
+    "SSL_CERT_DIR",
+    "SSL_CERT_FILE",
+    // Buses and plugin directories.
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "GIO_EXTRA_MODULES",
+    "GIO_MODULE_DIR",
+    "GST_PLUGIN_PATH",
+    "GST_PLUGIN_SYSTEM_PATH",
+    "GTK_MODULES",
+    "GTK_PATH",
+    "QT_PLUGIN_PATH",
 ];
-const FORBIDDEN_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_"];
+
+/// Whole families of forbidden variables, by prefix (also compared ignoring ASCII case): each
+/// has many members that load code or files, and new ones appear with every release.
+pub const FORBIDDEN_ENV_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "MALLOC_", // the dynamic loader, the C library's allocator
+    "BASH_",   // BASH_ENV, BASH_FUNC_*, BASH_XTRACEFD, BASH_LOADABLES_PATH, …
+    "XDG_",    // configuration and data directories
+    "PYTHON",  // PYTHONPATH, PYTHONSTARTUP, PYTHONWARNINGS, PYTHONUSERBASE, PYTHON_HISTORY, …
+    "PERL",    // PERL5LIB, PERL5OPT, PERL5DB, PERLDB_OPTS, PERLIO, …
+    "RUBY",    // RUBYLIB, RUBYOPT, RUBYSHELL, …
+    "NODE_",   // NODE_OPTIONS, NODE_PATH, NODE_EXTRA_CA_CERTS, NODE_TLS_REJECT_UNAUTHORIZED, …
+    "JAVA_",   // JAVA_TOOL_OPTIONS, JAVA_HOME, JAVA_OPTS, …
+    "LUA_",    // LUA_INIT, LUA_PATH, LUA_CPATH, …
+    "TCL",     // TCLLIBPATH, TCL_LIBRARY
+    "PIP_",    // PIP_INDEX_URL, PIP_CONFIG_FILE, …
+    "NPM_CONFIG_",
+    "GIT_",     // GIT_SSH_COMMAND, GIT_CONFIG_*, GIT_EXEC_PATH, GIT_TEMPLATE_DIR, GIT_PAGER, …
+    "LESS",     // LESSOPEN, LESSCLOSE, LESSKEY, …
+    "DOCKER_",  // DOCKER_CONFIG (credential helpers), DOCKER_HOST, DOCKER_CERT_PATH, …
+    "OPENSSL_", // OPENSSL_CONF, OPENSSL_ENGINES, OPENSSL_MODULES
+    "KRB5",     // KRB5_CONFIG, KRB5CCNAME, KRB5_KTNAME, KRB5_TRACE, …
+    "LDAP",     // LDAPCONF, LDAPRC, LDAPTLS_CACERT, …
+];
 
 fn valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -101,10 +212,30 @@ fn valid_env_name(name: &str) -> bool {
 }
 
 fn forbidden_env_name(name: &str) -> bool {
-    FORBIDDEN_ENV.contains(&name)
+    let name = name.to_ascii_uppercase();
+    FORBIDDEN_ENV_NAMES.contains(&name.as_str())
         || FORBIDDEN_ENV_PREFIXES
             .iter()
             .any(|prefix| name.starts_with(prefix))
+}
+
+/// Why `value` is refused for the variable `name`, when the name is useful but some values
+/// make programs read files: a locale (`LANG`, `LANGUAGE`, `LC_*`) with a `/` is read as a path
+/// to load locale data or message catalogs from; a `TZ` starting with `:` or `/` or holding
+/// `..` names a time zone file. The detail never repeats the value.
+fn value_problem(name: &str, value: &str) -> Option<&'static str> {
+    let name = name.to_ascii_uppercase();
+    let locale = name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_");
+    if locale && value.contains('/') {
+        return Some("a locale value may not hold '/' (it would be read as a path)");
+    }
+    let tz_file = value.starts_with(':') || value.starts_with('/') || value.contains("..");
+    if name == "TZ" && tz_file {
+        return Some(
+            "a TZ value may not start with ':' or '/' or hold '..' (it would name a file)",
+        );
+    }
+    None
 }
 
 /// Whether a `fixed` or `one_of` value is within bounds: at most [`limits::MAX_VALUE_LEN`]
@@ -548,8 +679,9 @@ impl ScriptRules {
         Ok(())
     }
 
-    /// Check the environment variables a request sets against the allowed names and the value
-    /// bounds (no NUL byte, at most [`limits::MAX_VALUE_LEN`] bytes).
+    /// Check the environment variables a request sets against the allowed names, the value
+    /// bounds (no NUL byte, at most [`limits::MAX_VALUE_LEN`] bytes) and the value rules of
+    /// locale variables (no `/`) and `TZ` (no leading `:` or `/`, no `..`).
     pub fn check_env(&self, env: &BTreeMap<String, String>) -> Result<(), Refusal> {
         for (name, value) in env {
             if !self.env.contains(name) {
@@ -568,6 +700,12 @@ impl ScriptRules {
                         "the value of {name} is longer than {} bytes or holds a NUL byte",
                         limits::MAX_VALUE_LEN
                     ),
+                ));
+            }
+            if let Some(problem) = value_problem(name, value) {
+                return Err(Refusal::new(
+                    Reason::EnvValueInvalid,
+                    format!("the value of {name} is refused: {problem}"),
                 ));
             }
         }
@@ -625,6 +763,108 @@ mod tests {
             "IFS",
         ] {
             assert!(forbidden_env_name(forbidden), "{forbidden}");
+        }
+    }
+
+    #[test]
+    fn variables_that_load_code_or_files_are_forbidden_in_any_case() {
+        for forbidden in [
+            "JAVA_TOOL_OPTIONS",
+            "_JAVA_OPTIONS",
+            "JDK_JAVA_OPTIONS",
+            "PYTHONWARNINGS",
+            "PYTHONUSERBASE",
+            "PYTHON_HISTORY",
+            "PERL5DB",
+            "PERLDB_OPTS",
+            "BASH_XTRACEFD",
+            "GIT_SSH_COMMAND",
+            "GIT_CONFIG_COUNT",
+            "GIT_EXEC_PATH",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "OPENSSL_CONF",
+            "HOME",
+            "XDG_CONFIG_HOME",
+            "EDITOR",
+            "VISUAL",
+            "PAGER",
+            "LESSOPEN",
+            "TERMINFO",
+            "INPUTRC",
+            "KRB5_CONFIG",
+            "KRB5CCNAME",
+            "TZDIR",
+            "MALLOC_TRACE",
+            "TAR_OPTIONS",
+            // Case does not help: some programs read either.
+            "ld_preload",
+            "Home",
+            "npm_config_script_shell",
+            "git_ssh_command",
+        ] {
+            assert!(forbidden_env_name(forbidden), "{forbidden}");
+        }
+        for allowed in [
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "TERM",
+            "LOG_LEVEL",
+            "SERVICE",
+            "LESSON",
+        ] {
+            // LESSON: a family prefix is a prefix, whatever follows.
+            assert_eq!(
+                forbidden_env_name(allowed),
+                allowed == "LESSON",
+                "{allowed}"
+            );
+        }
+    }
+
+    #[test]
+    fn locale_and_time_zone_values_cannot_name_files() {
+        for (name, value) in [
+            ("LANG", "C.UTF-8"),
+            ("LC_ALL", "de_DE.UTF-8@euro"),
+            ("LANGUAGE", "fr:en"),
+            ("TZ", "Europe/Paris"),
+            ("TZ", "UTC"),
+            ("TZ", "EST5EDT,M3.2.0/2,M11.1.0/2"),
+            ("OTHER", "/anything/../at:all"),
+        ] {
+            assert_eq!(value_problem(name, value), None, "{name}={value}");
+        }
+        let rules = ScriptRules::new(
+            "s".into(),
+            Sha256::of(b""),
+            Vec::new(),
+            None,
+            vec!["LC_ALL".into(), "TZ".into()],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        for (name, value) in [("LC_ALL", "/secret/path"), ("TZ", ":/secret/zone")] {
+            let refusal = rules
+                .check_env(&[(name.to_owned(), value.to_owned())].into())
+                .unwrap_err();
+            assert_eq!(refusal.reason(), Reason::EnvValueInvalid);
+            assert!(refusal.detail().contains(name), "{}", refusal.detail());
+            assert!(!refusal.detail().contains("secret"), "{}", refusal.detail());
+        }
+        for (name, value) in [
+            ("LANG", "/tmp/x"),
+            ("LC_ALL", "../../tmp/x"),
+            ("LC_MESSAGES", "x/y"),
+            ("LANGUAGE", "fr:/tmp/evil"),
+            ("TZ", ":/tmp/zone"),
+            ("TZ", ":Europe/Paris"),
+            ("TZ", "/tmp/zone"),
+            ("TZ", "../../tmp/zone"),
+            ("TZ", "Europe/../../tmp/zone"),
+        ] {
+            assert!(value_problem(name, value).is_some(), "{name}={value}");
         }
     }
 

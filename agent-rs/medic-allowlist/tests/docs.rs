@@ -2,7 +2,9 @@
 //! tables list exactly the codes this crate produces.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use medic_allowlist::{Allowlist, LoadError, Reason, Request};
+use medic_allowlist::{
+    Allowlist, FORBIDDEN_ENV_NAMES, FORBIDDEN_ENV_PREFIXES, LoadError, Reason, Request,
+};
 
 const DOC: &str = include_str!("../../../docs/allowlist.md");
 
@@ -34,6 +36,26 @@ fn the_error_table_lists_every_load_error_code_in_order() {
 }
 
 #[test]
+fn the_environment_section_names_every_forbidden_variable_and_family() {
+    let start = DOC
+        .find("### Environment\n")
+        .expect("an Environment section");
+    let section = &DOC[start..start + DOC[start..].find("\n### Interpreters").unwrap()];
+    for name in FORBIDDEN_ENV_NAMES {
+        assert!(
+            section.contains(&format!("`{name}`")),
+            "{name} is not documented"
+        );
+    }
+    for prefix in FORBIDDEN_ENV_PREFIXES {
+        assert!(
+            section.contains(&format!("`{prefix}*`")),
+            "{prefix}* is not documented"
+        );
+    }
+}
+
+#[test]
 fn the_example_parses_and_allows_what_the_text_says() {
     let start = DOC.find("```toml\n").expect("an example") + "```toml\n".len();
     let example = &DOC[start..start + DOC[start..].find("```").expect("end of the example")];
@@ -57,4 +79,10 @@ fn the_example_parses_and_allows_what_the_text_says() {
         assert!(!allowed("rotate-logs", &[traversal]), "{traversal}");
     }
     assert!(!allowed("restart-service", &["nginx"]));
+    assert!(
+        allowlist
+            .interpreters()
+            .get(std::path::Path::new("/usr/bin/python3"))
+            .is_some()
+    );
 }

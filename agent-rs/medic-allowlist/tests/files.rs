@@ -1,137 +1,24 @@
 //! Opening and verifying real files: ownership, modes, directories, symbolic links, hashes, and
-//! running what was verified.
-//!
-//! Files live in temporary directories under Cargo's target directory (not directly in /tmp,
-//! where anyone may create the names a test uses). The policy trusts the user running
-//! the tests. The two tests that need a file or directory owned by someone else `chown` and so
-//! need root, as `make agent-test` runs in this project.
+//! running what was verified (the sandbox and helpers are `support`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::fs::{self, Permissions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, symlink};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::{PermissionsExt, chown, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::thread::sleep;
+use std::process::Command;
 use std::time::Duration;
 
 use medic_allowlist::{
-    Allowlist, FilePolicy, LoadError, Reason, Request, Sha256, open_trusted_file,
+    Allowlist, FilePolicy, Interpreters, LoadError, Reason, Request, Sha256, open_trusted_file,
     open_verified_script,
 };
-use tempfile::TempDir;
-
-const SCRIPT: &[u8] = b"#!/bin/sh\necho \"verified $1\"\n";
-const NOBODY: u32 = 65_534;
-
-struct Sandbox {
-    dir: TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        for directory in base.ancestors() {
-            let metadata = fs::metadata(directory).unwrap();
-            let mode = metadata.mode();
-            let sticky_root = mode & 0o1000 != 0 && metadata.uid() == 0;
-            assert!(
-                mode & 0o022 == 0 || sticky_root,
-                "{} is writable by others, so every script below it is rightly refused: \
-                 put the target directory (CARGO_TARGET_DIR) somewhere safe",
-                directory.display()
-            );
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("allowlist-")
-            .tempdir_in(base)
-            .unwrap();
-        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
-        let path = self.path(name);
-        let mut file = fs::File::create(&path).unwrap();
-        file.write_all(content).unwrap();
-        drop(file);
-        fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    fn subdir(&self, name: &str, mode: u32) -> PathBuf {
-        let path = self.path(name);
-        fs::create_dir(&path).unwrap();
-        fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
-        path
-    }
-}
-
-/// The uid the tests run as, read from a file they created (no unsafe `geteuid`).
-fn my_uid(sandbox: &Sandbox) -> u32 {
-    fs::metadata(sandbox.dir.path()).unwrap().uid()
-}
-
-fn policy(sandbox: &Sandbox) -> FilePolicy {
-    FilePolicy::owned_by(my_uid(sandbox))
-}
-
-fn require_root(sandbox: &Sandbox) {
-    assert_eq!(
-        my_uid(sandbox),
-        0,
-        "this test chowns files to another user: run it as root (make agent-test does)"
-    );
-}
-
-fn refusal(path: &Path, sha256: Sha256, policy: &FilePolicy) -> Reason {
-    open_verified_script(path, sha256, policy)
-        .unwrap_err()
-        .reason()
-}
-
-/// Spawn, retrying while another test's fork still holds a just-written file open for writing
-/// (ETXTBSY), a known race of tests that write and execute files in parallel.
-fn run(command: &mut Command) -> Output {
-    for _ in 0..50 {
-        match command.output() {
-            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => {
-                sleep(Duration::from_millis(20))
-            }
-            result => return result.unwrap(),
-        }
-    }
-    panic!("the script stayed busy (ETXTBSY)")
-}
-
-/// Let the child inherit `fd`: `#!` scripts need it, since their interpreter opens
-/// /proc/self/fd/N itself. This is what the agent does in its `pre_exec` hook.
-#[allow(unsafe_code)]
-fn inherit_fd(command: &mut Command, fd: i32) -> &mut Command {
-    // SAFETY: fcntl is async-signal-safe, and the closure touches nothing else.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
-}
-
-fn system_binary(name: &str) -> PathBuf {
-    ["/usr/bin", "/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("no {name} binary"))
-}
+use support::{
+    NOBODY, SCRIPT, Sandbox, inherit_fd, policy, refusal, require_root, run, system_binary, verify,
+};
 
 // ---- what passes ------------------------------------------------------------------------------
 
@@ -139,7 +26,7 @@ fn system_binary(name: &str) -> PathBuf {
 fn a_trusted_script_with_the_listed_hash_is_verified_and_held_open() {
     let sandbox = Sandbox::new();
     let path = sandbox.write("ok.sh", SCRIPT, 0o755);
-    let verified = open_verified_script(&path, Sha256::of(SCRIPT), &policy(&sandbox)).unwrap();
+    let verified = verify(&sandbox, &path, SCRIPT).unwrap();
     assert_eq!(verified.path(), path);
     assert_eq!(verified.sha256(), Sha256::of(SCRIPT));
     let fd = verified.file().as_raw_fd();
@@ -154,11 +41,28 @@ fn a_trusted_script_with_the_listed_hash_is_verified_and_held_open() {
 #[test]
 fn read_only_and_owner_only_modes_are_fine() {
     let sandbox = Sandbox::new();
-    for (name, mode) in [("a", 0o500), ("b", 0o700), ("c", 0o555), ("d", 0o4755)] {
+    for (name, mode) in [("a", 0o500), ("b", 0o700), ("c", 0o555), ("d", 0o1755)] {
         let path = sandbox.write(name, SCRIPT, mode);
+        assert!(verify(&sandbox, &path, SCRIPT).is_ok(), "mode {mode:o}");
+    }
+}
+
+#[test]
+fn setuid_or_setgid_scripts_are_refused() {
+    let sandbox = Sandbox::new();
+    for (name, mode) in [
+        ("u", 0o4755),
+        ("g", 0o2755),
+        ("both", 0o6555),
+        ("x", 0o4711),
+    ] {
+        let path = sandbox.write(name, SCRIPT, mode);
+        let refused = verify(&sandbox, &path, SCRIPT).unwrap_err();
+        assert_eq!(refused.reason(), Reason::Setuid, "mode {mode:o}");
         assert!(
-            open_verified_script(&path, Sha256::of(SCRIPT), &policy(&sandbox)).is_ok(),
-            "mode {mode:o}"
+            refused.detail().contains("setuid or setgid"),
+            "{}",
+            refused.detail()
         );
     }
 }
@@ -170,7 +74,7 @@ fn a_binary_swapped_after_verification_is_not_what_runs() {
     let sandbox = Sandbox::new();
     let echo = fs::read(system_binary("echo")).unwrap();
     let path = sandbox.write("tool", &echo, 0o755);
-    let verified = open_verified_script(&path, Sha256::of(&echo), &policy(&sandbox)).unwrap();
+    let verified = verify(&sandbox, &path, &echo).unwrap();
 
     // An attacker (or an upgrade) renames another program over the path after the check.
     let impostor = sandbox.write("impostor", b"#!/bin/sh\necho swapped\n", 0o755);
@@ -229,7 +133,7 @@ fn a_shell_script_runs_from_the_inherited_descriptor_even_after_a_swap() {
 fn a_file_whose_content_differs_from_the_listed_hash_is_refused() {
     let sandbox = Sandbox::new();
     let path = sandbox.write("x.sh", SCRIPT, 0o755);
-    let refused = open_verified_script(&path, Sha256::of(b"other"), &policy(&sandbox)).unwrap_err();
+    let refused = verify(&sandbox, &path, b"other").unwrap_err();
     assert_eq!(refused.reason(), Reason::HashMismatch);
     assert!(refused.detail().contains(&Sha256::of(SCRIPT).to_string()));
 }
@@ -280,11 +184,25 @@ fn files_not_owned_by_the_trusted_user_are_refused() {
     require_root(&sandbox);
     let path = sandbox.write("x.sh", SCRIPT, 0o755);
     chown(&path, Some(NOBODY), None).unwrap();
-    let refused = open_verified_script(&path, Sha256::of(SCRIPT), &FilePolicy::ROOT).unwrap_err();
+    let refused = open_verified_script(
+        &path,
+        Sha256::of(SCRIPT),
+        &FilePolicy::ROOT,
+        &Interpreters::NONE,
+    )
+    .unwrap_err();
     assert_eq!(refused.reason(), Reason::BadOwner);
     assert!(refused.detail().contains("65534"), "{}", refused.detail());
     // The owner is a parameter: trusting that user accepts the same file.
-    assert!(open_verified_script(&path, Sha256::of(SCRIPT), &FilePolicy::owned_by(NOBODY)).is_ok());
+    assert!(
+        open_verified_script(
+            &path,
+            Sha256::of(SCRIPT),
+            &FilePolicy::owned_by(NOBODY),
+            &Interpreters::NONE
+        )
+        .is_ok()
+    );
     // A root-owned file is refused when another user is the trusted owner.
     let root_owned = sandbox.write("y.sh", SCRIPT, 0o755);
     assert_eq!(
@@ -316,7 +234,7 @@ fn group_or_world_writable_directories_anywhere_above_are_refused() {
     let upper = sandbox.subdir("upper", 0o755);
     sandbox.subdir("upper/lower", 0o755);
     let path = sandbox.write("upper/lower/x.sh", SCRIPT, 0o755);
-    assert!(open_verified_script(&path, Sha256::of(SCRIPT), &policy(&sandbox)).is_ok());
+    assert!(verify(&sandbox, &path, SCRIPT).is_ok());
     for mode in [0o775, 0o777, 0o757] {
         fs::set_permissions(&upper, Permissions::from_mode(mode)).unwrap();
         assert_eq!(
@@ -336,7 +254,15 @@ fn a_root_owned_sticky_directory_above_is_trusted_like_tmp() {
     let path = sandbox.write("shared/app/x.sh", SCRIPT, 0o755);
     // Like /tmp: anyone may add entries, nobody but their owner may rename or remove them.
     fs::set_permissions(&shared, Permissions::from_mode(0o1777)).unwrap();
-    assert!(open_verified_script(&path, Sha256::of(SCRIPT), &FilePolicy::ROOT).is_ok());
+    assert!(
+        open_verified_script(
+            &path,
+            Sha256::of(SCRIPT),
+            &FilePolicy::ROOT,
+            &Interpreters::NONE
+        )
+        .is_ok()
+    );
     // Sticky but not owned by root: its owner could still swap what is inside.
     chown(&shared, Some(NOBODY), None).unwrap();
     assert_eq!(

@@ -1,4 +1,5 @@
-//! Property tests: argument rules against simple oracles, counts, and a parser that never panics.
+//! Property tests: argument rules against simple oracles, counts, the `[[interpreter]]` table
+//! against an oracle, and a parser that never panics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use medic_allowlist::{Allowlist, ArgumentRule, Pattern, Reason, Request};
@@ -17,7 +18,83 @@ fn argument() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Interpreter paths, and the problem each has on its own (`None`: a valid listing path).
+const INTERPRETER_PATHS: &[(&str, Option<&str>)] = &[
+    ("/usr/bin/python3", None),
+    ("/usr/bin/perl", None),
+    ("/opt/tools/bin/ruby", None),
+    ("python3", Some("path_not_absolute")),
+    ("", Some("path_not_absolute")),
+    ("/usr/bin/../bin/perl", Some("path_not_canonical")),
+    ("/usr/bin/", Some("path_not_canonical")),
+    ("/", Some("path_not_canonical")),
+];
+
+/// The verdict the loader must give for these listings (path index, valid hash or not): the
+/// count first, then each listing in order (its path, then its hash), then duplicates.
+fn interpreter_oracle(listings: &[(usize, bool)]) -> &'static str {
+    if listings.len() > medic_allowlist::MAX_INTERPRETERS {
+        return "too_many_interpreters";
+    }
+    for &(path, good_hash) in listings {
+        if let Some(problem) = INTERPRETER_PATHS[path].1 {
+            return problem;
+        }
+        if !good_hash {
+            return "invalid_sha256";
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if listings.iter().any(|&(path, _)| !seen.insert(path)) {
+        return "duplicate_interpreter";
+    }
+    "ok"
+}
+
 proptest! {
+    #[test]
+    fn the_interpreter_table_loads_exactly_when_every_listing_is_valid(
+        listings in prop::collection::vec(
+            (0..INTERPRETER_PATHS.len(), prop::bool::weighted(0.9)),
+            0..4,
+        ),
+        many in prop::bool::weighted(0.1),
+    ) {
+        let mut listings = listings;
+        if many {
+            listings = (0..=medic_allowlist::MAX_INTERPRETERS).map(|_| (0, true)).collect();
+        }
+        let tables: String = listings
+            .iter()
+            .map(|&(path, good_hash)| {
+                let hash = if good_hash { HASH } else { "not-a-hash" };
+                format!(
+                    "\n[[interpreter]]\npath = {:?}\nsha256 = \"{hash}\"\n",
+                    INTERPRETER_PATHS[path].0
+                )
+            })
+            .collect();
+        let text = format!(
+            "version = 1\n[[script]]\nname = \"s\"\npath = \"/opt/s\"\nsha256 = \"{HASH}\"\n\
+             timeout = 1\n{tables}"
+        );
+        let verdict = match Allowlist::from_toml(&text) {
+            Ok(allowlist) => {
+                prop_assert_eq!(allowlist.interpreters().len(), listings.len());
+                for &(path, _) in &listings {
+                    let listed = allowlist
+                        .interpreters()
+                        .get(std::path::Path::new(INTERPRETER_PATHS[path].0))
+                        .unwrap();
+                    prop_assert_eq!(listed.sha256(), Some(HASH.parse().unwrap()));
+                }
+                "ok"
+            }
+            Err(error) => error.code(),
+        };
+        prop_assert_eq!(verdict, interpreter_oracle(&listings));
+    }
+
     #[test]
     fn fixed_allows_exactly_its_value(value in "[ -~]{0,12}", arg in argument()) {
         let rule = ArgumentRule::Fixed(value.clone());
