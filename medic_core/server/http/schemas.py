@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from medic_core.store.pagination import MAX_LIMIT
+from medic_core.validation import MAX_ID
+
 SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,99}$"}
 INSTANT = {"type": "string", "format": "date-time"}
-CURSOR = {"type": "string"}
+CURSOR = {"type": "string", "maxLength": 100}
+#: A row id in a path or a filter: ids are positive BIGINTs, so larger numbers cannot exist.
+ROW_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
 
 EXPECTATION: dict[str, Any] = {
     "oneOf": [
@@ -86,7 +92,18 @@ HEARTBEAT_BATCH = {
     "type": "object",
     "required": ["heartbeats"],
     "properties": {
-        "heartbeats": {"type": "array", "items": HEARTBEAT, "minItems": 1, "maxItems": 1000}
+        "heartbeats": {
+            "type": "array",
+            # Any item is taken: each is checked on its own against the Heartbeat schema and a
+            # bad one is refused in its result, not by refusing the batch (one malformed line
+            # of a collector must not cost the other 999 heartbeats).
+            "items": {
+                "description": "a heartbeat (components/schemas/Heartbeat), checked on its own: "
+                "a bad item is refused in its result (ok: false) and the others are stored"
+            },
+            "minItems": 1,
+            "maxItems": 1000,
+        }
     },
     "additionalProperties": False,
 }
@@ -335,3 +352,5 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
 
 
 OBJECT: dict[str, Any] = {"type": "object"}
+#: The path parameters of routes addressing a row by its integer id.
+ID_PATH: dict[str, dict[str, Any]] = {"id": ROW_ID}
