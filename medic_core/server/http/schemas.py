@@ -73,7 +73,13 @@ SERVICE_CREATE = {
 SERVICE_UPDATE = {"type": "object", "properties": _SERVICE_FIELDS, "additionalProperties": False}
 MUTE = {
     "type": "object",
-    "properties": {"until": INSTANT, "reason": {"type": "string", "maxLength": 500}},
+    "properties": {
+        "until": {
+            "oneOf": [INSTANT, {"type": "null"}],
+            "description": "null or absent: muted until unmuted",
+        },
+        "reason": {"type": "string", "maxLength": 500},
+    },
     "additionalProperties": False,
 }
 HEARTBEAT = {
