@@ -325,5 +325,9 @@ def settings_markdown() -> str:
     ]
     for f in fields(Settings):
         default = "(per user)" if f.name == "data_dir" else repr(f.default)
-        lines.append(f"| `MEDIC_{f.name.upper()}` | `{default}` | {f.metadata['help']} |")
+        shown = {
+            HIDE_VALUE: " Secret: shown masked.",
+            HIDE_URL_CREDENTIALS: " Shown with its password masked.",
+        }.get(f.metadata.get("secret", ""), "")
+        lines.append(f"| `MEDIC_{f.name.upper()}` | `{default}` | {f.metadata['help']}{shown} |")
     return "\n".join(lines) + "\n"
