@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medic_core.schedule.expectations import MAX_MIN_COUNT, MAX_SECONDS
 from medic_core.store.pagination import MAX_LIMIT
 from medic_core.validation import MAX_ID
 
@@ -25,7 +26,7 @@ EXPECTATION: dict[str, Any] = {
             "required": ["kind", "period"],
             "properties": {
                 "kind": {"const": "interval"},
-                "period": {"type": "integer", "minimum": 1},
+                "period": {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
             },
             "additionalProperties": False,
         },
@@ -44,8 +45,8 @@ EXPECTATION: dict[str, Any] = {
             "required": ["kind", "min_count", "window"],
             "properties": {
                 "kind": {"const": "quorum"},
-                "min_count": {"type": "integer", "minimum": 1},
-                "window": {"type": "integer", "minimum": 1},
+                "min_count": {"type": "integer", "minimum": 1, "maximum": MAX_MIN_COUNT},
+                "window": {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
             },
             "additionalProperties": False,
         },
@@ -60,8 +61,8 @@ _SERVICE_FIELDS: dict[str, Any] = {
     "runbook_url": {"type": ["string", "null"], "format": "uri"},
     "description": {"type": "string"},
     "expectation": EXPECTATION,
-    "grace": {"type": "integer", "minimum": 0},
-    "max_duration": {"type": ["integer", "null"], "minimum": 1},
+    "grace": {"type": "integer", "minimum": 0, "maximum": MAX_SECONDS},
+    "max_duration": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_SECONDS},
 }
 
 SERVICE_CREATE = {
@@ -89,7 +90,7 @@ HEARTBEAT = {
         "service": SLUG,
         "status": {"enum": ["ok", "start", "success", "fail"], "default": "ok"},
         "run_id": {"type": "string", "maxLength": 200},
-        "exit_code": {"type": "integer"},
+        "exit_code": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
         "message": {"type": "string", "description": "Cut to 4000 characters (flagged)."},
     },
     "additionalProperties": False,
@@ -162,7 +163,12 @@ MAINTENANCE = {
             "type": ["string", "null"],
             "description": "cron expression opening each occurrence",
         },
-        "duration": {"type": ["integer", "null"], "description": "seconds each occurrence lasts"},
+        "duration": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_SECONDS,
+            "description": "seconds each occurrence lasts",
+        },
     },
     "additionalProperties": False,
 }
