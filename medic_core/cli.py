@@ -79,7 +79,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from medic_core.observability.tracing import configure_tracing
     from medic_core.server.serve import serve
 
-    configure_logging(settings.log_level, json=settings.log_format == "json")
+    configure_logging(
+        settings.log_level, json=settings.log_format == "json", secrets=settings.secret_values()
+    )
     configure_tracing(settings.otlp_endpoint)
     try:
         import uvloop
@@ -583,6 +585,8 @@ async def _doctor_targets(medic: Any) -> list[dict[str, str]]:
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> None:
     rows = asyncio.run(_doctor(settings))
+    # A check's detail quotes what its library said, which may include a URL or a token.
+    rows = [{**row, "detail": settings.scrub(row["detail"])} for row in rows]
     _emit(args, rows, ["check", "status", "detail"])
     if any(row["status"] == "down" for row in rows):
         raise SystemExit(1)
@@ -642,11 +646,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> None:
     if args.markdown:
         print(settings_markdown(), end="")
     else:
-        shown = {
-            k: ("***" if k in ("admin_key", "api_key") and v else v)
-            for k, v in vars(settings).items()
-        }
-        print(json.dumps(shown, indent=2))
+        print(json.dumps(settings.masked(), indent=2))
 
 
 # -- parser -----------------------------------------------------------------------------------

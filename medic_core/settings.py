@@ -10,11 +10,13 @@ from the table below (``medic config --markdown``), so the docs cannot drift fro
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 
 def _default_data_dir() -> str:
@@ -22,8 +24,23 @@ def _default_data_dir() -> str:
     return str(Path(base) / "medic")
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+#: Secret settings are marked once, here, in their field's metadata (``secret=``); wherever
+#: settings are printed or logged (``medic config``, ``medic doctor``, the logs) a
+#: ``HIDE_VALUE`` setting shows as ``MASK``, and a ``HIDE_URL_CREDENTIALS`` one shows its URL
+#: with the password of the user part (and credential-like query values) as ``MASK``.
+HIDE_VALUE = "value"
+HIDE_URL_CREDENTIALS = "url"
+MASK = "********"
+#: Query parameters of a URL that carry credentials (``?password=...``, ``?token=...``).
+_CREDENTIAL_QUERY = re.compile(r"pass|secret|token|key|auth|cred", re.IGNORECASE)
+
+
+def _setting(default: Any, help: str, *, secret: str | None = None) -> Any:
+    """A setting; ``secret`` (``HIDE_VALUE``, ``HIDE_URL_CREDENTIALS``): what is never shown."""
+    metadata: dict[str, Any] = {"help": help}
+    if secret is not None:
+        metadata["secret"] = secret
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Settings:
     database_url: str = _setting(
         "",
         "Database URL. Empty: SQLite at <data_dir>/medic.db. PostgreSQL: postgresql://user:pass@host:5432/medic",
+        secret=HIDE_URL_CREDENTIALS,
     )
     host: str = _setting("127.0.0.1", "Address the HTTP server listens on (0.0.0.0 for all).")
     port: int = _setting(8080, "HTTP port.")
@@ -46,6 +64,7 @@ class Settings:
     admin_key: str = _setting(
         "",
         "Admin API key to create on first start (empty database) instead of generating one.",
+        secret=HIDE_VALUE,
     )
     auto_migrate: bool = _setting(True, "Apply database migrations when the server starts.")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
@@ -77,10 +96,16 @@ class Settings:
         "FULL", "SQLite synchronous mode; FULL makes every commit durable."
     )
     key_cache_ttl: float = _setting(5.0, "Seconds a verified API key is cached.")
-    api_key: str = _setting("", "API key the CLI's client commands (medic ping) send.")
-    otlp_endpoint: str = _setting("", "OTLP/HTTP endpoint for traces (needs the otel extra).")
+    api_key: str = _setting(
+        "", "API key the CLI's client commands (medic ping) send.", secret=HIDE_VALUE
+    )
+    otlp_endpoint: str = _setting(
+        "", "OTLP/HTTP endpoint for traces (needs the otel extra).", secret=HIDE_URL_CREDENTIALS
+    )
     redis_url: str = _setting(
-        "", "Redis URL (redis:// or rediss:// for TLS); when set, /health/ready checks it."
+        "",
+        "Redis URL (redis:// or rediss:// for TLS); when set, /health/ready checks it.",
+        secret=HIDE_URL_CREDENTIALS,
     )
     notify_timeout: float = _setting(10.0, "Seconds one notification delivery may take.")
     delivery_max_attempts: int = _setting(
@@ -107,19 +132,25 @@ class Settings:
         "Comma-separated CIDRs webhook targets may reach although they are private, loopback or "
         "link-local (e.g. 10.20.0.0/16 for an internal receiver). Empty: none.",
     )
-    slack_bot_token: str = _setting("", "Slack bot token (xoxb-...) the Slack notifier uses.")
-    slack_signing_secret: str = _setting(
-        "", "Slack signing secret; verifies Acknowledge/Resolve button clicks."
+    slack_bot_token: str = _setting(
+        "", "Slack bot token (xoxb-...) the Slack notifier uses.", secret=HIDE_VALUE
     )
-    slack_api_url: str = _setting("https://slack.com/api", "Base URL of the Slack Web API.")
+    slack_signing_secret: str = _setting(
+        "", "Slack signing secret; verifies Acknowledge/Resolve button clicks.", secret=HIDE_VALUE
+    )
+    slack_api_url: str = _setting(
+        "https://slack.com/api", "Base URL of the Slack Web API.", secret=HIDE_URL_CREDENTIALS
+    )
     pagerduty_events_url: str = _setting(
-        "https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint."
+        "https://events.pagerduty.com/v2/enqueue",
+        "PagerDuty Events API v2 endpoint.",
+        secret=HIDE_URL_CREDENTIALS,
     )
     smtp_host: str = _setting("", "SMTP server for the email notifier (empty: email disabled).")
     smtp_port: int = _setting(587, "SMTP port.")
     smtp_starttls: bool = _setting(True, "Upgrade the SMTP connection with STARTTLS (required).")
     smtp_username: str = _setting("", "SMTP user name (empty: no authentication).")
-    smtp_password: str = _setting("", "SMTP password.")
+    smtp_password: str = _setting("", "SMTP password.", secret=HIDE_VALUE)
     smtp_ca_file: str = _setting(
         "", "PEM file of CAs trusted for the SMTP server's certificate (empty: the system's)."
     )
@@ -148,6 +179,33 @@ class Settings:
         "Seconds between two looks, on every replica with the gRPC endpoint, for executions "
         "and cancels requested on another replica for the agents connected here.",
     )
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug output: never with their secrets.
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.masked().items())
+        return f"Settings({shown})"
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting by name, each secret masked (what ``medic config`` prints)."""
+        return {f.name: _mask(f, getattr(self, f.name)) for f in fields(self)}
+
+    def secret_values(self) -> list[str]:
+        """The secret strings set here (whole values, URL passwords), longest first."""
+        found: set[str] = set()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = f.metadata.get("secret")
+            if kind == HIDE_VALUE and value:
+                found.add(value)
+            elif kind == HIDE_URL_CREDENTIALS and value:
+                found.update(_url_credentials(value))
+        return sorted(found, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value set here replaced by ``MASK``."""
+        for secret in self.secret_values():
+            text = text.replace(secret, MASK)
+        return text
 
     @property
     def resolved_database_url(self) -> str:
@@ -195,6 +253,50 @@ class Settings:
         )
 
 
+def _mask(setting: Field[Any], value: Any) -> Any:
+    kind = setting.metadata.get("secret")
+    if kind == HIDE_VALUE:
+        return MASK if value else value
+    if kind == HIDE_URL_CREDENTIALS and value:
+        return mask_url(value)
+    return value
+
+
+def _url_parts(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    return parts
+
+
+def _url_credentials(url: str) -> list[str]:
+    parts = _url_parts(url)
+    if parts is None:
+        return [url]  # unreadable: treat all of it as the secret
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in parse_qsl(parts.query) if _CREDENTIAL_QUERY.search(k) and v]
+    return found
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and credential-like query values replaced by ``MASK``."""
+    parts = _url_parts(url)
+    if parts is None:
+        return MASK
+    netloc = parts.netloc
+    if parts.password:
+        user, _, host = netloc.rpartition("@")
+        name = user.partition(":")[0]
+        netloc = f"{name}:{MASK}@{host}"
+    query = "&".join(
+        f"{k}={MASK if _CREDENTIAL_QUERY.search(k) and v else v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     kind = kind if isinstance(kind, str) else kind.__name__
     try:
@@ -223,5 +325,9 @@ def settings_markdown() -> str:
     ]
     for f in fields(Settings):
         default = "(per user)" if f.name == "data_dir" else repr(f.default)
-        lines.append(f"| `MEDIC_{f.name.upper()}` | `{default}` | {f.metadata['help']} |")
+        shown = {
+            HIDE_VALUE: " Secret: shown masked.",
+            HIDE_URL_CREDENTIALS: " Shown with its password masked.",
+        }.get(f.metadata.get("secret", ""), "")
+        lines.append(f"| `MEDIC_{f.name.upper()}` | `{default}` | {f.metadata['help']}{shown} |")
     return "\n".join(lines) + "\n"

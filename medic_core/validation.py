@@ -1,8 +1,15 @@
-"""Small input rules shared by every domain module (slugs, names, URLs, numbers, instants)."""
+"""Small input rules shared by every domain module (slugs, names, URLs, numbers, instants).
+
+Error messages say what was wrong without handing the input back wholesale: a value is quoted
+with ``quote()``, which cuts it after ``QUOTE_MAX`` characters (and says so), so an invalid
+megabyte-long slug does not come back in the 422, and secrets are never quoted at all (the
+callers that handle them -- notifier configuration, settings -- describe the rule instead).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -11,13 +18,31 @@ from medic_core.errors import ValidationError
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 PRIORITIES = ("p1", "p2", "p3", "p4", "p5")
+#: Longest part of an input value an error message quotes back.
+QUOTE_MAX = 200
+MAX_ID = 2**63 - 1  # ids are BIGINT on both databases
+#: The range of a 64-bit signed integer (BIGINT): the widest any integer input may be.
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def quote(value: object) -> str:
+    """``value`` quoted for an error message; past ``QUOTE_MAX`` characters cut and marked.
+
+    Every message that hands an input back goes through this: a client that sent a megabyte
+    gets a readable error, not its megabyte back (and logs that record errors stay bounded).
+    """
+    shown = repr(value)
+    if len(shown) <= QUOTE_MAX:
+        return shown
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(shown)} characters"
+    return f"{shown[:QUOTE_MAX]}... (cut: {size})"
 
 
 def slug(value: object, field: str = "slug") -> str:
     if not isinstance(value, str) or not SLUG_RE.match(value):
         raise ValidationError(
-            f"{field} {value!r} is not valid: use 1-100 lower-case letters, digits, '.', '_' or "
-            "'-', starting with a letter or digit (for example 'nightly-backup')",
+            f"{field} {quote(value)} is not valid: use 1-100 lower-case letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit (for example 'nightly-backup')",
             field=field,
         )
     return value
@@ -34,7 +59,9 @@ def text(value: object, field: str, *, max_len: int, allow_empty: bool = False) 
     return value
 
 
-def integer(value: object, field: str, *, low: int, high: int) -> int:
+def integer(value: object, field: str, *, low: int = INT64[0], high: int = INT64[1]) -> int:
+    """An integer in ``[low, high]``; never wider than a 64-bit signed column (``INT64``)."""
+    low, high = max(low, INT64[0]), min(high, INT64[1])
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{field} must be an integer", field=field)
     if not low <= value <= high:
@@ -95,16 +122,6 @@ def instant(value: object, field: str) -> datetime:
         ) from None
 
 
-MAX_ID = 2**63 - 1  # ids are BIGINT on both databases
-
-
-def row_id(value: int, field: str) -> int:
-    """An id that fits the database's BIGINT (larger ones cannot exist: not found, not a 500)."""
-    if not 0 < value <= MAX_ID:
-        raise ValidationError(f"{field} must be a positive 64-bit integer", field=field)
-    return value
-
-
 def like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` as a substring, with ``%``/``_`` taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -119,3 +136,65 @@ def only_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
             f"allowed: {', '.join(sorted(allowed))}",
             field=unknown[0],
         )
+
+
+#: The JSON Schema keywords ``conforms`` understands; parameter declarations use no others
+#: (a test walks the route table), so a declared rule can never be silently unenforced.
+CHECKED_KEYWORDS = frozenset(
+    {"type", "enum", "const", "pattern", "minLength", "maxLength", "minimum", "maximum"}
+)
+#: Keywords that only describe (for the OpenAPI document); ``format`` is parsed by the caller.
+ANNOTATION_KEYWORDS = frozenset({"description", "examples", "default", "format", "title"})
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "boolean": (bool,),
+    "number": (int, float),
+    "null": (type(None),),
+}
+
+
+def conforms(value: object, schema: Mapping[str, Any], field: str, label: str = "") -> None:
+    """Check an already-parsed parameter value against its declared (simple) JSON Schema.
+
+    Raises ``ValidationError`` naming the rule, and quotes the value only through ``quote``.
+    ``label`` is how the message names the value (default: ``field``).
+    """
+    name = label or field
+    unknown = set(schema) - CHECKED_KEYWORDS - ANNOTATION_KEYWORDS
+    if unknown:  # a declaration this checker cannot enforce: a bug in Medic, not in the input
+        raise TypeError(f"{name}: cannot check JSON Schema keyword(s) {sorted(unknown)}")
+    kinds = schema.get("type")
+    if kinds is not None:
+        allowed = [kinds] if isinstance(kinds, str) else list(kinds)
+        if not any(_is_json_type(value, kind) for kind in allowed):
+            raise ValidationError(f"{name} must be of type {' or '.join(allowed)}", field=field)
+    if "const" in schema and value != schema["const"]:
+        raise ValidationError(f"{name} must be {quote(schema['const'])}", field=field)
+    if "enum" in schema and value not in schema["enum"]:
+        choices = ", ".join(str(choice) for choice in schema["enum"])
+        raise ValidationError(f"{name} must be one of {choices}, not {quote(value)}", field=field)
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            raise ValidationError(
+                f"{name} must be at least {schema['minLength']} characters", field=field
+            )
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise ValidationError(
+                f"{name} must be at most {schema['maxLength']} characters", field=field
+            )
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            raise ValidationError(
+                f"{name} {quote(value)} does not match {schema['pattern']}", field=field
+            )
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = max(schema.get("minimum", INT64[0]), INT64[0])
+        high = min(schema.get("maximum", INT64[1]), INT64[1])
+        if not low <= value <= high:
+            raise ValidationError(f"{name} must be between {low} and {high}", field=field)
+
+
+def _is_json_type(value: object, kind: str) -> bool:
+    if kind in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, _JSON_TYPES.get(kind, ()))

@@ -63,6 +63,7 @@ from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import EXECUTIONS_OWED, Agent, Execution, ExecutionOutput
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.validation import quote
 
 if TYPE_CHECKING:
     from medic_core.agent.hub import Session
@@ -407,7 +408,7 @@ class Executions:
         async with self._db.sessions() as db:
             agent = await db.scalar(select(Agent).where(Agent.agent_id == agent_id))
         if agent is None:
-            raise NotFound(f"no agent {agent_id!r}")
+            raise NotFound(f"no agent {quote(agent_id)}")
         summary = agent.allowlist or {}
         refusal: Refusal | None = None
         if agent.paused:
@@ -528,7 +529,7 @@ class Executions:
         async with self._db.transaction() as db:
             row = await self._find(db, execution_id, lock=True)
             if row is None:
-                raise NotFound(f"no execution {execution_id!r}")
+                raise NotFound(f"no execution {quote(execution_id)}")
             if row.state in FINAL:
                 raise Conflict(
                     f"execution {execution_id} has already ended ({row.state}): "
@@ -922,7 +923,7 @@ class Executions:
         async with self._db.sessions() as db:
             row = await self._find(db, execution_id, lock=False)
             if row is None:
-                raise NotFound(f"no execution {execution_id!r}")
+                raise NotFound(f"no execution {quote(execution_id)}")
             chunks = (
                 await db.execute(
                     select(ExecutionOutput.sequence, ExecutionOutput.stream, ExecutionOutput.data)
@@ -980,7 +981,7 @@ class Executions:
                     select(func.count()).select_from(Agent).where(Agent.agent_id == agent)
                 )
                 if not known:
-                    raise NotFound(f"no agent {agent!r}")
+                    raise NotFound(f"no agent {quote(agent)}")
             rows = list(await db.scalars(query.order_by(Execution.id.desc()).limit(size + 1)))
         items = [execution_to_dict(row) for row in rows]
         return page_of(items, size, rows[size - 1].id if len(rows) > size else None)

@@ -29,7 +29,7 @@ from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, Unauthorized, ValidationError
 from medic_core.store import Database
 from medic_core.store.models import ApiKey
-from medic_core.validation import MAX_ID
+from medic_core.validation import MAX_ID, quote
 
 SCOPES = ("read", "write", "admin", "heartbeat", "agent")
 # What each scope carries with it: admin can do what write can, write what read can, and both
@@ -150,7 +150,7 @@ class ApiKeys:
         async with self._db.transaction() as session:
             exists = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
             if exists is not None:
-                raise Conflict(f"an API key with id {key_id!r} already exists")
+                raise Conflict(f"an API key with id {quote(key_id)} already exists")
             session.add(key)
             await session.flush()
             record_audit(
@@ -189,7 +189,7 @@ class ApiKeys:
         if key is None and str(ident).isdigit() and 0 < int(ident) <= MAX_ID:
             key = await session.get(ApiKey, int(ident))
         if key is None:
-            raise NotFound(f"no API key {ident!r}")
+            raise NotFound(f"no API key {quote(ident)}")
         assert isinstance(key, ApiKey)
         return key
 

@@ -12,6 +12,7 @@ from medic_core.heartbeats.model import STATUSES
 from medic_core.store import Database
 from medic_core.store.models import Heartbeat, JobRun, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.validation import quote
 
 RUN_STATUSES = ("running", "succeeded", "failed")
 
@@ -51,7 +52,7 @@ class History:
     async def _service_id(self, session: Any, slug: str) -> int:
         service_id = await session.scalar(select(Service.id).where(Service.slug == slug))
         if service_id is None:
-            raise NotFound(f"no service {slug!r}")
+            raise NotFound(f"no service {quote(slug)}")
         return int(service_id)
 
     async def heartbeats(

@@ -38,6 +38,7 @@ from medic_core.schedule import Expectation, parse_expectation
 from medic_core.services.deadlines import display_state, record_beat
 from medic_core.store import Database, is_transient_db_error
 from medic_core.store.models import Heartbeat, JobRun, Service
+from medic_core.validation import quote
 
 log = logging.getLogger(__name__)
 _HEARTBEATS = cast(Table, Heartbeat.__table__)
@@ -370,7 +371,7 @@ class HeartbeatWriter:
                     target = fast[slug]
                     target.beat(item.received_at, pending, deadlines)
                 else:
-                    results.append(NotFound(f"no service {slug!r}: register it first"))
+                    results.append(NotFound(f"no service {quote(slug)}: register it first"))
                     continue
                 applied.append((len(results), target))
                 results.append(None)

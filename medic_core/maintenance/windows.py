@@ -22,7 +22,7 @@ from medic_core.schedule import MaintenanceSchedule, occurrence_at, parse_mainte
 from medic_core.store import Database
 from medic_core.store.models import Alert, MaintenanceWindow, Service, Team
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
-from medic_core.validation import only_keys, slug, tags, text
+from medic_core.validation import only_keys, quote, slug, tags, text
 
 _FIELDS = {
     "name",
@@ -84,7 +84,7 @@ def parse_selector(value: object) -> dict[str, Any]:
     if key == "team":
         return {"team": slug(val, "selector.team")}
     raise ValidationError(
-        f"selector {key!r} is not valid: use all (true), services (non-empty list), "
+        f"selector {quote(key)} is not valid: use all (true), services (non-empty list), "
         "tags (non-empty list) or team (a team slug)",
         field="selector",
     )

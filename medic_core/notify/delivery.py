@@ -46,6 +46,7 @@ from medic_core.store import Database
 from medic_core.store.models import Alert, Delivery, NotificationTarget, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
 from medic_core.store.types import instant_from_db
+from medic_core.validation import quote
 
 log = logging.getLogger(__name__)
 _DELIVERIES = cast(Table, Delivery.__table__)
@@ -265,7 +266,7 @@ class DeliveryService:
         started = time.monotonic()
         if notifier is None:
             error = DeliveryError(
-                f"notifier {job.notifier!r} is not loaded (plugin removed or disabled?)",
+                f"notifier {quote(job.notifier)} is not loaded (plugin removed or disabled?)",
                 retryable=False,
             )
             return _Outcome(job, error, None, 0.0)
@@ -477,7 +478,7 @@ class DeliveryService:
                     select(NotificationTarget.id).where(NotificationTarget.slug == target)
                 )
                 if target_id is None:
-                    raise NotFound(f"no target {target!r}")
+                    raise NotFound(f"no target {quote(target)}")
                 query = query.where(_DELIVERIES.c.target_id == target_id)
                 self._breakers.pop(target_id, None)
             else:
@@ -504,7 +505,7 @@ class DeliveryService:
                 select(NotificationTarget).where(NotificationTarget.slug == slug)
             )
         if target is None:
-            raise NotFound(f"no target {slug!r}")
+            raise NotFound(f"no target {quote(slug)}")
         return target
 
     async def test_target(self, slug: str) -> dict[str, Any]:
@@ -583,7 +584,7 @@ class DeliveryService:
         target = await self._target(slug)
         notifier = self._notifiers.get(target.notifier)
         if notifier is None:
-            return HealthResult("down", f"notifier {target.notifier!r} is not loaded")
+            return HealthResult("down", f"notifier {quote(target.notifier)} is not loaded")
         check = getattr(notifier, "check_target", None)
         if check is None:
             return HealthResult("ok", f"{target.notifier} has no connection test")

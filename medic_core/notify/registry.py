@@ -49,7 +49,7 @@ from medic_core.store.models import (
     Team,
 )
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
-from medic_core.validation import PRIORITIES, integer, only_keys, slug, text
+from medic_core.validation import PRIORITIES, QUOTE_MAX, integer, only_keys, quote, slug, text
 
 #: What a secret configuration value reads as, and what a client sends back to keep it.
 SECRET_MASK = "********"  # noqa: S105 - a placeholder, not a password
@@ -88,7 +88,7 @@ async def _id_of(session: AsyncSession, model: Any, value: object, field: str, h
     wanted = slug(value, field)
     found = await session.scalar(select(model.id).where(model.slug == wanted))
     if found is None:
-        raise ValidationError(f"no {field.replace('_', ' ')} {wanted!r}: {how}", field=field)
+        raise ValidationError(f"no {field.replace('_', ' ')} {quote(wanted)}: {how}", field=field)
     return int(found)
 
 
@@ -110,7 +110,9 @@ def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
 async def schedule_by_slug(session: AsyncSession, schedule_slug: str) -> Schedule:
     schedule = await session.scalar(select(Schedule).where(Schedule.slug == schedule_slug))
     if schedule is None:
-        raise NotFound(f"no schedule {schedule_slug!r}: create it first (POST /api/v1/schedules)")
+        raise NotFound(
+            f"no schedule {quote(schedule_slug)}: create it first (POST /api/v1/schedules)"
+        )
     return schedule
 
 
@@ -136,7 +138,7 @@ class Schedules:
         now = self._clock.now()
         async with self._db.transaction() as session:
             if await session.scalar(select(Schedule.id).where(Schedule.slug == schedule_slug)):
-                raise Conflict(f"a schedule {schedule_slug!r} already exists")
+                raise Conflict(f"a schedule {quote(schedule_slug)} already exists")
             schedule = Schedule(
                 slug=schedule_slug,
                 name=name,
@@ -204,7 +206,8 @@ class Schedules:
             ).all()
             if users:
                 raise Conflict(
-                    f"schedule {schedule_slug!r} is the period of target(s) {_listing(users)}: "
+                    f"schedule {quote(schedule_slug)} is the period of target(s) "
+                    f"{_listing(users)}: "
                     "give them another schedule or period first (PATCH /api/v1/targets/{slug})"
                 )
             record_audit(
@@ -250,7 +253,7 @@ async def policy_by_slug(session: AsyncSession, policy_slug: str) -> EscalationP
     )
     if policy is None:
         raise NotFound(
-            f"no escalation policy {policy_slug!r}: create it first "
+            f"no escalation policy {quote(policy_slug)}: create it first "
             "(POST /api/v1/escalation-policies)"
         )
     return policy
@@ -291,7 +294,7 @@ async def _levels(session: AsyncSession, value: object) -> list[dict[str, Any]]:
             field = f"{where}.targets[{position}]"
             slug(target, field)
             if target in seen:
-                raise ValidationError(f"{field}: {target!r} is listed twice", field=field)
+                raise ValidationError(f"{field}: {quote(target)} is listed twice", field=field)
             seen.add(target)
             wanted.setdefault(target, field)
         levels.append({"after": after, "targets": list(targets)})
@@ -306,7 +309,7 @@ async def _levels(session: AsyncSession, value: object) -> list[dict[str, Any]]:
         for target, field in wanted.items():
             if target not in found:
                 raise ValidationError(
-                    f"{field}: no target {target!r}: create it first (POST /api/v1/targets)",
+                    f"{field}: no target {quote(target)}: create it first (POST /api/v1/targets)",
                     field=field,
                 )
     return levels
@@ -342,7 +345,7 @@ class EscalationPolicies:
                 select(EscalationPolicy.id).where(EscalationPolicy.slug == policy_slug)
             )
             if exists:
-                raise Conflict(f"an escalation policy {policy_slug!r} already exists")
+                raise Conflict(f"an escalation policy {quote(policy_slug)} already exists")
             policy = EscalationPolicy(
                 slug=policy_slug,
                 name=name,
@@ -417,7 +420,7 @@ class EscalationPolicies:
             ).all()
             if teams:
                 raise Conflict(
-                    f"escalation policy {policy_slug!r} is used by team(s) {_listing(teams)}: "
+                    f"escalation policy {quote(policy_slug)} is used by team(s) {_listing(teams)}: "
                     "give them another policy or none first (PATCH /api/v1/teams/{slug} with "
                     '{"escalation_policy": null})'
                 )
@@ -517,6 +520,15 @@ class SecretFields:
     def _secret(schemas: list[dict[str, Any]]) -> bool:
         return any(schema.get("writeOnly") is True for schema in schemas)
 
+    def secret_at(self, path: Iterable[str | int]) -> bool:
+        """Whether the place at ``path`` is, or lies inside, a secret."""
+        schemas = self._top
+        for key in path:
+            if self._secret(schemas):
+                return True
+            schemas = self._children(schemas, key)
+        return self._secret(schemas)
+
     def redact(self, value: Any) -> Any:
         """``value`` with every secret replaced by ``SECRET_MASK``."""
         return self._redact(value, self._top)
@@ -585,6 +597,20 @@ class SecretFields:
                 self._strings(v, self._children(schemas, i), inside, found)
         elif inside and isinstance(value, str) and value:
             found.add(value)
+
+
+def _at(value: Any, path: Sequence[str | int]) -> Any:
+    """The part of a JSON document at ``path`` (a jsonschema error's ``absolute_path``).
+
+    ``_MISSING`` where the path does not lead anywhere (in a redacted copy, a secret object is
+    a mask string): compared with the real value, that reads as "holds a secret".
+    """
+    for key in path:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return value
 
 
 def _json_path(parts: Iterable[str | int]) -> str:
@@ -702,7 +728,7 @@ class Targets:
             select(NotificationTarget).where(NotificationTarget.slug == target_slug)
         )
         if target is None:
-            raise NotFound(f"no target {target_slug!r}: list them with GET /api/v1/targets")
+            raise NotFound(f"no target {quote(target_slug)}: list them with GET /api/v1/targets")
         return target
 
     async def get(self, target_slug: str) -> dict[str, Any]:
@@ -748,7 +774,7 @@ class Targets:
         if notifier is None:
             loaded = ", ".join(sorted(self._notifiers)) or "none"
             raise ValidationError(
-                f"unknown notifier {name!r}: the loaded notifiers are {loaded} "
+                f"unknown notifier {quote(name)}: the loaded notifiers are {loaded} "
                 "(`medic plugins list` shows the plugins)",
                 field="notifier",
             )
@@ -770,11 +796,20 @@ class Targets:
         return validator
 
     async def _check_config(self, notifier: Notifier, config: dict[str, Any]) -> None:
-        """The notifier's schema, then its own ``validate_config``; messages never quote secrets."""
-        secrets = SecretFields(notifier.config_schema).strings(config)
+        """The notifier's schema, then its own ``validate_config``.
+
+        Messages never quote a secret -- a value at or inside a ``writeOnly`` place, whatever
+        its type, or any string found in one -- nor more than ``QUOTE_MAX`` characters of any
+        value: jsonschema's own message (which quotes the whole value) is used only when it is
+        short and names no secret; otherwise the message names the rule that was broken.
+        """
+        secret_fields = SecretFields(notifier.config_schema)
+        secrets = secret_fields.strings(config)
 
         def safe(message: str, fallback: str) -> str:
-            return fallback if any(s in message for s in secrets) else message
+            if any(s in message for s in secrets) or len(message) > 2 * QUOTE_MAX:
+                return fallback
+            return message
 
         errors = sorted(
             self._validator(notifier).iter_errors(config),
@@ -783,11 +818,21 @@ class Targets:
         if errors:
             error = errors[0]
             where = _json_path(error.absolute_path)
-            rule = json.dumps(error.validator_value, default=str)[:200]
-            message = safe(
-                error.message,
-                f"the value (not shown: it holds a secret) breaks {error.validator} {rule}",
+            rule = json.dumps(error.validator_value, default=str)[:QUOTE_MAX]
+            path = list(error.absolute_path)
+            # A secret of any type (an integer token is still a token) inside the failing value.
+            holds_secret = secret_fields.secret_at(path) or _at(config, path) != _at(
+                secret_fields.redact(config), path
             )
+            if holds_secret:
+                message = (
+                    f"the value (not shown: it holds a secret) breaks {error.validator} {rule}"
+                )
+            else:
+                message = safe(
+                    error.message,
+                    f"the value {quote(error.instance)} breaks {error.validator} {rule}",
+                )
             raise ValidationError(
                 f"{where}: {message} (the {notifier.name} notifier's configuration schema)",
                 field=where,
@@ -895,7 +940,7 @@ class Targets:
             )
         if target.period != "always" and target.schedule_id is None:
             raise ValidationError(
-                f"period {target.period!r} needs a schedule: send schedule with the slug of a "
+                f"period {quote(target.period)} needs a schedule: send schedule with the slug of a "
                 "schedule (POST /api/v1/schedules creates one)",
                 field="schedule",
             )
@@ -931,7 +976,7 @@ class Targets:
                 select(NotificationTarget.id).where(NotificationTarget.slug == target_slug)
             )
             if exists:
-                raise Conflict(f"a target {target_slug!r} already exists")
+                raise Conflict(f"a target {quote(target_slug)} already exists")
             fields = {"config": {}, **{k: v for k, v in data.items() if k != "slug"}}
             owners = await self._apply(session, target, fields, creating=True)
             session.add(target)
@@ -990,7 +1035,8 @@ class Targets:
             ]
             if users:
                 raise Conflict(
-                    f"target {target_slug!r} is named by escalation policy(ies) {_listing(users)}: "
+                    f"target {quote(target_slug)} is named by escalation policy(ies) "
+                    f"{_listing(users)}: "
                     "remove it from their levels first (PATCH /api/v1/escalation-policies/{slug})"
                 )
             record_audit(

@@ -37,6 +37,7 @@ from cronsim import CronSim, CronSimError
 
 from medic_core.clock import to_utc
 from medic_core.errors import ValidationError
+from medic_core.validation import quote
 
 MAX_EXPRESSION_LENGTH = 200
 MAX_ZONE_NAME_LENGTH = 64
@@ -72,7 +73,7 @@ def load_zone(name: object, *, field: str) -> ZoneInfo:
         return zone
     example = _closest_zone(name) or "Europe/Paris"
     raise ValidationError(
-        f"unknown time zone {name!r}: use an IANA name such as {example!r}", field=field
+        f"unknown time zone {quote(name)}: use an IANA name such as {quote(example)}", field=field
     )
 
 
@@ -107,7 +108,7 @@ def validate_cron(expression: object, *, field: str) -> str:
     normalised = " ".join(parts)
     if len(parts) != len(CRON_FIELDS):
         raise ValidationError(
-            f"cron expression {normalised!r} is invalid: it needs 5 fields "
+            f"cron expression {quote(normalised)} is invalid: it needs 5 fields "
             f"({' '.join(CRON_FIELDS)}), got {len(parts)}",
             field=field,
         )
@@ -119,7 +120,8 @@ def validate_cron(expression: object, *, field: str) -> str:
     if first is None:
         # cronsim gives up after 50 years without a match.
         raise ValidationError(
-            f"cron expression {normalised!r} never fires: no date matches its day and month fields",
+            f"cron expression {quote(normalised)} never fires: no date matches its day and "
+            "month fields",
             field=field,
         )
     return normalised
@@ -137,16 +139,16 @@ def _explain_cron_error(expression: str, parts: list[str], error: CronSimError) 
             pass
         else:
             return (
-                f"cron expression {expression!r} never fires: day-of-month {parts[2]!r} "
-                f"does not exist in month {parts[3]!r}"
+                f"cron expression {quote(expression)} never fires: day-of-month {quote(parts[2])} "
+                f"does not exist in month {quote(parts[3])}"
             )
     for name, allowed in _FIELD_HELP:
         if reason == f"Bad {name}":
             return (
-                f"cron expression {expression!r} is invalid: bad {name} field "
+                f"cron expression {quote(expression)} is invalid: bad {name} field "
                 f"(use {allowed}, '*', lists a,b, ranges a-b and steps */n)"
             )
-    return f"cron expression {expression!r} is invalid: {reason}"
+    return f"cron expression {quote(expression)} is invalid: {reason}"
 
 
 def is_wall_time_job(expression: str) -> bool:
@@ -175,7 +177,7 @@ def next_fire(expression: str, zone: ZoneInfo, after: datetime) -> datetime:
     """The first fire time strictly after ``after``."""
     instant = next(fire_times(expression, zone, after), None)
     if instant is None:
-        raise ValueError(f"cron expression {expression!r} has no fire time after {after}")
+        raise ValueError(f"cron expression {quote(expression)} has no fire time after {after}")
     return instant
 
 

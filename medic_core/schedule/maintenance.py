@@ -28,7 +28,7 @@ from medic_core.clock import isoformat, to_utc
 from medic_core.errors import ValidationError
 from medic_core.schedule.cron import fire_times, load_zone, validate_cron
 from medic_core.schedule.expectations import MAX_SECONDS, check_whole_number
-from medic_core.validation import instant
+from medic_core.validation import instant, quote
 
 # fire_times() is strictly-after; searching from one microsecond earlier makes it inclusive.
 _JUST_BEFORE = timedelta(microseconds=1)
@@ -171,7 +171,7 @@ def _check_occurrences(s: MaintenanceSchedule, recurrence: str, duration_seconds
     first = next(fires, None)
     if first is None or first >= s.ends_at:
         raise ValidationError(
-            f"recurrence {recurrence!r} never fires between starts_at "
+            f"recurrence {quote(recurrence)} never fires between starts_at "
             f"({isoformat(s.starts_at)}) and ends_at ({isoformat(s.ends_at)}) in {s.timezone}",
             field="recurrence",
         )

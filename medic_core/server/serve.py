@@ -73,7 +73,7 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(
             f"medic: cannot listen on {settings.host}:{settings.port}: {exc}"
         ) from None
-    sys.stdout.write(banner(settings, medic, token))
+    sys.stdout.write(settings.scrub(banner(settings, medic, token)))
     sys.stdout.flush()
     log.info("medic started", extra={"url": settings.resolved_public_url})
 

@@ -30,6 +30,7 @@ from medic_core.services.deadlines import display_state, recompute, record_beat
 from medic_core.store import Database
 from medic_core.store.models import Alert, Heartbeat, JobRun, Service, Team
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.validation import quote
 
 STATES = ("new", "up", "late", "down", "paused")
 _CREATE_FIELDS = {
@@ -110,7 +111,7 @@ class ServiceRegistry:
             query = query.with_for_update()
         service = await session.scalar(query)
         if service is None:
-            raise NotFound(f"no service {slug!r}")
+            raise NotFound(f"no service {quote(slug)}")
         return service
 
     async def get(self, slug: str) -> dict[str, Any]:
@@ -190,7 +191,7 @@ class ServiceRegistry:
                 )
                 if team is None:
                     raise ValidationError(
-                        f"no team {data['team']!r}: create it first", field="team"
+                        f"no team {quote(data['team'])}: create it first", field="team"
                     )
                 out["team_id"] = team.id
         if "tags" in data:
@@ -229,7 +230,7 @@ class ServiceRegistry:
         async with self._db.transaction() as session:
             fields = await self._parse(session, data, _CREATE_FIELDS)
             if await session.scalar(select(Service.id).where(Service.slug == fields["slug"])):
-                raise Conflict(f"a service {fields['slug']!r} already exists")
+                raise Conflict(f"a service {quote(fields['slug'])} already exists")
             fields.setdefault("name", fields["slug"])
             fields.setdefault("priority", "p3")
             fields.setdefault("tags", [])
@@ -376,7 +377,7 @@ class ServiceRegistry:
                 setattr(service, key, value)
             if action == "pause":
                 if service.state == "paused":
-                    raise Conflict(f"service {slug!r} is already paused")
+                    raise Conflict(f"service {quote(slug)} is already paused")
                 pending.add(
                     "service.state_changed", now, slug=slug, state="paused", was=service.state
                 )
@@ -394,7 +395,7 @@ class ServiceRegistry:
                 )
             elif action == "resume":
                 if service.state != "paused":
-                    raise Conflict(f"service {slug!r} is not paused")
+                    raise Conflict(f"service {quote(slug)} is not paused")
                 service.paused_at = None
                 service.state = "up" if service.last_heartbeat_at is not None else "new"
                 if service.state == "up":

@@ -18,7 +18,7 @@ from medic_core.events import EventBus
 from medic_core.store import Database
 from medic_core.store.models import EscalationPolicy, Service, Team
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
-from medic_core.validation import only_keys, slug, text
+from medic_core.validation import only_keys, quote, slug, text
 
 
 def team_to_dict(team: Team, escalation_policy: str | None = None) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def team_to_dict(team: Team, escalation_policy: str | None = None) -> dict[str, 
 async def team_by_slug(session: AsyncSession, team_slug: str) -> Team:
     team = await session.scalar(select(Team).where(Team.slug == team_slug))
     if team is None:
-        raise NotFound(f"no team {team_slug!r}: create it first (POST /api/v1/teams)")
+        raise NotFound(f"no team {quote(team_slug)}: create it first (POST /api/v1/teams)")
     return team
 
 
@@ -59,7 +59,7 @@ async def _policy_id(session: AsyncSession, value: object) -> int | None:
     )
     if found is None:
         raise ValidationError(
-            f"no escalation policy {policy_slug!r}: create it first "
+            f"no escalation policy {quote(policy_slug)}: create it first "
             "(POST /api/v1/escalation-policies), or send null for none",
             field="escalation_policy",
         )
@@ -78,7 +78,7 @@ class Teams:
         now = self._clock.now()
         async with self._db.transaction() as session:
             if await session.scalar(select(Team.id).where(Team.slug == team_slug)) is not None:
-                raise Conflict(f"a team {team_slug!r} already exists")
+                raise Conflict(f"a team {quote(team_slug)} already exists")
             team = Team(
                 slug=team_slug,
                 name=text(data.get("name", team_slug), "name", max_len=200),
@@ -151,7 +151,8 @@ class Teams:
             )
             if owned:
                 raise Conflict(
-                    f"team {team_slug!r} still owns {owned} service(s): move or delete them first"
+                    f"team {quote(team_slug)} still owns {owned} service(s): move or delete them "
+                    "first"
                 )
             record_audit(
                 session,

@@ -159,7 +159,7 @@ def test_db_apikey_plugins_config(tmp_path: Path) -> None:
     for name in vars(Settings.load({})):
         assert f"`MEDIC_{name.upper()}`" in markdown
     shown = json.loads(ok(sh("config", env)))
-    assert shown["admin_key"] == "***", "config must not print the admin key"
+    assert shown["admin_key"] == "********", "config must not print the admin key"
     assert shown["data_dir"] == str(tmp_path)
 
 
@@ -395,7 +395,7 @@ def test_in_process_plugins_and_config(cli: Cli) -> None:
     assert code == 0 and "`MEDIC_DATABASE_URL`" in out
     cli.monkeypatch.setenv("MEDIC_API_KEY", "medic_0123456789ab_" + "k" * 43)
     code, out, _ = cli("config")
-    assert code == 0 and json.loads(out)["api_key"] == "***" and "kkkk" not in out
+    assert code == 0 and json.loads(out)["api_key"] == "********" and "kkkk" not in out
     cli.monkeypatch.setenv("MEDIC_PORT", "eighty")
     code, _, err = cli("config")
     assert code == 2 and "MEDIC_PORT" in err

@@ -585,10 +585,10 @@ async def test_readiness_shows_each_target_as_last_tested(
     wired: tuple[Medic, Channel], api: tuple[Any, dict[str, str]]
 ) -> None:
     medic, _ = wired
-    client, _ = api
+    client, headers = api
     await add_target(medic, "chat")
     await medic.delivery.refresh_target_health()
-    response = await client.get("/health/ready")
+    response = await client.get("/health/ready", headers=headers)  # details need a key
     body = await response.json()
     assert response.status == 200
     assert body["checks"]["target:chat"]["critical"] is False

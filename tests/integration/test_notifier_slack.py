@@ -844,14 +844,16 @@ async def test_only_post_is_routed(wired: tuple[Medic, TestClient[Any, Any]]) ->
 async def test_readiness_shows_slack_as_a_non_critical_check(
     wired: tuple[Medic, TestClient[Any, Any]], slack: FakeSlack
 ) -> None:
-    _, client = wired
+    medic, client = wired
+    token = await medic.ensure_admin_key()
+    headers = {"Authorization": f"Bearer {token}"}  # the details need a key
     slack.fail_next(error="token_revoked", method="auth.test")
-    response = await client.get("/health/ready")
+    response = await client.get("/health/ready", headers=headers)
     assert response.status == 200  # Slack being down does not make Medic unready
     check = (await response.json())["checks"]["slack"]
     assert check["critical"] is False and check["status"] == "down"
     assert "token_revoked" in check["detail"]
-    ready = await (await client.get("/health/ready")).json()
+    ready = await (await client.get("/health/ready", headers=headers)).json()
     assert ready["checks"]["slack"]["status"] == "ok"
 
 

@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from medic_core.auth import grants
+from medic_core.auth import Principal, grants
 from medic_core.errors import (
     BadRequest,
     Forbidden,
@@ -115,6 +115,24 @@ def _token(request: web.Request) -> str | None:
             return value.strip()
         raise Unauthorized("use 'Authorization: Bearer <api key>' or the X-Api-Key header")
     return request.headers.get("X-Api-Key") or None
+
+
+async def optional_principal(request: web.Request) -> Principal | None:
+    """The caller of a public route, when it sent a valid key; None otherwise.
+
+    A public route never refuses over a key: a readiness probe configured with a stale key
+    still gets its answer (the public one), and a database outage that makes keys unverifiable
+    does not turn the probe into an error.
+    """
+    try:
+        token = _token(request)
+        return None if token is None else await medic(request).keys.authenticate(token)
+    except MedicError:
+        return None
+    except Exception as exc:
+        if is_transient_db_error(exc):
+            return None
+        raise
 
 
 @web.middleware

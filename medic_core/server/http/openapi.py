@@ -27,6 +27,12 @@ _ERRORS = {
 }
 
 
+def _path_schema(route: Route, name: str) -> dict[str, Any]:
+    if name in route.path_params:
+        return route.path_params[name]
+    return schemas.SLUG if name == "slug" else {"type": "string", "minLength": 1}
+
+
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": route.summary,
@@ -35,7 +41,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "x-medic-scope": route.scope,
     }
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(route, name)}
         for name in _PARAM.findall(route.path)
     ]
     params += [
@@ -43,7 +49,7 @@ def _operation(route: Route) -> dict[str, Any]:
             "name": q.name,
             "in": "query",
             "required": False,
-            "schema": q.schema,
+            "schema": {**q.schema, "minLength": 1} if _is_string(q.schema) else q.schema,
             **({"description": q.description} if q.description else {}),
         }
         for q in route.query
@@ -69,6 +75,11 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
+def _is_string(schema: dict[str, Any]) -> bool:
+    # Every query value is refused when empty (never "no filter"): say so for the string ones.
+    return schema.get("type") == "string" and "minLength" not in schema
+
+
 def build_document(declared: list[Route]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in declared:
@@ -88,7 +99,7 @@ def build_document(declared: list[Route]) -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
             },
-            "schemas": {"Problem": schemas.PROBLEM},
+            "schemas": {"Problem": schemas.PROBLEM, "Heartbeat": schemas.HEARTBEAT},
         },
     }
 

@@ -35,6 +35,8 @@ class Route:
     tag: str
     body: dict[str, Any] | None = None
     query: tuple[QueryParam, ...] = ()
+    #: JSON Schemas of path parameters, by name; undeclared: ``slug`` is a slug, others strings.
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: int = 200
     response: dict[str, Any] | None = None
     content_type: str = "application/json"

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from medic_core.schedule.expectations import MAX_MIN_COUNT, MAX_SECONDS
+from medic_core.store.pagination import MAX_LIMIT
+from medic_core.validation import MAX_ID
+
 SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,99}$"}
 INSTANT = {"type": "string", "format": "date-time"}
-CURSOR = {"type": "string"}
+CURSOR = {"type": "string", "maxLength": 100}
+#: A row id in a path or a filter: ids are positive BIGINTs, so larger numbers cannot exist.
+ROW_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
 
 EXPECTATION: dict[str, Any] = {
     "oneOf": [
@@ -19,7 +26,7 @@ EXPECTATION: dict[str, Any] = {
             "required": ["kind", "period"],
             "properties": {
                 "kind": {"const": "interval"},
-                "period": {"type": "integer", "minimum": 1},
+                "period": {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
             },
             "additionalProperties": False,
         },
@@ -38,8 +45,8 @@ EXPECTATION: dict[str, Any] = {
             "required": ["kind", "min_count", "window"],
             "properties": {
                 "kind": {"const": "quorum"},
-                "min_count": {"type": "integer", "minimum": 1},
-                "window": {"type": "integer", "minimum": 1},
+                "min_count": {"type": "integer", "minimum": 1, "maximum": MAX_MIN_COUNT},
+                "window": {"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
             },
             "additionalProperties": False,
         },
@@ -54,8 +61,8 @@ _SERVICE_FIELDS: dict[str, Any] = {
     "runbook_url": {"type": ["string", "null"], "format": "uri"},
     "description": {"type": "string"},
     "expectation": EXPECTATION,
-    "grace": {"type": "integer", "minimum": 0},
-    "max_duration": {"type": ["integer", "null"], "minimum": 1},
+    "grace": {"type": "integer", "minimum": 0, "maximum": MAX_SECONDS},
+    "max_duration": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_SECONDS},
 }
 
 SERVICE_CREATE = {
@@ -67,7 +74,13 @@ SERVICE_CREATE = {
 SERVICE_UPDATE = {"type": "object", "properties": _SERVICE_FIELDS, "additionalProperties": False}
 MUTE = {
     "type": "object",
-    "properties": {"until": INSTANT, "reason": {"type": "string", "maxLength": 500}},
+    "properties": {
+        "until": {
+            "oneOf": [INSTANT, {"type": "null"}],
+            "description": "null or absent: muted until unmuted",
+        },
+        "reason": {"type": "string", "maxLength": 500},
+    },
     "additionalProperties": False,
 }
 HEARTBEAT = {
@@ -77,7 +90,7 @@ HEARTBEAT = {
         "service": SLUG,
         "status": {"enum": ["ok", "start", "success", "fail"], "default": "ok"},
         "run_id": {"type": "string", "maxLength": 200},
-        "exit_code": {"type": "integer"},
+        "exit_code": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
         "message": {"type": "string", "description": "Cut to 4000 characters (flagged)."},
     },
     "additionalProperties": False,
@@ -86,7 +99,18 @@ HEARTBEAT_BATCH = {
     "type": "object",
     "required": ["heartbeats"],
     "properties": {
-        "heartbeats": {"type": "array", "items": HEARTBEAT, "minItems": 1, "maxItems": 1000}
+        "heartbeats": {
+            "type": "array",
+            # Any item is taken: each is checked on its own against the Heartbeat schema and a
+            # bad one is refused in its result, not by refusing the batch (one malformed line
+            # of a collector must not cost the other 999 heartbeats).
+            "items": {
+                "description": "a heartbeat (components/schemas/Heartbeat), checked on its own: "
+                "a bad item is refused in its result (ok: false) and the others are stored"
+            },
+            "minItems": 1,
+            "maxItems": 1000,
+        }
     },
     "additionalProperties": False,
 }
@@ -139,7 +163,12 @@ MAINTENANCE = {
             "type": ["string", "null"],
             "description": "cron expression opening each occurrence",
         },
-        "duration": {"type": ["integer", "null"], "description": "seconds each occurrence lasts"},
+        "duration": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_SECONDS,
+            "description": "seconds each occurrence lasts",
+        },
     },
     "additionalProperties": False,
 }
@@ -335,3 +364,5 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
 
 
 OBJECT: dict[str, Any] = {"type": "object"}
+#: The path parameters of routes addressing a row by its integer id.
+ID_PATH: dict[str, dict[str, Any]] = {"id": ROW_ID}

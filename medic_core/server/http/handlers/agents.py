@@ -54,7 +54,7 @@ AGENT: dict[str, Any] = {
             "key=value: agents with that label; key alone: agents that have the key",
         ),
         QueryParam("cursor", schemas.CURSOR),
-        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+        QueryParam("limit", schemas.LIMIT),
     ),
     response=schemas.page_of(AGENT),
 )

@@ -34,7 +34,7 @@ TAG = "alerts"
         QueryParam("service", schemas.SLUG),
         QueryParam("unresolved", {"type": "boolean"}),
         QueryParam("cursor", schemas.CURSOR),
-        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+        QueryParam("limit", schemas.LIMIT),
     ),
     response=schemas.page_of(schemas.OBJECT),
 )
@@ -50,7 +50,9 @@ async def list_alerts(request: web.Request) -> web.Response:
     return page_response(page)
 
 
-@routes.get("/api/v1/alerts/{id}", scope="read", summary="One alert.", tag=TAG)
+@routes.get(
+    "/api/v1/alerts/{id}", scope="read", summary="One alert.", tag=TAG, path_params=schemas.ID_PATH
+)
 async def get_alert(request: web.Request) -> web.Response:
     return json_response(await medic(request).alerts.get(path_int(request, "id")))
 
@@ -60,6 +62,7 @@ async def get_alert(request: web.Request) -> web.Response:
     scope="write",
     summary="Acknowledge an open alert (409 if it is not open).",
     tag=TAG,
+    path_params=schemas.ID_PATH,
 )
 async def ack(request: web.Request) -> web.Response:
     body = await medic(request).alerts.acknowledge(path_int(request, "id"), actor=actor(request))
@@ -71,6 +74,7 @@ async def ack(request: web.Request) -> web.Response:
     scope="write",
     summary="Resolve an alert by hand, with an optional note.",
     tag=TAG,
+    path_params=schemas.ID_PATH,
     body=schemas.RESOLVE,
 )
 async def resolve(request: web.Request) -> web.Response:

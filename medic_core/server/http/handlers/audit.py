@@ -33,7 +33,7 @@ TAG = "audit"
         QueryParam("since", schemas.INSTANT),
         QueryParam("until", schemas.INSTANT),
         QueryParam("cursor", schemas.CURSOR),
-        QueryParam("limit", {"type": "integer"}),
+        QueryParam("limit", schemas.LIMIT),
     ),
     response=schemas.page_of(schemas.OBJECT),
 )
@@ -56,6 +56,7 @@ async def list_audit(request: web.Request) -> web.Response:
     scope="admin",
     summary="One audit entry with its before and after documents.",
     tag=TAG,
+    path_params=schemas.ID_PATH,
 )
 async def get_audit(request: web.Request) -> web.Response:
     return json_response(await medic(request).audit.get(path_int(request, "id")))

@@ -27,10 +27,10 @@ TAG = "deliveries"
     tag=TAG,
     query=(
         QueryParam("status", {"enum": ["pending", "sent", "failed", "cancelled"]}),
-        QueryParam("alert", {"type": "integer", "minimum": 1}),
+        QueryParam("alert", schemas.ROW_ID),
         QueryParam("target", schemas.SLUG),
         QueryParam("cursor", schemas.CURSOR),
-        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+        QueryParam("limit", schemas.LIMIT),
     ),
     response=schemas.page_of(schemas.OBJECT),
 )
@@ -45,7 +45,13 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return page_response(page)
 
 
-@routes.get("/api/v1/deliveries/{id}", scope="read", summary="One delivery.", tag=TAG)
+@routes.get(
+    "/api/v1/deliveries/{id}",
+    scope="read",
+    summary="One delivery.",
+    tag=TAG,
+    path_params=schemas.ID_PATH,
+)
 async def get_delivery(request: web.Request) -> web.Response:
     return json_response(await medic(request).delivery.get(path_int(request, "id")))
 
@@ -55,6 +61,7 @@ async def get_delivery(request: web.Request) -> web.Response:
     scope="admin",
     summary="Re-drive a failed delivery with a fresh set of attempts (409 unless failed).",
     tag=TAG,
+    path_params=schemas.ID_PATH,
 )
 async def retry_delivery(request: web.Request) -> web.Response:
     body = await medic(request).delivery.redrive(path_int(request, "id"), actor=actor(request))

@@ -123,7 +123,7 @@ EXECUTION_WITH_OUTPUT: dict[str, Any] = {
 _LIST_QUERY = (
     QueryParam("state", {"enum": list(STATES)}),
     QueryParam("cursor", schemas.CURSOR),
-    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+    QueryParam("limit", schemas.LIMIT),
 )
 
 

@@ -19,11 +19,12 @@ from medic_core.server.http.context import (
     reject_nul,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import SLUG_RE, only_keys
+from medic_core.validation import SLUG_RE, only_keys, quote
 
 routes = RouteTable()
 MAX_BATCH = 1000
-_PAGE = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", {"type": "integer"}))
+_PAGE = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMIT))
+RUN_ID = {"type": "string", "maxLength": 200}
 
 
 def _source(request: web.Request) -> str | None:
@@ -98,7 +99,7 @@ def _error(index: int, exc: MedicError) -> dict[str, object]:
 async def _ping(request: web.Request, status: str | None, exit_code: int | None) -> web.Response:
     slug = request.match_info["slug"]
     if not SLUG_RE.match(slug):
-        raise ValidationError(f"{slug!r} is not a valid service slug", field="slug")
+        raise ValidationError(f"{quote(slug)} is not a valid service slug", field="slug")
     if status is None:
         status = "ok" if exit_code is None else ("success" if exit_code == 0 else "fail")
     run_id = q_str(request, "run_id")
@@ -132,7 +133,7 @@ _PING_DOC = "Curl-friendly heartbeat for cron lines; answers 'OK' once committed
     summary=_PING_DOC,
     tag="heartbeats",
     content_type="text/plain",
-    query=(QueryParam("run_id", {"type": "string"}),),
+    query=(QueryParam("run_id", RUN_ID),),
 )
 @routes.post(
     "/api/v1/ping/{slug}",
@@ -140,7 +141,7 @@ _PING_DOC = "Curl-friendly heartbeat for cron lines; answers 'OK' once committed
     summary=_PING_DOC + " The body, if any, is the message.",
     tag="heartbeats",
     content_type="text/plain",
-    query=(QueryParam("run_id", {"type": "string"}),),
+    query=(QueryParam("run_id", RUN_ID),),
 )
 async def ping(request: web.Request) -> web.Response:
     return await _ping(request, None, None)
@@ -155,7 +156,7 @@ _SIGNAL_DOC = "Job signal: {signal} is start, success, fail or a process exit co
     summary=_SIGNAL_DOC,
     tag="heartbeats",
     content_type="text/plain",
-    query=(QueryParam("run_id", {"type": "string"}),),
+    query=(QueryParam("run_id", RUN_ID),),
 )
 @routes.post(
     "/api/v1/ping/{slug}/{signal}",
@@ -163,7 +164,7 @@ _SIGNAL_DOC = "Job signal: {signal} is start, success, fail or a process exit co
     summary=_SIGNAL_DOC,
     tag="heartbeats",
     content_type="text/plain",
-    query=(QueryParam("run_id", {"type": "string"}),),
+    query=(QueryParam("run_id", RUN_ID),),
 )
 async def ping_signal(request: web.Request) -> web.Response:
     signal = request.match_info["signal"]
@@ -173,7 +174,7 @@ async def ping_signal(request: web.Request) -> web.Response:
         code = int(signal)
     except ValueError:
         raise BadRequest(
-            f"unknown signal {signal!r}: use /start, /success, /fail or /<exit code>"
+            f"unknown signal {quote(signal)}: use /start, /success, /fail or /<exit code>"
         ) from None
     if not -(2**31) <= code < 2**31:
         raise ValidationError("the exit code must be a 32-bit integer", field="signal")

@@ -30,7 +30,7 @@ TAG = "maintenance"
     query=(
         QueryParam("active", {"type": "boolean"}),
         QueryParam("cursor", schemas.CURSOR),
-        QueryParam("limit", {"type": "integer"}),
+        QueryParam("limit", schemas.LIMIT),
     ),
     response=schemas.page_of(schemas.OBJECT),
 )
@@ -56,7 +56,13 @@ async def create_window(request: web.Request) -> web.Response:
     return json_response(body, status=201)
 
 
-@routes.get("/api/v1/maintenance-windows/{id}", scope="read", summary="One window.", tag=TAG)
+@routes.get(
+    "/api/v1/maintenance-windows/{id}",
+    scope="read",
+    summary="One window.",
+    tag=TAG,
+    path_params=schemas.ID_PATH,
+)
 async def get_window(request: web.Request) -> web.Response:
     return json_response(await medic(request).maintenance.get(path_int(request, "id")))
 
@@ -66,6 +72,7 @@ async def get_window(request: web.Request) -> web.Response:
     scope="write",
     summary="Change a window.",
     tag=TAG,
+    path_params=schemas.ID_PATH,
     body=schemas.MAINTENANCE_UPDATE,
 )
 async def update_window(request: web.Request) -> web.Response:
@@ -80,6 +87,7 @@ async def update_window(request: web.Request) -> web.Response:
     scope="write",
     summary="Delete a window; alerts it held are re-examined at once.",
     tag=TAG,
+    path_params=schemas.ID_PATH,
     status=204,
 )
 async def delete_window(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from medic_core.server.http.routing import QueryParam, RouteTable
 
 routes = RouteTable()
 SCHEDULES, POLICIES, TARGETS = "schedules", "escalation-policies", "targets"
-PAGING = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", {"type": "integer"}))
+PAGING = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMIT))
 
 # -- schedules ----------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ TAG = "services"
         QueryParam("q", {"type": "string"}, "substring of slug or name"),
         QueryParam("muted", {"type": "boolean"}),
         QueryParam("cursor", schemas.CURSOR),
-        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+        QueryParam("limit", schemas.LIMIT),
     ),
     response=schemas.page_of(schemas.OBJECT),
 )

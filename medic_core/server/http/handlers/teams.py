@@ -25,7 +25,7 @@ TAG = "teams"
     scope="read",
     summary="List teams.",
     tag=TAG,
-    query=(QueryParam("cursor", schemas.CURSOR), QueryParam("limit", {"type": "integer"})),
+    query=(QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMIT)),
     response=schemas.page_of(schemas.OBJECT),
 )
 async def list_teams(request: web.Request) -> web.Response:
