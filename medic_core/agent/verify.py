@@ -10,6 +10,11 @@ agents of a fleet usually share one allowlist file, so compiled rules are cached
 SHA-256. The cached summary is compared with the one asked about, so an agent that advertises
 other rules under a known hash gets its own rules checked, never another agent's.
 
+The same compiled rules validate every ``Hello``'s summary before anything of it is stored
+(``validate``): the allowlist format's limits (hash format, name length, counts, patterns) have
+one implementation, the Rust one, and the rules an agent advertises are compiled by the time an
+execution is requested.
+
 The bindings are imported when first needed: a server without them still serves everything
 else, but refuses to send any execution (503) rather than send one unchecked.
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from medic_core.errors import Unavailable
+from medic_core.errors import Unavailable, ValidationError
 
 #: The code the agent uses for an allowlist it cannot use; the server uses it for an advertised
 #: summary it cannot compile (see docs/agent-protocol.md, reason codes).
@@ -72,6 +77,34 @@ class AllowlistVerifier:
             self._cache.popitem(last=False)
         return rules
 
+    def validate(self, summary: Mapping[str, Any]) -> None:
+        """Refuse an advertised summary the verifier cannot use (``ValidationError`` naming the
+        format's error code), or whose hashes are not lower-case hex (the agent writes them so;
+        ``Execute.expected_sha256`` repeats them). ``Unavailable`` without the bindings.
+
+        An empty summary (no file hash, no entries) is an agent without a usable allowlist: it
+        refuses every execution, and says so; that is valid.
+        """
+        if not summary.get("sha256") and not summary.get("scripts"):
+            return
+        bindings = _bindings()
+        try:
+            self._rules(summary)
+        except bindings.SummaryError as exc:
+            code = getattr(exc, "code", "invalid_summary")
+            # The message may quote an over-long name: bounded, never echoed whole.
+            raise ValidationError(
+                f"allowlist ({code}): {_bounded(str(exc))}", field="allowlist"
+            ) from None
+        # The verifier read every digest as 64 hexadecimal digits already; only the case is left.
+        digests = [summary.get("sha256")]
+        digests += [entry.get("sha256") for entry in summary.get("scripts") or []]
+        if any(str(digest) != str(digest).lower() for digest in digests):
+            raise ValidationError(
+                "allowlist (invalid_sha256): SHA-256 digests are 64 lower-case hexadecimal digits",
+                field="allowlist",
+            )
+
     def check(
         self,
         summary: Mapping[str, Any],
@@ -96,6 +129,10 @@ class AllowlistVerifier:
         if refusal is None:
             return None
         return Refusal(str(refusal.reason), str(refusal.detail))
+
+
+def _bounded(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def script_sha256(summary: Mapping[str, Any], script: str) -> str:
