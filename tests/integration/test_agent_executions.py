@@ -169,6 +169,15 @@ class FakeAgent:
             )
         )
 
+    async def ended(self) -> tuple[grpc.StatusCode, str]:
+        """The status the server ended the call with (skipping what it sent before)."""
+        async with asyncio.timeout(10):
+            while True:
+                item = await self.inbox.get()
+                if isinstance(item, grpc.aio.AioRpcError):
+                    return item.code(), item.details() or ""
+                assert not isinstance(item, BaseException | None), item
+
     async def close(self) -> None:
         """Half-close our side and wait for the server to end the call."""
         self._outgoing.put_nowait(None)

@@ -104,16 +104,6 @@ async def admin(hub_medic: Medic) -> dict[str, str]:
     return auth(token)
 
 
-async def ended(agent: FakeAgent) -> tuple[StatusCode, str]:
-    """The status the server ended the stream with (skipping what was sent before)."""
-    async with asyncio.timeout(10):
-        while True:
-            item = await agent.inbox.get()
-            if isinstance(item, grpc.aio.AioRpcError):
-                return item.code(), item.details() or ""
-            assert not isinstance(item, BaseException | None), item
-
-
 async def refusals(medic: Medic) -> list[AuditEntry]:
     async with medic.db.sessions() as session:
         rows = await session.scalars(
@@ -145,7 +135,7 @@ async def test_a_second_key_cannot_take_an_agent_id(
 
     impostor = keys.connect("other")
     impostor.send(impostor_hello())
-    code, details = await ended(impostor)
+    code, details = await impostor.ended()
     assert code == StatusCode.PERMISSION_DENIED
     assert "belongs to another API key" in details
     assert keys.ids["owner"] not in details  # the owner's key is none of the caller's business
@@ -193,7 +183,7 @@ async def test_a_key_can_serve_many_agents_but_each_id_stays_with_its_key(
     await keys.connect("other").welcome(hello("00000000-0000-4000-8000-000000000003"))
     stolen = keys.connect("owner")
     stolen.send(hello("00000000-0000-4000-8000-000000000003"))
-    assert (await ended(stolen))[0] == StatusCode.PERMISSION_DENIED
+    assert (await stolen.ended())[0] == StatusCode.PERMISSION_DENIED
 
 
 async def test_a_repeated_refusal_is_audited_once_a_minute_and_always_counted(
@@ -203,12 +193,12 @@ async def test_a_repeated_refusal_is_audited_once_a_minute_and_always_counted(
     for _ in range(3):
         impostor = keys.connect("other")
         impostor.send(impostor_hello())
-        assert (await ended(impostor))[0] == StatusCode.PERMISSION_DENIED
+        assert (await impostor.ended())[0] == StatusCode.PERMISSION_DENIED
     assert len(await refusals(hub_medic)) == 1
     clock.advance(61)
     impostor = keys.connect("other")
     impostor.send(impostor_hello())
-    assert (await ended(impostor))[0] == StatusCode.PERMISSION_DENIED
+    assert (await impostor.ended())[0] == StatusCode.PERMISSION_DENIED
     assert len(await refusals(hub_medic)) == 2
     assert metric(hub_medic, "medic_agent_hello_refusals_total", reason="other_key") == 4
 
@@ -235,7 +225,7 @@ async def test_an_unbound_agent_is_bound_by_its_next_hello_and_then_kept(
     assert (entry.after or {})["key_id"] == keys.ids["other"]
     late = keys.connect("owner")
     late.send(hello())
-    assert (await ended(late))[0] == StatusCode.PERMISSION_DENIED
+    assert (await late.ended())[0] == StatusCode.PERMISSION_DENIED
 
 
 async def test_a_refused_hello_on_an_open_stream_ends_only_that_stream(
@@ -248,7 +238,7 @@ async def test_a_refused_hello_on_an_open_stream_ends_only_that_stream(
     async with hub_medic.db.transaction() as session:  # as another replica's reassign would
         await session.execute(update(Agent).values(key_id=keys.ids["other"]))
     agent.send(impostor_hello())
-    assert (await ended(agent))[0] == StatusCode.PERMISSION_DENIED
+    assert (await agent.ended())[0] == StatusCode.PERMISSION_DENIED
     stored = await stored_agent(hub_medic)
     assert stored["allowlist"]["sha256"] == ALLOWLIST.sha256
 
@@ -271,11 +261,11 @@ async def test_reassigning_moves_the_agent_to_another_key(
         "offline",
         None,
     )
-    code, details = await ended(agent)
+    code, details = await agent.ended()
     assert code == StatusCode.PERMISSION_DENIED and "re-assigned" in details
     old = keys.connect("owner")
     old.send(hello())
-    assert (await ended(old))[0] == StatusCode.PERMISSION_DENIED
+    assert (await old.ended())[0] == StatusCode.PERMISSION_DENIED
     await keys.connect("other").welcome()
     assert (await stored_agent(hub_medic))["status"] == "online"
     async with hub_medic.db.sessions() as session:
@@ -347,7 +337,7 @@ async def test_revoking_an_agent_refuses_every_key_and_fails_its_unfinished_exec
     assert response.status == 200, await response.text()
     body = await response.json()
     assert body["revoked_at"] is not None and body["status"] == "offline"
-    code, details = await ended(agent)
+    code, details = await agent.ended()
     assert code == StatusCode.PERMISSION_DENIED and "revoked" in details
     for eid in (running["id"], queued["id"]):
         execution = await hub_medic.agents.executions.get(eid)
@@ -356,7 +346,7 @@ async def test_revoking_an_agent_refuses_every_key_and_fails_its_unfinished_exec
     for name in ("owner", "other"):
         again = keys.connect(name)
         again.send(hello())
-        code, details = await ended(again)
+        code, details = await again.ended()
         assert code == StatusCode.PERMISSION_DENIED and "revoked" in details
     assert metric(hub_medic, "medic_agent_hello_refusals_total", reason="revoked") == 2
     refused = await rest.post(url, json=RESTART, headers=admin)

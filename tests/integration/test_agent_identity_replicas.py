@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from test_agent_executions import AGENT_ID, ME, FakeAgent, eventually, free_port, hello
+from test_agent_executions import AGENT_ID, ME, FakeAgent, eventually, hello
+from test_agent_replicas import Replicas, replicas
 
-from conftest import make_settings
 from medic_core.app import Medic
-from medic_core.clock import FakeClock
 
-Replicas = tuple[Medic, Medic]
-
-
-async def _replica(db_url: str, path: Path, clock: FakeClock, **settings: Any) -> Medic:
-    path.mkdir()
-    app = Medic(make_settings(db_url, path, grpc_port=free_port(), **settings), clock=clock)
-    await app.start(monitor=False)
-    return app
-
-
-@pytest.fixture
-async def replicas(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Replicas]:
-    slow = {"agent_dispatch_interval": 3600.0}
-    a = await _replica(db_url, tmp_path / "a", clock, **slow)
-    b = await _replica(db_url, tmp_path / "b", clock, **slow)
-    try:
-        yield a, b
-    finally:
-        await a.stop()
-        await b.stop()
+__all__ = ["replicas"]  # the fixture, imported for pytest
 
 
 Connect = Callable[[Medic, str], FakeAgent]
@@ -71,15 +49,6 @@ async def connect_to(replicas: Replicas) -> AsyncIterator[tuple[Connect, dict[st
         await channel.close()
 
 
-async def ended(agent: FakeAgent) -> grpc.StatusCode:
-    async with asyncio.timeout(10):
-        while True:
-            item = await agent.inbox.get()
-            if isinstance(item, grpc.aio.AioRpcError):
-                return item.code()
-            assert not isinstance(item, BaseException | None), item
-
-
 async def test_another_key_cannot_take_the_agent_id_through_another_replica(
     replicas: Replicas, connect_to: tuple[Connect, dict[str, str]]
 ) -> None:
@@ -89,7 +58,7 @@ async def test_another_key_cannot_take_the_agent_id_through_another_replica(
     welcome = await agent.welcome()
     impostor = connect(b, "other")
     impostor.send(hello(hostname="evil-1"))
-    assert await ended(impostor) == grpc.StatusCode.PERMISSION_DENIED
+    assert (await impostor.ended())[0] == grpc.StatusCode.PERMISSION_DENIED
     stored = await b.agents.get(AGENT_ID)
     assert (stored["session_id"], stored["hostname"]) == (welcome.session_id, "web-1")
     # The agent's stream on a is untouched: its heartbeats still hold.
@@ -129,10 +98,10 @@ async def test_an_agent_revoked_or_reassigned_on_one_replica_loses_its_stream_on
         return a.agents.session(AGENT_ID) is None
 
     await eventually(flushed)
-    assert await ended(agent) == grpc.StatusCode.UNAVAILABLE
+    assert (await agent.ended())[0] == grpc.StatusCode.UNAVAILABLE
     again = connect(a, "owner")
     again.send(hello())
-    assert await ended(again) == grpc.StatusCode.PERMISSION_DENIED
+    assert (await again.ended())[0] == grpc.StatusCode.PERMISSION_DENIED
     if action == "reassign":
         await connect(a, "other").welcome()
         assert (await a.agents.get(AGENT_ID))["status"] == "online"

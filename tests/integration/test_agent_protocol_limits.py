@@ -71,15 +71,6 @@ async def connect(hub_medic: Medic) -> AsyncIterator[Callable[[], FakeAgent]]:
         await asyncio.gather(*(a.reader for a in agents), return_exceptions=True)
 
 
-async def ended(agent: FakeAgent) -> tuple[StatusCode, str]:
-    async with asyncio.timeout(10):
-        while True:
-            item = await agent.inbox.get()
-            if isinstance(item, grpc.aio.AioRpcError):
-                return item.code(), item.details() or ""
-            assert not isinstance(item, BaseException | None), item
-
-
 def refusals(medic: Medic, reason: str) -> float:
     value = medic.metrics.registry.get_sample_value(
         "medic_agent_protocol_refusals_total", {"reason": reason}
@@ -142,7 +133,7 @@ async def test_output_after_the_final_state_ends_the_stream_and_is_not_stored(
     # The attack: keep sending output after SUCCEEDED (832 x 16 KiB were stored before).
     for sequence in range(1, 833):
         agent.chunk(eid, sequence, b"x" * KIB16)
-    code, details = await ended(agent)
+    code, details = await agent.ended()
     assert code == StatusCode.INVALID_ARGUMENT
     assert details.startswith("after_final:") and eid in details
     body = await reaches(hub_medic, eid, "succeeded")
@@ -171,7 +162,7 @@ async def test_a_chunk_no_agent_would_send_ends_the_stream_and_nothing_is_stored
 ) -> None:
     agent, eid = await running(hub_medic, connect)
     agent.chunk(eid, sequence, data)
-    code, details = await ended(agent)
+    code, details = await agent.ended()
     assert code == StatusCode.INVALID_ARGUMENT
     assert details.startswith(f"{reason}:")
     assert refusals(hub_medic, reason) == 1
@@ -270,7 +261,7 @@ async def test_a_hello_with_a_malformed_allowlist_is_refused_before_anything_is_
 ) -> None:
     agent = connect()
     agent.send(hello(allowlist=allowlist))
-    status, details = await ended(agent)
+    status, details = await agent.ended()
     assert status == StatusCode.INVALID_ARGUMENT
     assert details.startswith("invalid_hello:") and f"({code})" in details
     assert len(details) < 400  # an over-long name is never echoed whole
@@ -285,7 +276,7 @@ async def test_a_hello_is_validated_before_an_older_stream_is_replaced(
     welcome = await first.welcome()
     bad = connect()
     bad.send(hello(allowlist=summary("zz")))
-    assert (await ended(bad))[0] == StatusCode.INVALID_ARGUMENT
+    assert (await bad.ended())[0] == StatusCode.INVALID_ARGUMENT
     stored = await hub_medic.agents.get(AGENT_ID)
     assert stored["session_id"] == welcome.session_id
     assert stored["allowlist"]["sha256"] == ALLOWLIST.sha256
@@ -337,7 +328,7 @@ async def test_an_unknown_containment_is_refused_in_a_hello_and_not_stored_from_
 ) -> None:
     bad = connect()
     bad.send(hello(containment="x" * 100))
-    status, details = await ended(bad)
+    status, details = await bad.ended()
     assert status == StatusCode.INVALID_ARGUMENT and "containment" in details
     assert "x" * 33 not in details
     agent, eid = await running(hub_medic, connect)
