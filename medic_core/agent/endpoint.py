@@ -50,7 +50,7 @@ from medic_core.agent.limits import ProtocolViolation
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.audit import Actor
 from medic_core.auth import ApiKeys, Principal, grants
-from medic_core.errors import MedicError, Unauthorized, ValidationError
+from medic_core.errors import MedicError, Unauthorized, Unavailable, ValidationError
 from medic_core.settings import Settings
 from medic_core.store import is_transient_db_error
 
@@ -218,6 +218,8 @@ def _ending_of(exc: Exception) -> tuple[str, str]:
         return "forbidden", exc.detail
     if is_transient_db_error(exc):
         return "unavailable", "the database is unreachable: reconnect later"
+    if isinstance(exc, Unavailable):
+        return "unavailable", f"{exc}: reconnect later"
     if isinstance(exc, MedicError):
         return "error", str(exc)
     if isinstance(exc, grpc.RpcError | grpc.aio.BaseError):

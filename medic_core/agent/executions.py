@@ -428,7 +428,7 @@ class Executions:
             paused = agent.paused_reason or "no reason given"
             refusal = Refusal("paused", f"the agent's kill switch is on ({paused})")
         else:
-            refusal = self._verifier.check(
+            refusal = await self._verifier.check(
                 summary, request.script, request.args, request.env, request.timeout_seconds
             )
         now = self._clock.now()

@@ -54,7 +54,7 @@ from medic_core.agent import limits
 from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
 from medic_core.agent.executions import Executions
 from medic_core.agent.limits import ProtocolRefusals
-from medic_core.agent.verify import AllowlistVerifier
+from medic_core.agent.verify import AllowlistVerifier, VerifierBusy
 from medic_core.alerts import AlertBook, Opening
 from medic_core.audit import SYSTEM, Actor, record_audit
 from medic_core.clock import Clock, isoformat
@@ -428,7 +428,7 @@ class AgentHub:
         check that the stream's key may speak for the agent id (``HelloRefused``: refused
         ``PERMISSION_DENIED``) and store it; only then replace an older stream of the agent.
         """
-        info = self._validated(info)
+        info = await self._validated(info)
         if session.agent_id is not None and session.agent_id != info.agent_id:
             self._protocol.count("invalid_hello")
             raise ValidationError("agent_id cannot change on a stream", field="agent_id")
@@ -459,14 +459,17 @@ class AgentHub:
         if target is None or stored < target:
             self._loop.wake()
 
-    def _validated(self, info: AgentInfo) -> AgentInfo:
+    async def _validated(self, info: AgentInfo) -> AgentInfo:
         """``info`` once every field holds, the allowlist summary checked by the Rust verifier
         (its compiled rules stay cached for the requests to come). Counted when refused."""
         try:
             info = info.validated()
-            self._verifier.validate(info.allowlist)
+            await self._verifier.validate(info.allowlist)
         except ValidationError:
             self._protocol.count("invalid_hello")
+            raise
+        except VerifierBusy:
+            self._protocol.count("verifier_busy")
             raise
         except Unavailable as exc:
             # Without the bindings no summary can be checked, and no execution sent (503):

@@ -21,6 +21,10 @@ docs/agent-protocol.md, "Limits"):
   disk full, replays ``agent_stopped`` for an execution it had reported finished). Ending the
   stream for those would make a correct agent reconnect in a loop.
 
+One more reason ends a stream, with ``UNAVAILABLE``: ``verifier_busy``, a ``Hello`` whose new
+allowlist cannot be checked now because too many wait their turn (``verify.py``); the agent
+reconnects later.
+
 The server's own choices are settings (``MEDIC_AGENT_MAX_OUTPUT_BYTES``); the protocol's limits
 (16 KiB a chunk) are constants shared with the agent.
 """
@@ -53,6 +57,7 @@ REFUSALS: dict[str, tuple[bool, str]] = {
     "bad_sequence": (True, f"an output chunk numbered beyond {MAX_SEQUENCE}"),
     "after_final": (True, "output for an execution whose final state the agent reported"),
     "update_after_final": (False, "an update that contradicts an execution's final state"),
+    "verifier_busy": (True, "a Hello with a new allowlist while many wait to be checked"),
     "output_cap": (False, "output past the per-execution cap"),
     "unknown_execution": (False, "an update or chunk for an execution not sent to this agent"),
     "closed_by_server": (False, "an update or chunk for an execution the server failed"),

@@ -284,6 +284,19 @@ async def test_a_hello_is_validated_before_an_older_stream_is_replaced(
     assert await first.quiet()
 
 
+async def test_a_hello_whose_allowlist_cannot_be_checked_now_is_refused_unavailable(
+    hub_medic: Medic, connect: Callable[[], FakeAgent]
+) -> None:
+    await connect().welcome()  # its allowlist is checked and cached
+    hub_medic.agents._verifier._max_waiting = 0  # as if many were waiting their turn
+    other = connect()
+    other.send(hello(allowlist=summary("ef" * 32)))
+    status, details = await other.ended()
+    assert status == StatusCode.UNAVAILABLE and "try again later" in details
+    assert refusals(hub_medic, "verifier_busy") == 1
+    await connect().welcome()  # a known allowlist waits for nothing
+
+
 async def test_a_hello_without_an_allowlist_is_welcomed(
     hub_medic: Medic, connect: Callable[[], FakeAgent]
 ) -> None:
