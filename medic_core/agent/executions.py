@@ -316,7 +316,7 @@ class Executions:
         self._batch = batch_size
         self._results = Counter(
             "medic_agent_executions",
-            "Executions that reached a final state, by result (the state, or lost).",
+            "Executions that reached a final state, by result (the state, lost or agent_revoked).",
             ["result"],
             registry=metrics.registry,
         )
