@@ -27,7 +27,8 @@ def summary(file_sha: str = "ab" * 32, **script: Any) -> dict[str, Any]:
 
 async def test_an_allowed_request_passes_and_a_refused_one_names_its_reason() -> None:
     verifier = AllowlistVerifier()
-    assert await verifier.check(summary(), "restart-service", ["nginx"], {"LOG_LEVEL": "x"}, 60) is None
+    allowed = await verifier.check(summary(), "restart-service", ["nginx"], {"LOG_LEVEL": "x"}, 60)
+    assert allowed is None
     refusal = await verifier.check(summary(), "restart-service", ["apache"], {}, None)
     assert isinstance(refusal, Refusal) and refusal.reason == "arg_not_allowed"
     assert "apache" not in refusal.detail  # details never carry values
@@ -35,7 +36,7 @@ async def test_an_allowed_request_passes_and_a_refused_one_names_its_reason() ->
     assert unknown is not None and unknown.reason == "not_allowlisted"
 
 
-async def test_compiled_rules_are_cached_per_allowlist_hash_but_never_shared_across_contents() -> None:
+async def test_compiled_rules_are_cached_per_hash_but_never_shared_across_contents() -> None:
     verifier = AllowlistVerifier()
     first = await verifier._rules(summary())
     assert await verifier._rules(summary()) is first
