@@ -110,6 +110,7 @@ class Medic:
             batch_size=settings.monitor_batch,
             max_sleep=settings.monitor_max_sleep,
             dispatch_interval=settings.agent_dispatch_interval,
+            max_output_bytes=settings.agent_max_output_bytes,
         )
         # Fail at start, not at the first agent, on unreadable TLS files.
         self.agent_endpoint: AgentEndpoint | None = None

@@ -179,6 +179,12 @@ class Settings:
         "Seconds between two looks, on every replica with the gRPC endpoint, for executions "
         "and cancels requested on another replica for the agents connected here.",
     )
+    agent_max_output_bytes: int = _setting(
+        1_048_576,
+        "Most bytes of output stored per execution (16384 to 268435456); an agent's output "
+        "past it is dropped and the execution's output flagged truncated. The default is the "
+        "agent's own default cap.",
+    )
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug output: never with their secrets.

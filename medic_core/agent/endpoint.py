@@ -12,8 +12,11 @@ short-lived task (``Session.send``), one write at a time. No queue, reader task 
 lives as long as the stream. Ending a session interrupts the pending read (``_Call``); the
 handler then waits for the writes sent before, and returns with the status of the ending:
 ``replaced`` → ``ABORTED``; ``silent`` and ``shutdown`` → ``UNAVAILABLE`` (reconnect); a
-malformed ``Hello`` → ``INVALID_ARGUMENT``; anything before ``Hello`` → ``FAILED_PRECONDITION``.
-When the agent closes its side, the call ends ``OK``.
+malformed ``Hello`` or another breach of the protocol (``limits.py``) → ``INVALID_ARGUMENT``
+with the reason code first in the details; a ``Hello`` whose key may not speak for the agent id,
+or a stream of an agent an admin revoked or moved to another key (``enrollment.py``) →
+``PERMISSION_DENIED``; anything before ``Hello`` → ``FAILED_PRECONDITION``. When the agent
+closes its side, the call ends ``OK``.
 
 Each ``Hello`` is answered by the hub's executions component: the ``Welcome``, then again what
 the agent has not answered. ``ExecutionUpdate``, ``OutputChunk`` and ``Heartbeat`` go to it as
@@ -35,6 +38,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from medic_core import __version__
+from medic_core.agent.enrollment import HelloRefused
 from medic_core.agent.executions import (
     CancelCommand,
     ExecuteCommand,
@@ -42,10 +46,11 @@ from medic_core.agent.executions import (
     OutputChunk,
 )
 from medic_core.agent.hub import AgentHub, AgentInfo, Session
+from medic_core.agent.limits import ProtocolViolation
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.audit import Actor
 from medic_core.auth import ApiKeys, Principal, grants
-from medic_core.errors import MedicError, Unauthorized, ValidationError
+from medic_core.errors import MedicError, Unauthorized, Unavailable, ValidationError
 from medic_core.settings import Settings
 from medic_core.store import is_transient_db_error
 
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 _STATUS = {
     "replaced": grpc.StatusCode.ABORTED,
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "silent": grpc.StatusCode.UNAVAILABLE,
     "shutdown": grpc.StatusCode.UNAVAILABLE,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
@@ -141,6 +147,7 @@ def info_of(hello: agent_pb2.Hello) -> AgentInfo:
         capabilities=tuple(hello.capabilities),
         paused=hello.executions_paused,
         paused_reason=hello.paused_reason or None,
+        containment=hello.containment,
     )
 
 
@@ -167,6 +174,7 @@ def update_of(message: agent_pb2.ExecutionUpdate) -> ExecutionUpdate:
         output_chunks=message.output_chunks,
         output_truncated=message.output_truncated,
         duration_ms=message.duration_ms,
+        containment=message.containment,
     )
 
 
@@ -203,9 +211,15 @@ def message_of(item: object) -> agent_pb2.ServerMessage:
 def _ending_of(exc: Exception) -> tuple[str, str]:
     """How a stream ends when reading it failed: (reason, detail for the agent)."""
     if isinstance(exc, ValidationError):
-        return "invalid", f"malformed Hello: {exc}"
+        return "invalid", f"invalid_hello: malformed Hello: {exc}"
+    if isinstance(exc, ProtocolViolation):
+        return "invalid", f"{exc.reason}: {exc.detail}"
+    if isinstance(exc, HelloRefused):
+        return "forbidden", exc.detail
     if is_transient_db_error(exc):
         return "unavailable", "the database is unreachable: reconnect later"
+    if isinstance(exc, Unavailable):
+        return "unavailable", f"{exc}: reconnect later"
     if isinstance(exc, MedicError):
         return "error", str(exc)
     if isinstance(exc, grpc.RpcError | grpc.aio.BaseError):

@@ -19,11 +19,15 @@ execution id is an idempotency key, so either side may repeat itself and nothing
   window fails ``lost`` even if its agent never comes back.
 - **Updates** (``update``): applied idempotently. States only move forward — ``pending`` <
   ``accepted`` < ``running`` < final — ``rejected`` only from ``pending``, and a final state
-  never changes, so a repeated, stale or replayed update is a no-op.
+  never changes, so a repeated, stale or replayed update is a no-op (one contradicting a final
+  state is counted, ``limits.py``).
 - **Lost** (``heartbeat``): an execution held as ``accepted``/``running`` when a ``Welcome`` was
   sent, that the agent neither mentioned since nor lists in its first ``Heartbeat``, is failed
   ``lost``.
-- **Output** (``output``): chunks are stored once per (execution, sequence).
+- **Output** (``output``): chunks are stored once per (execution, sequence), up to
+  ``max_output_bytes`` per execution; past it they are dropped and the output flagged
+  truncated. A chunk after the agent's final state, empty, over 16 KiB or numbered beyond what
+  the database holds ends the stream (``limits.py`` has the whole table).
 
 Every change is committed before its events are published. The stream a command goes out on is
 found through the hub's ``session`` lookup; commands are plain values (``ExecuteCommand``,
@@ -54,6 +58,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from medic_core.agent import limits
+from medic_core.agent.limits import SERVER_REASONS, ProtocolRefusals
 from medic_core.agent.verify import AllowlistVerifier, Refusal, script_sha256
 from medic_core.audit import SYSTEM, Actor, record_audit
 from medic_core.clock import Clock, isoformat
@@ -85,7 +91,6 @@ _RANK = {"pending": 0, "accepted": 1, "running": 2}
 #: How long the agent remembers executions (docs/agent-protocol.md): an unanswered execution
 #: older than this is never sent again, since the agent may have forgotten it already ran it.
 MEMORY_WINDOW = timedelta(hours=24)
-MAX_CHUNK = 16 * 1024
 MAX_ARGS = 64
 MAX_VALUE_BYTES = 4096
 MAX_ENV = 32
@@ -145,6 +150,7 @@ class ExecutionUpdate:
     output_chunks: int | None = 0
     output_truncated: bool = False
     duration_ms: int | None = None
+    containment: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +240,9 @@ def execution_to_dict(row: Execution) -> dict[str, Any]:
         "signal": row.signal,
         "output_chunks": row.output_chunks,
         "output_truncated": row.output_truncated,
+        "output_bytes": row.output_bytes,
         "duration_ms": row.duration_ms,
+        "containment": row.containment,
         "sent_count": row.sent_count,
         "last_sent_at": isoformat(row.last_sent_at),
         "cancel_requested_at": isoformat(row.cancel_requested_at),
@@ -292,7 +300,9 @@ class Executions:
         metrics: Metrics,
         sessions: Callable[[str], Session | None],
         *,
+        refusals: ProtocolRefusals,
         verifier: AllowlistVerifier | None = None,
+        max_output_bytes: int = limits.DEFAULT_MAX_OUTPUT_BYTES,
         memory_window: timedelta = MEMORY_WINDOW,
         batch_size: int = 500,
     ) -> None:
@@ -300,12 +310,14 @@ class Executions:
         self._clock = clock
         self._bus = bus
         self._sessions = sessions
+        self._protocol = refusals
         self._verifier = verifier or AllowlistVerifier()
+        self._max_output = max_output_bytes
         self._window = memory_window
         self._batch = batch_size
         self._results = Counter(
             "medic_agent_executions",
-            "Executions that reached a final state, by result (the state, or lost).",
+            "Executions that reached a final state, by result (the state, lost or agent_revoked).",
             ["result"],
             registry=metrics.registry,
         )
@@ -411,11 +423,13 @@ class Executions:
             raise NotFound(f"no agent {quote(agent_id)}")
         summary = agent.allowlist or {}
         refusal: Refusal | None = None
-        if agent.paused:
+        if agent.revoked_at is not None:
+            refusal = Refusal("agent_revoked", "the agent was revoked")
+        elif agent.paused:
             paused = agent.paused_reason or "no reason given"
             refusal = Refusal("paused", f"the agent's kill switch is on ({paused})")
         else:
-            refusal = self._verifier.check(
+            refusal = await self._verifier.check(
                 summary, request.script, request.args, request.env, request.timeout_seconds
             )
         now = self._clock.now()
@@ -435,6 +449,12 @@ class Executions:
                     },
                 )
             self._refusals.labels(_label(refusal.reason)).inc()
+            if agent.revoked_at is not None:
+                raise Conflict(
+                    f"agent {agent_id} is revoked: it runs nothing until an admin re-assigns it "
+                    "to a key (POST /api/v1/agents/{id}/reassign)",
+                    reason="agent_revoked",
+                )
             if agent.paused:
                 raise Conflict(
                     f"agent {agent_id} is paused: {refusal.detail}, so it refuses every "
@@ -728,10 +748,15 @@ class Executions:
         return CancelCommand(row.execution_id, f"cancel requested at {at}, not yet answered")
 
     async def update(self, session: Session, report: ExecutionUpdate) -> None:
-        """Apply one ``ExecutionUpdate`` of the session's agent; a no-op unless it is progress."""
+        """Apply one ``ExecutionUpdate`` of the session's agent; a no-op unless it is progress.
+
+        Dropped and counted (``limits.py``): an update for an execution not this agent's, one
+        that contradicts a final state, an unknown state or containment.
+        """
         if session.unconfirmed is not None:
             session.unconfirmed.discard(report.execution_id)  # the agent knows it
         if report.state not in STATES:
+            self._protocol.count("unknown_state")
             log.warning(
                 "ignoring an execution update with an unknown state",
                 extra={"agent_id": session.agent_id, "execution_id": report.execution_id[:64]},
@@ -742,13 +767,17 @@ class Executions:
         async with self._db.transaction() as db:
             row = await self._find(db, report.execution_id, agent_id=session.agent_id, lock=True)
             if row is None:
+                self._protocol.count("unknown_execution")
                 log.warning(
                     "ignoring an update for an execution this agent was never sent",
                     extra={"agent_id": session.agent_id, "execution_id": report.execution_id[:64]},
                 )
                 return
+            if row.state in FINAL:
+                self._after_final(row, report.state)
+                return
             if not _moves(row.state, report.state):
-                return  # repeated, stale, or after a final state
+                return  # repeated or stale
             row.state = report.state
             row.updated_at = now
             row.env_values = None  # answered: never sent again, so the values can go
@@ -756,6 +785,34 @@ class Executions:
                 self._finish(db, pending, row, report, now, audit=session.actor)
             pending.add("execution.updated", now, execution=execution_to_dict(row))
         pending.publish(self._bus)
+
+    def _after_final(self, row: Execution, what: str) -> None:
+        """A message about an execution that has ended: ``what`` is the state an update
+        reports, or ``output`` for a chunk.
+
+        One the server failed by itself (``lost``, ``agent_revoked``) may still run on the
+        host: whatever comes is dropped. Else the agent reported the final state: it sends its
+        output before it, on the same stream, so output after it breaks the protocol. Updates
+        are replayed after every ``Welcome``: a repeat of the final state is normal, another
+        state (a journal that lost a write) is dropped and counted.
+        """
+        if row.reason in SERVER_REASONS:
+            self._protocol.count("closed_by_server")
+        elif what == "output":
+            raise self._protocol.violation(
+                "after_final",
+                f"output for execution {row.execution_id}, which the agent reported "
+                f"{row.state}: output comes before the final state",
+            )
+        elif what != row.state:
+            self._protocol.count("update_after_final")
+            log.warning(
+                "ignoring an update to %s of execution %s, which ended %s",
+                what,
+                row.execution_id,
+                row.state,
+                extra={"agent_id": row.agent_id, "execution_id": row.execution_id},
+            )
 
     async def heartbeat(self, session: Session, running: Sequence[str]) -> None:
         """The first ``Heartbeat`` after a ``Welcome``: fail the executions the agent lost."""
@@ -792,30 +849,51 @@ class Executions:
     async def output(self, session: Session, chunk: OutputChunk) -> None:
         """Store one output chunk; a repeated (execution, sequence) is a no-op.
 
-        A chunk over 16 KiB breaks the protocol: its first 16 KiB are kept, the execution's
-        output is flagged truncated, and the stream goes on.
+        Bounded (``limits.py``): a chunk that is empty, over 16 KiB or numbered beyond what the
+        database holds, or one for an execution the agent reported finished, ends the stream
+        (``ProtocolViolation``) and nothing of it is stored. Past ``max_output_bytes`` of stored
+        output, chunks are dropped and the execution's output is flagged truncated, so it never
+        reads complete.
         """
         if session.unconfirmed is not None:
             session.unconfirmed.discard(chunk.execution_id)
-        if not 0 <= chunk.sequence <= _MAX_DB_INT:
-            log.warning("ignoring an output chunk with an impossible sequence number")
-            return
-        data = chunk.data
-        oversized = len(data) > MAX_CHUNK
-        if oversized:
-            log.warning(
-                "output chunk larger than 16 KiB: keeping its first 16 KiB",
-                extra={"agent_id": session.agent_id, "execution_id": chunk.execution_id[:64]},
+        size = len(chunk.data)
+        if size == 0:
+            raise self._protocol.violation("empty_chunk", "an output chunk must hold data")
+        if size > limits.MAX_CHUNK:
+            raise self._protocol.violation(
+                "chunk_too_large",
+                f"an output chunk holds {size} bytes: at most {limits.MAX_CHUNK}",
             )
-            data = data[:MAX_CHUNK]
+        if chunk.sequence > limits.MAX_SEQUENCE:
+            raise self._protocol.violation(
+                "bad_sequence", f"output chunk sequence numbers stop at {limits.MAX_SEQUENCE}"
+            )
         now = self._clock.now()
         async with self._db.transaction() as db:
-            row = await self._find(db, chunk.execution_id, agent_id=session.agent_id, lock=False)
+            # Locked: the bytes stored so far decide whether this chunk fits.
+            row = await self._find(db, chunk.execution_id, agent_id=session.agent_id, lock=True)
             if row is None:
+                self._protocol.count("unknown_execution")
                 log.warning(
                     "ignoring output for an execution this agent was never sent",
                     extra={"agent_id": session.agent_id, "execution_id": chunk.execution_id[:64]},
                 )
+                return
+            if row.state in FINAL:
+                self._after_final(row, "output")
+                return
+            if row.output_bytes + size > self._max_output:
+                self._protocol.count("output_cap")
+                if not row.output_truncated:
+                    log.warning(
+                        "output of execution %s reached the cap of %d bytes: dropping the rest",
+                        row.execution_id,
+                        self._max_output,
+                        extra={"agent_id": session.agent_id, "execution_id": row.execution_id},
+                    )
+                    row.output_truncated = True
+                    row.updated_at = now
                 return
             insert = pg_insert if self._db.is_postgres else sqlite_insert
             result = await db.execute(
@@ -824,19 +902,15 @@ class Executions:
                     execution_id=row.id,
                     sequence=chunk.sequence,
                     stream=chunk.stream,
-                    data=data,
+                    data=chunk.data,
                     truncated=chunk.truncated,
                     received_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=["execution_id", "sequence"])
             )
             stored = _rowcount(result) == 1
-            if stored and oversized:
-                await db.execute(
-                    update(Execution)
-                    .where(Execution.id == row.id)
-                    .values(output_truncated=True, updated_at=now)
-                )
+            if stored:
+                row.output_bytes += size
         if stored:
             self._bus.publish(
                 "execution.output",
@@ -845,22 +919,60 @@ class Executions:
                 agent_id=row.agent_id,
                 sequence=chunk.sequence,
                 stream=chunk.stream,
-                data=data.decode("utf-8", errors="replace"),
-                truncated=chunk.truncated or oversized,
+                data=chunk.data.decode("utf-8", errors="replace"),
+                truncated=chunk.truncated,
             )
+
+    async def fail_unfinished(
+        self,
+        db: AsyncSession,
+        pending: PendingEvents,
+        agent_id: str,
+        reason: str,
+        detail: str,
+        now: datetime,
+        *,
+        actor: Actor,
+    ) -> int:
+        """Fail every unfinished execution of ``agent_id`` with ``reason`` (in the caller's
+        transaction): the agent was revoked, nothing more will come from it. How many."""
+        query = (
+            select(Execution)
+            .where(Execution.agent_id == agent_id, Execution.finished_at.is_(None))
+            .order_by(Execution.id)
+        )
+        if self._db.is_postgres:
+            query = query.with_for_update()
+        rows = list(await db.scalars(query))
+        for row in rows:
+            self._fail(db, pending, row, now, reason, detail, actor)
+        return len(rows)
 
     def _lose(
         self, db: AsyncSession, pending: PendingEvents, row: Execution, now: datetime, detail: str
     ) -> None:
+        self._fail(db, pending, row, now, "lost", detail, SYSTEM)
+
+    def _fail(
+        self,
+        db: AsyncSession,
+        pending: PendingEvents,
+        row: Execution,
+        now: datetime,
+        reason: str,
+        detail: str,
+        actor: Actor,
+    ) -> None:
+        """Fail ``row`` on the server's own authority (the agent said nothing final)."""
         row.updated_at = now
         self._finish(
             db,
             pending,
             row,
-            ExecutionUpdate(row.execution_id, "failed", "lost", detail, output_chunks=None),
+            ExecutionUpdate(row.execution_id, "failed", reason, detail, output_chunks=None),
             now,
-            audit=SYSTEM,
-            result="lost",
+            audit=actor,
+            result=reason,
         )
         pending.add("execution.updated", now, execution=execution_to_dict(row))
 
@@ -891,6 +1003,11 @@ class Executions:
         )
         row.finished_at = now
         row.env_values = None
+        if report.containment:
+            if report.containment in limits.CONTAINMENTS:
+                row.containment = report.containment
+            else:
+                self._protocol.count("unknown_containment")
         self._results.labels(result or report.state).inc()
         if report.state == "rejected":
             self._refusals.labels(_label(row.reason)).inc()

@@ -5,7 +5,10 @@ Three parts, one class:
 - **Sessions** (in process): each open agent stream is a ``Session``, which writes what it is
   sent through its transport (the endpoint's call). One session per agent id: a newer ``Hello``
   for the same id ends the older stream (``replaced``), so exactly one stream speaks for an
-  agent.
+  agent -- once the ``Hello`` is stored: a ``Hello`` is first validated (its fields, and its
+  allowlist summary by the Rust verifier, ``verify.py``) and its key checked against the key the
+  agent id belongs to (``enrollment.py``), inside the transaction that stores it; a refused
+  ``Hello`` changes nothing, and replaces no stream.
 - **Presence** (in the database, ``agents``): a ``Hello`` stores the agent ``online`` with its
   session id; messages from the agent move ``last_seen`` (batched: every mark pending when a flush
   starts is written in one transaction); the end of a stream marks it ``offline``. Every write
@@ -16,15 +19,18 @@ Three parts, one class:
   share the work). An ``online`` agent past its deadline has been silent for
   ``missed_heartbeats`` intervals: it becomes ``offline``. An ``offline`` agent past its deadline
   has been away for ``alert_after`` seconds: its ``agent_offline`` alert opens, on the agent's
-  own service row (``agent-<agent_id>``), so routing, teams, mutes and maintenance apply to it
-  like to any service. The next ``Hello`` resolves it. The same pass fails executions left
+  own service row (``agent-<agent_id>``, marked with the agent's id: the hub never adopts a
+  service it did not make), so routing, teams, mutes and maintenance apply to it like to any
+  service. The next ``Hello`` resolves it. The same pass fails executions left
   unanswered past the agent's memory window (``Executions.expire``).
 - **The dispatch pass** (``dispatch_once``), on every replica agents connect to: every
   ``dispatch_interval`` seconds it sends what was stored for the agents connected here and not
   sent yet, typically requests and cancels that landed on another replica.
 
 Executions (allow-listed scripts run on agents) have their own module, ``executions.py``; the
-hub builds that component (``hub.executions``) and lends it the lookup of open streams.
+hub builds that component (``hub.executions``) and lends it the lookup of open streams. So for
+identity (``enrollment.py``, ``hub.enrollment``: which key an agent id belongs to, re-assign and
+revoke) and for the bounds of what a stream may send (``limits.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -44,14 +50,19 @@ from sqlalchemy import CursorResult, Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from medic_core.agent import limits
+from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
 from medic_core.agent.executions import Executions
+from medic_core.agent.limits import ProtocolRefusals
+from medic_core.agent.verify import AllowlistVerifier, VerifierBusy
 from medic_core.alerts import AlertBook, Opening
 from medic_core.audit import SYSTEM, Actor, record_audit
 from medic_core.clock import Clock, isoformat
-from medic_core.errors import NotFound, ValidationError
+from medic_core.errors import NotFound, Unavailable, ValidationError
 from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.passes import Pass, PassLoop
+from medic_core.services.registry import AGENT_SLUG_PREFIX
 from medic_core.store import Database
 from medic_core.store.models import Agent, ApiKey, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
@@ -81,6 +92,7 @@ class AgentInfo:
     capabilities: tuple[str, ...] = ()
     paused: bool = False
     paused_reason: str | None = None
+    containment: str = ""
 
     def validated(self) -> AgentInfo:
         """Itself, once every field holds; ``ValidationError`` naming the first that does not."""
@@ -98,7 +110,7 @@ class AgentInfo:
         for key, value in self.labels.items():
             if not _LABEL_KEY_RE.match(key):
                 raise ValidationError(
-                    f"label {key!r}: keys are 1-63 letters, digits, '.', '_', '/' or '-'",
+                    f"label {key[:64]!r}: keys are 1-63 letters, digits, '.', '_', '/' or '-'",
                     field="labels",
                 )
             _bounded(value, f"labels.{key}", 255)
@@ -109,6 +121,7 @@ class AgentInfo:
         if self.paused_reason is not None:
             _bounded(self.paused_reason, "paused_reason", 500)
         _no_nul(self.allowlist, "allowlist")
+        limits.containment(self.containment)
         return self
 
 
@@ -247,6 +260,9 @@ def agent_to_dict(agent: Agent, service_slug: str | None = None) -> dict[str, An
         "capabilities": list(agent.capabilities or []),
         "paused": agent.paused,
         "paused_reason": agent.paused_reason,
+        "containment": agent.containment,
+        "key_id": agent.key_id,
+        "revoked_at": isoformat(agent.revoked_at),
         "status": agent.status,
         "session_id": agent.session_id,
         "connected_at": isoformat(agent.connected_at),
@@ -288,6 +304,8 @@ def _summary(agent: Agent) -> dict[str, Any]:
         "scripts": sorted(s.get("name", "") for s in (agent.allowlist or {}).get("scripts", [])),
         "paused": agent.paused,
         "paused_reason": agent.paused_reason,
+        "containment": agent.containment,
+        "key_id": agent.key_id,
     }
 
 
@@ -307,6 +325,8 @@ class AgentHub:
         max_sleep: float = 10.0,
         dispatch_interval: float = 1.0,
         seen_every: float = 1.0,
+        max_output_bytes: int = limits.DEFAULT_MAX_OUTPUT_BYTES,
+        verifier: AllowlistVerifier | None = None,
     ) -> None:
         if heartbeat_interval < 1 or missed_heartbeats < 1 or alert_after < 0:
             raise ValueError(
@@ -334,8 +354,22 @@ class AgentHub:
         self._dispatch = PassLoop(
             "agent-dispatch", self._dispatch_pass, clock, max_sleep=dispatch_interval
         )
+        # One verifier (and its cache of compiled rules) checks both the summaries of Hellos
+        # and the requests against them.
+        self._verifier = verifier or AllowlistVerifier()
+        self._protocol = ProtocolRefusals(metrics)
         #: Scripts run on agents: dispatch, redelivery, updates, output (``executions.py``).
-        self.executions = Executions(db, clock, bus, metrics, self.session, batch_size=batch_size)
+        self.executions = Executions(
+            db,
+            clock,
+            bus,
+            metrics,
+            self.session,
+            verifier=self._verifier,
+            refusals=self._protocol,
+            max_output_bytes=limits.check_max_output_bytes(max_output_bytes),
+            batch_size=batch_size,
+        )
         self._connected = Gauge(
             "medic_agents_connected",
             "Agent streams open on this process (after their Hello).",
@@ -346,6 +380,19 @@ class AgentHub:
             "Agents going online or offline, by the status entered and why.",
             ["status", "reason"],
             registry=metrics.registry,
+        )
+        #: Which key each agent id belongs to; re-assign and revoke (``enrollment.py``).
+        self.enrollment = Enrollment(
+            db,
+            clock,
+            bus,
+            metrics,
+            alerts,
+            self.executions,
+            self.session,
+            alert_after=self._alert_after,
+            transitions=self._transitions,
+            on_deadline=self._loop.wake,
         )
 
     @property
@@ -376,41 +423,72 @@ class AgentHub:
     async def hello(self, session: Session, info: AgentInfo) -> None:
         """Store what the agent said and register its stream; resolve its offline alert.
 
-        Raises ``ValidationError`` for a malformed ``Hello`` (the stream is then refused).
+        In this order, so that a refused ``Hello`` changes nothing: validate it (``ValidationError``
+        for a malformed one: the stream is then refused ``INVALID_ARGUMENT``); in one transaction,
+        check that the stream's key may speak for the agent id (``HelloRefused``: refused
+        ``PERMISSION_DENIED``) and store it; only then replace an older stream of the agent.
         """
-        info = info.validated()
+        info = await self._validated(info)
         if session.agent_id is not None and session.agent_id != info.agent_id:
+            self._protocol.count("invalid_hello")
             raise ValidationError("agent_id cannot change on a stream", field="agent_id")
-        older = self._sessions.get(info.agent_id)
-        if older is not None and older is not session:
-            older.end("replaced", "replaced by a newer stream of the same agent")
-        session.agent_id = info.agent_id
-        self._sessions[info.agent_id] = session
-        self._connected.set(len(self._sessions))
         for attempt in range(2):
             try:
-                due = await self._store_hello(session, info)
+                stored = await self._store_hello(session, info)
                 break
             except IntegrityError:
                 # Another replica registered the same new agent (or its service) at the same
                 # moment: the second attempt finds those rows.
                 if attempt:
                     raise
+        if isinstance(stored, HelloRefused):
+            self.enrollment.refused(session, info.agent_id, stored)
+            raise stored
+        older = self._sessions.get(info.agent_id)
+        if older is not None and older is not session:
+            older.end("replaced", "replaced by a newer stream of the same agent")
+        session.agent_id = info.agent_id
+        self._sessions[info.agent_id] = session
+        self._connected.set(len(self._sessions))
         self._seen.pop(info.agent_id, None)
         # The watch sleeps towards the earliest deadline it knows. A Hello moves this agent's
         # deadline later, so the watch needs waking only when the new one is earlier than its
         # target (the first agent, say): waking it for every Hello would run a pass, with a
         # write transaction, per agent when thousands reconnect after a restart.
         target = self._loop.target
-        if target is None or due < target:
+        if target is None or stored < target:
             self._loop.wake()
 
-    async def _store_hello(self, session: Session, info: AgentInfo) -> datetime:
-        """Store the Hello in one transaction; return the agent's new deadline."""
+    async def _validated(self, info: AgentInfo) -> AgentInfo:
+        """``info`` once every field holds, the allowlist summary checked by the Rust verifier
+        (its compiled rules stay cached for the requests to come). Counted when refused."""
+        try:
+            info = info.validated()
+            await self._verifier.validate(info.allowlist)
+        except ValidationError:
+            self._protocol.count("invalid_hello")
+            raise
+        except VerifierBusy:
+            self._protocol.count("verifier_busy")
+            raise
+        except Unavailable as exc:
+            # Without the bindings no summary can be checked, and no execution sent (503):
+            # the agent is still registered and watched, without its unchecked allowlist.
+            log.error("storing agent %s without its allowlist: %s", info.agent_id, exc)
+            info = replace(info, allowlist={})
+        return info
+
+    async def _store_hello(self, session: Session, info: AgentInfo) -> datetime | HelloRefused:
+        """Store the Hello in one transaction; return the agent's new deadline, or why the
+        stream's key may not speak for the agent (then only the refusal's audit entry is
+        written)."""
         now = self._clock.now()
         pending = PendingEvents()
         async with self._db.transaction() as db:
             agent = await self._find(db, info.agent_id, lock=True)
+            refused = self.enrollment.claim(db, agent, info.agent_id, session, now)
+            if refused is not None:
+                return refused
             actor = session.actor
             if agent is None:
                 agent = Agent(agent_id=info.agent_id, created_at=now, status="offline")
@@ -418,6 +496,7 @@ class AgentHub:
             else:
                 before = _summary(agent)
             was = agent.status if before is not None else None
+            agent.key_id = key_of(actor)  # unchanged, or binding a new or unbound agent
             agent.hostname = info.hostname
             agent.version = info.version
             agent.os = info.os
@@ -427,6 +506,7 @@ class AgentHub:
             agent.capabilities = list(info.capabilities)
             agent.paused = info.paused
             agent.paused_reason = info.paused_reason or None
+            agent.containment = info.containment or None
             if agent.session_id != session.session_id:
                 agent.connected_at = now
             agent.session_id = session.session_id
@@ -701,8 +781,8 @@ class AgentHub:
         """
         by_key: dict[str, list[Session]] = {}
         for session in self._sessions.values():
-            kind, _, key_id = session.actor.name.partition(":")
-            if kind == "key" and key_id:
+            key_id = key_of(session.actor)
+            if key_id is not None:
                 by_key.setdefault(key_id, []).append(session)
         if not by_key:
             return 0
@@ -735,17 +815,23 @@ class AgentHub:
         It carries the agent's ``agent_offline`` alerts and nothing else: it receives no
         heartbeats, so it stays ``new`` and the monitor never claims it. Operators may give it a
         team, a priority, targets, a mute or a maintenance window like any service.
+
+        Only a service marked with the agent's id (``services.agent_id``, set here) is the
+        agent's: a service people made is never adopted, even under the slug the agent would
+        take (people cannot create ``agent-`` slugs any more, but older ones exist). Then the
+        agent's service takes the first free slug of ``agent-<agent_id>-2``, ``-3``, ...
         """
         if agent.service_id is not None:
             service = await db.get(Service, agent.service_id)
-            if service is not None:
+            if service is not None and service.agent_id == agent.agent_id:
                 return service
-        slug = f"agent-{agent.agent_id}"
-        service = await db.scalar(select(Service).where(Service.slug == slug))
+        service = await db.scalar(select(Service).where(Service.agent_id == agent.agent_id))
         if service is not None:
             return service
+        slug = await self._free_slug(db, f"{AGENT_SLUG_PREFIX}{agent.agent_id}")
         service = Service(
             slug=slug,
+            agent_id=agent.agent_id,
             name=f"agent {agent.hostname}"[:200],
             tags=["agent"],
             priority="p3",
@@ -773,6 +859,16 @@ class AgentHub:
             after={"slug": slug, "name": service.name, "agent_id": agent.agent_id},
         )
         return service
+
+    @staticmethod
+    async def _free_slug(db: AsyncSession, base: str) -> str:
+        """``base``, or the first of ``base-2`` ... ``base-9`` no service holds, else ``base-``
+        and 8 random hexadecimal digits (a slug never stops an alert from opening)."""
+        for n in range(1, 10):
+            slug = base if n == 1 else f"{base}-{n}"
+            if await db.scalar(select(Service.id).where(Service.slug == slug)) is None:
+                return slug
+        return f"{base}-{uuid.uuid4().hex[:8]}"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -836,10 +932,12 @@ class AgentHub:
         *,
         status: str | None = None,
         label: str | None = None,
+        key: str | None = None,
         cursor: str | None = None,
         limit: int | None = None,
     ) -> Page[dict[str, Any]]:
-        """Agents in registration order; ``label`` is ``key=value`` (or ``key``: has the key)."""
+        """Agents in registration order; ``label`` is ``key=value`` (or ``key``: has the key);
+        ``key``: bound to that API key id (to find what to re-assign when rotating a key)."""
         limit = check_limit(limit)
         query = select(Agent, Service.slug).outerjoin(Service, Service.id == Agent.service_id)
         if status is not None:
@@ -849,15 +947,17 @@ class AgentHub:
                 )
             query = query.where(Agent.status == status)
         if label is not None:
-            key, has_value, value = label.partition("=")
-            if not _LABEL_KEY_RE.match(key):
+            name, has_value, value = label.partition("=")
+            if not _LABEL_KEY_RE.match(name):
                 raise ValidationError(
                     "label must be key=value (or key), the key 1-63 letters, digits, "
                     "'.', '_', '/' or '-'",
                     field="label",
                 )
-            element = Agent.labels[key].as_string()
+            element = Agent.labels[name].as_string()
             query = query.where(element == value if has_value else element.is_not(None))
+        if key is not None:
+            query = query.where(Agent.key_id == key)
         after = decode_cursor(cursor)
         if after is not None:
             query = query.where(Agent.id > after)

@@ -10,12 +10,25 @@ agents of a fleet usually share one allowlist file, so compiled rules are cached
 SHA-256. The cached summary is compared with the one asked about, so an agent that advertises
 other rules under a known hash gets its own rules checked, never another agent's.
 
+The same compiled rules validate every ``Hello``'s summary before anything of it is stored
+(``validate``): the allowlist format's limits (hash format, name length, counts, patterns) have
+one implementation, the Rust one, and the rules an agent advertises are compiled by the time an
+execution is requested.
+
+Compiling is done in a worker thread (the bindings release the GIL while they compile), one
+summary at a time: the largest summary the format allows takes tens of seconds of CPU, and any
+``agent`` key can advertise one. So the event loop keeps serving everything else, and at most
+one core is spent compiling; what a hostile key can do is make other agents' *new* allowlists
+wait their turn (known ones come from the cache), and at most ``max_waiting`` may wait:
+past that, ``VerifierBusy`` (the agent's ``Hello`` is refused ``UNAVAILABLE``; it reconnects).
+
 The bindings are imported when first needed: a server without them still serves everything
 else, but refuses to send any execution (503) rather than send one unchecked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -23,7 +36,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from medic_core.errors import Unavailable
+from medic_core.errors import Unavailable, ValidationError
 
 #: The code the agent uses for an allowlist it cannot use; the server uses it for an advertised
 #: summary it cannot compile (see docs/agent-protocol.md, reason codes).
@@ -36,6 +49,10 @@ class Refusal:
 
     reason: str
     detail: str
+
+
+class VerifierBusy(Unavailable):
+    """Too many advertised summaries wait to be compiled: the caller should try again later."""
 
 
 def _bindings() -> ModuleType:
@@ -53,26 +70,88 @@ def _bindings() -> ModuleType:
 class AllowlistVerifier:
     """``check`` requests against advertised summaries; compiled rules cached per SHA-256."""
 
-    def __init__(self, *, cache_size: int = 256) -> None:
+    def __init__(self, *, cache_size: int = 256, max_waiting: int = 16) -> None:
         self._cache_size = cache_size
         self._cache: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
+        self._compiling = asyncio.Lock()  # one compilation at a time (see the module's doc)
+        self._max_waiting = max_waiting
+        self._pending: set[asyncio.Task[Any]] = set()
 
-    def _rules(self, summary: Mapping[str, Any]) -> Any:
-        """The compiled rules of ``summary`` (``SummaryError`` when it cannot be compiled)."""
-        bindings = _bindings()
+    def _cached(self, summary: Mapping[str, Any]) -> Any | None:
         key = str(summary.get("sha256", ""))
         cached = self._cache.get(key)
         if cached is not None and cached[0] == summary:
             self._cache.move_to_end(key)
             return cached[1]
-        rules = bindings.Rules.from_summary(dict(summary))
-        self._cache[key] = (dict(summary), rules)
+        return None
+
+    async def _rules(self, summary: Mapping[str, Any]) -> Any:
+        """The compiled rules of ``summary`` (``SummaryError`` when it cannot be compiled;
+        ``VerifierBusy`` when ``max_waiting`` summaries already wait their turn)."""
+        bindings = _bindings()
+        rules = self._cached(summary)
+        if rules is not None:
+            return rules
+        if len(self._pending) >= self._max_waiting:
+            raise VerifierBusy(
+                f"{len(self._pending)} advertised allowlists are waiting to be checked: "
+                "try again later",
+                retry_after=10,
+            )
+        # A task of its own holds the lock until the compilation ends, even when the caller
+        # goes away (a stream that closes), so there is never more than one at a time.
+        task = asyncio.create_task(self._compile(bindings, dict(summary)), name="allowlist")
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+        return await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that went away leaves no "never retrieved"
+
+    async def _compile(self, bindings: ModuleType, summary: dict[str, Any]) -> Any:
+        async with self._compiling:
+            rules = self._cached(summary)  # compiled while this one waited its turn
+            if rules is not None:
+                return rules
+            rules = await asyncio.to_thread(bindings.Rules.from_summary, summary)
+        key = str(summary.get("sha256", ""))
+        self._cache[key] = (summary, rules)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return rules
 
-    def check(
+    async def validate(self, summary: Mapping[str, Any]) -> None:
+        """Refuse an advertised summary the verifier cannot use (``ValidationError`` naming the
+        format's error code), or whose hashes are not lower-case hex (the agent writes them so;
+        ``Execute.expected_sha256`` repeats them). ``Unavailable`` without the bindings.
+
+        An empty summary (no file hash, no entries) is an agent without a usable allowlist: it
+        refuses every execution, and says so; that is valid.
+        """
+        if not summary.get("sha256") and not summary.get("scripts"):
+            return
+        bindings = _bindings()
+        try:
+            await self._rules(summary)
+        except bindings.SummaryError as exc:
+            code = getattr(exc, "code", "invalid_summary")
+            # The message may quote an over-long name: bounded, never echoed whole.
+            raise ValidationError(
+                f"allowlist ({code}): {_bounded(str(exc))}", field="allowlist"
+            ) from None
+        # The verifier read every digest as 64 hexadecimal digits already; only the case is left.
+        digests = [summary.get("sha256")]
+        digests += [entry.get("sha256") for entry in summary.get("scripts") or []]
+        if any(str(digest) != str(digest).lower() for digest in digests):
+            raise ValidationError(
+                "allowlist (invalid_sha256): SHA-256 digests are 64 lower-case hexadecimal digits",
+                field="allowlist",
+            )
+
+    async def check(
         self,
         summary: Mapping[str, Any],
         script: str,
@@ -83,7 +162,7 @@ class AllowlistVerifier:
         """``None`` when the advertised rules allow the request, else why not."""
         bindings = _bindings()
         try:
-            rules = self._rules(summary)
+            rules = await self._rules(summary)
         except bindings.SummaryError as exc:
             code = getattr(exc, "code", "invalid")
             return Refusal(
@@ -96,6 +175,10 @@ class AllowlistVerifier:
         if refusal is None:
             return None
         return Refusal(str(refusal.reason), str(refusal.detail))
+
+
+def _bounded(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def script_sha256(summary: Mapping[str, Any], script: str) -> str:

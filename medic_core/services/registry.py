@@ -33,6 +33,9 @@ from medic_core.store.pagination import Page, check_limit, decode_cursor, page_o
 from medic_core.validation import quote
 
 STATES = ("new", "up", "late", "down", "paused")
+#: Slugs of agents' own services (``agent-<agent id>``, made by the agent hub): people may not
+#: create services under it, so no agent id can ever name a service someone else made.
+AGENT_SLUG_PREFIX = "agent-"
 _CREATE_FIELDS = {
     "slug",
     "name",
@@ -229,6 +232,12 @@ class ServiceRegistry:
         now = self._clock.now()
         async with self._db.transaction() as session:
             fields = await self._parse(session, data, _CREATE_FIELDS)
+            if fields["slug"].startswith(AGENT_SLUG_PREFIX):
+                raise ValidationError(
+                    f"slugs starting with {AGENT_SLUG_PREFIX!r} are reserved for the services "
+                    "Medic makes for agents (agent-<agent id>): choose another slug",
+                    field="slug",
+                )
             if await session.scalar(select(Service.id).where(Service.slug == fields["slug"])):
                 raise Conflict(f"a service {quote(fields['slug'])} already exists")
             fields.setdefault("name", fields["slug"])

@@ -52,6 +52,7 @@ class Team(Base):
 
 class Service(Base):
     __tablename__ = "services"
+    __table_args__ = (Index("ix_services_agent_id", "agent_id", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     slug: Mapped[str] = mapped_column(String(100), unique=True)
@@ -80,6 +81,10 @@ class Service(Base):
     muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mute_reason: Mapped[str | None] = mapped_column(String(500))
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set on the service an agent's hub made for it (``agent-<agent id>``): the hub adopts only
+    # a service marked with its own agent id, never a user's service that happens to hold the
+    # slug. NULL for every service people create.
+    agent_id: Mapped[str | None] = mapped_column(String(64))
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -349,6 +354,13 @@ class Agent(Base):
     while offline, the instant its ``agent_offline`` alert opens; NULL once alerted. The alert
     hangs on ``service_id``, the agent's own service row (``agent-<agent_id>``), so teams,
     priorities, routing, mutes and maintenance windows apply to it as to any service.
+
+    ``key_id`` is the API key the agent id belongs to (``enrollment.py``): the key of its first
+    ``Hello``, or the one an admin re-assigned it to; a ``Hello`` with the id from any other key
+    is refused. NULL only for agents registered before identities were bound whose key could
+    not be recovered: the next ``Hello`` binds it. ``revoked_at``: an admin revoked the agent,
+    so every ``Hello`` with its id is refused until it is re-assigned. ``containment``: how the
+    agent says it ends a script's processes (``cgroup``, ``subreaper``, ``process_group``).
     """
 
     __tablename__ = "agents"
@@ -366,6 +378,9 @@ class Agent(Base):
     capabilities: Mapped[list[str]] = mapped_column(Json, default=list)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     paused_reason: Mapped[str | None] = mapped_column(String(500))
+    containment: Mapped[str | None] = mapped_column(String(16))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(10), default="online")
     session_id: Mapped[str | None] = mapped_column(String(64))
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -397,7 +412,10 @@ class Execution(Base):
     (``rejected``, ``succeeded``, ``failed``, ``timed_out``, ``cancelled``). ``env_values`` may
     hold secrets: it is kept only while the request may still be (re)sent, never returned by
     the API nor written to the audit log, and cleared once the agent answered.
-    ``output_chunks`` is the number of output chunks the agent says it sent (final states).
+    ``output_chunks`` is the number of output chunks the agent says it sent (final states);
+    ``output_bytes`` the bytes of output stored, which the server caps per execution
+    (``MEDIC_AGENT_MAX_OUTPUT_BYTES``; ``output_truncated`` once a chunk was dropped for it).
+    ``containment``: how the agent ended the script's processes (final states that ran).
     ``sent_count`` counts the ``Execute`` messages sent; ``cancel_sent_at`` is when the last
     ``Cancel`` went out, and ``NULL`` while one is owed (``cancel_requested_at`` set).
     """
@@ -446,7 +464,9 @@ class Execution(Base):
     signal: Mapped[int | None] = mapped_column(Integer)
     output_chunks: Mapped[int | None] = mapped_column(BigInteger)
     output_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    output_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    containment: Mapped[str | None] = mapped_column(String(16))
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

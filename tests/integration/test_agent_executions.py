@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from conftest import auth, make_settings
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
@@ -30,7 +30,7 @@ from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat
 from medic_core.events import Event
 from medic_core.server.http.app import build_app
-from medic_core.store.models import AuditEntry, Execution, ExecutionOutput
+from medic_core.store.models import Agent, AuditEntry, Execution, ExecutionOutput
 
 ME = Actor("test")
 AGENT_ID = "0b6f3f0e-4c55-4a51-9f3e-2f5d1c7c9a10"
@@ -168,6 +168,15 @@ class FakeAgent:
                 heartbeat=agent_pb2.Heartbeat(running_execution_ids=list(running))
             )
         )
+
+    async def ended(self) -> tuple[grpc.StatusCode, str]:
+        """The status the server ended the call with (skipping what it sent before)."""
+        async with asyncio.timeout(10):
+            while True:
+                item = await self.inbox.get()
+                if isinstance(item, grpc.aio.AioRpcError):
+                    return item.code(), item.details() or ""
+                assert not isinstance(item, BaseException | None), item
 
     async def close(self) -> None:
         """Half-close our side and wait for the server to end the call."""
@@ -479,11 +488,14 @@ async def test_an_allowlist_the_server_cannot_read_refuses_everything(
     rest: TestClient[Any, Any],
     admin: dict[str, str],
 ) -> None:
-    broken = agent_pb2.AllowlistSummary(
-        sha256="ab" * 32,
-        scripts=[agent_pb2.ScriptRules(name="x", sha256="not-a-hash", timeout_seconds=1)],
-    )
-    await online(connect(), hello(allowlist=broken))
+    # A Hello with such a summary is refused now (test_agent_protocol_limits.py); an agent
+    # stored before that check still has one.
+    await online(connect())
+    broken = {"sha256": "ab" * 32, "scripts": [{"name": "x", "sha256": "not-a-hash"}]}
+    async with hub_medic.db.transaction() as session:
+        await session.execute(
+            update(Agent).where(Agent.agent_id == AGENT_ID).values(allowlist=broken)
+        )
     response = await post(rest, admin, {"script": "x"})
     assert response.status == 422
     problem = await response.json()
@@ -698,25 +710,27 @@ async def test_updates_only_move_forward_and_strangers_are_ignored(
     assert (await hub_medic.agents.get(OTHER_ID))["status"] == "online"
 
 
-async def test_a_repeated_chunk_is_stored_once_and_an_oversized_one_is_cut(
+async def test_a_repeated_chunk_is_stored_once(
     hub_medic: Medic,
     connect: Callable[[], FakeAgent],
     rest: TestClient[Any, Any],
     admin: dict[str, str],
     events: list[Event],
 ) -> None:
+    # Chunks the server refuses (oversized, empty, after the final state, past the output cap)
+    # are in test_agent_protocol_limits.py.
     agent = await online(connect())
     eid = (await dispatch(rest, admin))["id"]
     await agent.execute()
     agent.chunk(eid, 0, b"first")
     agent.chunk(eid, 0, b"again")
-    agent.chunk(eid, 1, b"x" * (20 * 1024))
-    agent.chunk(eid, 2**64 - 1, b"impossible")
+    agent.chunk(eid, 1, b"x" * (16 * 1024))
     agent.update(eid, S.EXECUTION_STATE_SUCCEEDED, output_chunks=2)
     body = await reaches(hub_medic, eid, "succeeded")
     assert body["output"]["stdout"] == "first" + "x" * 16384
     assert body["output"]["chunks_received"] == 2
-    assert body["output_truncated"] is True  # the cut chunk
+    assert body["output_bytes"] == 5 + 16384
+    assert body["output_truncated"] is False
     assert body["output_complete"] is True
     async with hub_medic.db.sessions() as session:
         count = len(list(await session.scalars(select(ExecutionOutput.id))))

@@ -18,6 +18,9 @@
 //!   built with [`RuleSpec::build`] and [`ScriptRules::new`], the set with [`RuleSet::new`]. A
 //!   dict of the wrong shape raises `SummaryError` with code `invalid_summary`; a rule that
 //!   breaks the allowlist format raises it with the format's own code (`invalid_pattern`, …).
+//!   Reading needs the GIL; building (compiling patterns: up to seconds for the largest
+//!   summaries the format allows) runs without it, so the whole dict is read first and a shape
+//!   error anywhere is reported before a format error.
 //! - **Summaries out** (`summary_from_toml`, `Rules.to_summary`): the same dict shape, so
 //!   `from_summary(summary_from_toml(text))` is the set the agent reading `text` advertises.
 //! - **Requests**: text Python can hold but UTF-8 cannot (lone surrogates) could never travel
@@ -278,19 +281,64 @@ fn read_rule(message: &Message<'_>) -> Read<RuleSpec> {
     })
 }
 
-fn read_script(message: &Message<'_>, index: usize) -> Read<ScriptRules> {
+/// One entry as read from the dict, its rules not built yet: building compiles patterns, the
+/// costly part, which runs without the GIL ([`build_summary`]).
+struct EntrySpec {
+    index: usize,
+    name: String,
+    sha256: Sha256,
+    timeout: Duration,
+    args: Vec<RuleSpec>,
+    rest: Option<(RuleSpec, usize)>,
+    env: Vec<String>,
+}
+
+impl EntrySpec {
+    fn build(self) -> Read<ScriptRules> {
+        let EntrySpec {
+            index,
+            name,
+            sha256,
+            timeout,
+            args: specs,
+            rest,
+            env,
+        } = self;
+        let fault = |problem: Problem| {
+            SummaryFault::Format(CrateLoadError::Entry {
+                index: index + 1,
+                name: name.clone(),
+                problem,
+            })
+        };
+        let mut args = Vec::with_capacity(specs.len());
+        for (position, spec) in specs.into_iter().enumerate() {
+            args.push(
+                spec.build(RulePosition::Argument(position + 1))
+                    .map_err(fault)?,
+            );
+        }
+        let rest = match rest {
+            None => None,
+            Some((spec, max_count)) => Some(RestArguments {
+                rule: spec.build(RulePosition::Rest).map_err(fault)?,
+                max_count,
+            }),
+        };
+        ScriptRules::new(name.clone(), sha256, args, rest, env, timeout).map_err(fault)
+    }
+}
+
+fn read_script(message: &Message<'_>, index: usize) -> Read<EntrySpec> {
     let name = message.string("name")?;
-    let entry_error = |problem: Problem| {
-        SummaryFault::Format(CrateLoadError::Entry {
-            index: index + 1,
-            name: name.clone(),
-            problem,
-        })
-    };
     let sha256 = read_sha256(message, "sha256")?;
-    let timeout = u64::try_from(message.integer("timeout_seconds")?)
-        .map(Duration::from_secs)
-        .map_err(|_| entry_error(Problem::InvalidTimeout))?;
+    let Ok(timeout) = u64::try_from(message.integer("timeout_seconds")?) else {
+        return Err(SummaryFault::Format(CrateLoadError::Entry {
+            index: index + 1,
+            name,
+            problem: Problem::InvalidTimeout,
+        }));
+    };
     let mut args = Vec::new();
     for (position, value) in message.list("args")?.iter().enumerate() {
         let rule = Message::read(
@@ -298,10 +346,7 @@ fn read_script(message: &Message<'_>, index: usize) -> Read<ScriptRules> {
             &format!("{}[{position}]", message.path("args")),
             RULE_KEYS,
         )?;
-        let rule = read_rule(&rule)?
-            .build(RulePosition::Argument(position + 1))
-            .map_err(entry_error)?;
-        args.push(rule);
+        args.push(read_rule(&rule)?);
     }
     let rest = match message.message("rest", REST_KEYS)? {
         None => None,
@@ -316,19 +361,25 @@ fn read_script(message: &Message<'_>, index: usize) -> Read<ScriptRules> {
                     Some(rule) => read_rule(&rule)?,
                     None => RuleSpec::default(),
                 };
-                Some(RestArguments {
-                    rule: spec.build(RulePosition::Rest).map_err(entry_error)?,
-                    // Negative: 0, which `ScriptRules::new` refuses.
-                    max_count: usize::try_from(max_count).unwrap_or(0),
-                })
+                // Negative: 0, which `ScriptRules::new` refuses.
+                Some((spec, usize::try_from(max_count).unwrap_or(0)))
             }
         }
     };
     let env = message.strings("env")?;
-    ScriptRules::new(name.clone(), sha256, args, rest, env, timeout).map_err(entry_error)
+    Ok(EntrySpec {
+        index,
+        name,
+        sha256,
+        timeout: Duration::from_secs(timeout),
+        args,
+        rest,
+        env,
+    })
 }
 
-fn read_summary(summary: &Bound<'_, PyAny>) -> Read<RuleSet> {
+/// Read the summary dict (with the GIL): its shape, its hashes, every entry's raw rules.
+fn read_summary(summary: &Bound<'_, PyAny>) -> Read<(Sha256, Vec<EntrySpec>)> {
     let message = Message::read(summary, "summary", SUMMARY_KEYS)?;
     let sha256 = read_sha256(&message, "sha256")?;
     let mut scripts = Vec::new();
@@ -336,6 +387,16 @@ fn read_summary(summary: &Bound<'_, PyAny>) -> Read<RuleSet> {
         let path = format!("{}[{index}]", message.path("scripts"));
         let script = Message::read(value, &path, SCRIPT_KEYS)?;
         scripts.push(read_script(&script, index)?);
+    }
+    Ok((sha256, scripts))
+}
+
+/// Build the rule set (no Python values: this runs without the GIL). Entries are built in
+/// order, so the first entry that breaks the format is the one reported.
+fn build_summary(sha256: Sha256, entries: Vec<EntrySpec>) -> Read<RuleSet> {
+    let mut scripts = Vec::with_capacity(entries.len());
+    for entry in entries {
+        scripts.push(entry.build()?);
     }
     RuleSet::new(sha256, scripts).map_err(SummaryFault::Format)
 }
@@ -460,7 +521,10 @@ impl Rules {
     /// `AllowlistSummary`); raises `SummaryError` when it is invalid.
     #[staticmethod]
     fn from_summary(py: Python<'_>, summary: &Bound<'_, PyAny>) -> PyResult<Self> {
-        read_summary(summary)
+        let (sha256, entries) = read_summary(summary).map_err(|fault| fault.into_py(py))?;
+        // Compiling the patterns of a large summary takes seconds of CPU: without the GIL, a
+        // server calling this from a worker thread keeps serving meanwhile.
+        py.detach(move || build_summary(sha256, entries))
             .map(|set| Self { set })
             .map_err(|fault| fault.into_py(py))
     }

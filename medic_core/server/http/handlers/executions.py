@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from medic_core.agent.executions import MAX_ARGS, MAX_ENV, MAX_TIMEOUT, STATES
+from medic_core.agent.limits import CONTAINMENTS
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
@@ -81,8 +82,18 @@ EXECUTION: dict[str, Any] = {
             "type": ["integer", "null"],
             "description": "output chunks the agent says it sent (final states)",
         },
-        "output_truncated": {"type": "boolean"},
+        "output_truncated": {
+            "type": "boolean",
+            "description": "output was cut: by the agent's cap, or the server dropped chunks "
+            "past MEDIC_AGENT_MAX_OUTPUT_BYTES",
+        },
+        "output_bytes": {"type": "integer", "description": "bytes of output stored"},
         "duration_ms": {"type": ["integer", "null"]},
+        "containment": {
+            "enum": [*CONTAINMENTS, None],
+            "description": "how the agent ended the script's processes (final states of "
+            "executions that ran; null: not said)",
+        },
         "sent_count": {"type": "integer"},
         "last_sent_at": _NULLABLE_INSTANT,
         "cancel_requested_at": _NULLABLE_INSTANT,
@@ -107,7 +118,8 @@ EXECUTION_WITH_OUTPUT: dict[str, Any] = {
         **EXECUTION["properties"],
         "output_complete": {
             "type": "boolean",
-            "description": "final, and every chunk the agent sent is stored",
+            "description": "final, and every chunk the agent sent is stored (false when "
+            "chunks were lost on a broken stream or dropped past the output cap)",
         },
         "output": {
             "type": "object",
