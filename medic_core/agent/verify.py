@@ -22,6 +22,14 @@ one core is spent compiling; what a hostile key can do is make other agents' *ne
 wait their turn (known ones come from the cache), and at most ``max_waiting`` may wait:
 past that, ``VerifierBusy`` (the agent's ``Hello`` is refused ``UNAVAILABLE``; it reconnects).
 
+A rule that a newer verifier made stricter (today: environment names it now forbids) is not a
+malformed ``Hello``: an agent released before the rule advertises what its own verifier allowed,
+and servers are upgraded before agents. Such a summary is stored, so the agent stays connected
+and watched (no ``agent_offline`` page for an upgrade), but it cannot be compiled, so every
+execution for it is refused (``allowlist_unavailable``, naming the rule) until the host's
+allowlist is fixed. Failed compilations are cached like good ones, so such an agent costs one
+compilation, not one per ``Hello``.
+
 The bindings are imported when first needed: a server without them still serves everything
 else, but refuses to send any execution (503) rather than send one unchecked.
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +50,11 @@ from medic_core.errors import Unavailable, ValidationError
 #: The code the agent uses for an allowlist it cannot use; the server uses it for an advertised
 #: summary it cannot compile (see docs/agent-protocol.md, reason codes).
 SUMMARY_UNUSABLE = "allowlist_unavailable"
+#: Format codes of rules that newer verifiers tightened: an older agent's summary that breaks one
+#: is stored (the agent stays watched) and unusable for executions, not refused as malformed.
+TIGHTENED_RULES = frozenset({"forbidden_env_name"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ class AllowlistVerifier:
 
     def __init__(self, *, cache_size: int = 256, max_waiting: int = 16) -> None:
         self._cache_size = cache_size
+        # sha256 -> (summary, compiled rules or the SummaryError compiling it raised)
         self._cache: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
         self._compiling = asyncio.Lock()  # one compilation at a time (see the module's doc)
         self._max_waiting = max_waiting
@@ -90,6 +105,8 @@ class AllowlistVerifier:
         ``VerifierBusy`` when ``max_waiting`` summaries already wait their turn)."""
         bindings = _bindings()
         rules = self._cached(summary)
+        if isinstance(rules, bindings.SummaryError):
+            raise rules
         if rules is not None:
             return rules
         if len(self._pending) >= self._max_waiting:
@@ -113,15 +130,22 @@ class AllowlistVerifier:
     async def _compile(self, bindings: ModuleType, summary: dict[str, Any]) -> Any:
         async with self._compiling:
             rules = self._cached(summary)  # compiled while this one waited its turn
-            if rules is not None:
-                return rules
-            rules = await asyncio.to_thread(bindings.Rules.from_summary, summary)
+            if rules is None:
+                try:
+                    rules = await asyncio.to_thread(bindings.Rules.from_summary, summary)
+                except bindings.SummaryError as exc:
+                    rules = exc
+                self._remember(summary, rules)
+        if isinstance(rules, bindings.SummaryError):
+            raise rules
+        return rules
+
+    def _remember(self, summary: dict[str, Any], rules: Any) -> None:
         key = str(summary.get("sha256", ""))
         self._cache[key] = (summary, rules)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return rules
 
     async def validate(self, summary: Mapping[str, Any]) -> None:
         """Refuse an advertised summary the verifier cannot use (``ValidationError`` naming the
@@ -138,14 +162,22 @@ class AllowlistVerifier:
             await self._rules(summary)
         except bindings.SummaryError as exc:
             code = getattr(exc, "code", "invalid_summary")
+            if code in TIGHTENED_RULES and _lower_case_digests(summary):
+                log.warning(
+                    "an agent advertises an allowlist this server's verifier refuses (%s: %s): "
+                    "it stays connected, but no execution is sent to it until its allowlist "
+                    "is fixed",
+                    code,
+                    _bounded(str(exc)),
+                    extra={"allowlist_sha256": str(summary.get("sha256", ""))[:64]},
+                )
+                return
             # The message may quote an over-long name: bounded, never echoed whole.
             raise ValidationError(
                 f"allowlist ({code}): {_bounded(str(exc))}", field="allowlist"
             ) from None
         # The verifier read every digest as 64 hexadecimal digits already; only the case is left.
-        digests = [summary.get("sha256")]
-        digests += [entry.get("sha256") for entry in summary.get("scripts") or []]
-        if any(str(digest) != str(digest).lower() for digest in digests):
+        if not _lower_case_digests(summary):
             raise ValidationError(
                 "allowlist (invalid_sha256): SHA-256 digests are 64 lower-case hexadecimal digits",
                 field="allowlist",
@@ -175,6 +207,12 @@ class AllowlistVerifier:
         if refusal is None:
             return None
         return Refusal(str(refusal.reason), str(refusal.detail))
+
+
+def _lower_case_digests(summary: Mapping[str, Any]) -> bool:
+    digests = [summary.get("sha256")]
+    digests += [entry.get("sha256") for entry in summary.get("scripts") or []]
+    return all(str(digest) == str(digest).lower() for digest in digests)
 
 
 def _bounded(text: str, limit: int = 200) -> str:

@@ -33,6 +33,7 @@ from test_agent_executions import (
 )
 
 from conftest import make_settings
+from medic_core.agent.executions import ExecutionRefused
 from medic_core.agent.proto import agent_pb2
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
@@ -287,6 +288,27 @@ async def test_a_hello_with_a_malformed_allowlist_is_refused_before_anything_is_
     assert len(details) < 400  # an over-long name is never echoed whole
     assert list((await hub_medic.agents.list()).items) == []
     assert refusals(hub_medic, "invalid_hello") == 1
+
+
+async def test_an_older_agents_allowlist_with_a_newly_forbidden_name_stays_watched_but_unused(
+    hub_medic: Medic, connect: Callable[[], FakeAgent]
+) -> None:
+    """Servers are upgraded before agents: an agent whose own (older) verifier allowed a name the
+    server's now forbids is not disconnected (that would page for an upgrade); it stays online,
+    and nothing is sent to it."""
+    allowlist = summary(env=["HOME"])
+    await connect().welcome(hello(allowlist=allowlist))
+    stored = await hub_medic.agents.get(AGENT_ID)
+    assert (stored["status"], stored["allowlist"]["sha256"]) == ("online", allowlist.sha256)
+    with pytest.raises(ExecutionRefused) as refused:
+        await hub_medic.agents.execute(AGENT_ID, "restart-nginx", [], {}, None, ME)
+    assert refused.value.refusal.reason == "allowlist_unavailable"
+    assert "forbidden_env_name" in refused.value.refusal.detail
+    assert refusals(hub_medic, "invalid_hello") == 0
+    # The failed compilation is remembered: a second agent with the same file costs nothing new.
+    assert (
+        await hub_medic.agents._verifier.check(stored["allowlist"], "x", [], {}, None)
+    ) is not None
 
 
 async def test_a_hello_is_validated_before_an_older_stream_is_replaced(
