@@ -513,8 +513,12 @@ impl Jail {
         }
         match status {
             Some(status) => status,
-            // Not dead after SIGKILL and the wait: blocked in the kernel; it ends when it can.
-            None => child.wait().await,
+            None => {
+                // Still not reaped after SIGKILL to everything and the wait: kill the script by
+                // its own pid too, then wait (one blocked in the kernel ends when it returns).
+                let _ = child.start_kill();
+                child.wait().await
+            }
         }
     }
 
