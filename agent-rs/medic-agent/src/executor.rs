@@ -511,11 +511,13 @@ mod tests {
 
     /// A cgroup under the test process's own, for one test's executions; `None` (saying why)
     /// where the kernel does not let this process create one. Removed on drop.
+    #[cfg(target_os = "linux")]
     struct TestCgroup {
         dir: PathBuf,
         containment: Containment,
     }
 
+    #[cfg(target_os = "linux")]
     impl TestCgroup {
         fn new(name: &str) -> Option<Self> {
             match Containment::cgroup_for_tests(name) {
@@ -540,6 +542,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
     impl Drop for TestCgroup {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir(&self.dir);
@@ -800,6 +803,7 @@ mod tests {
         kill(escapee);
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn in_a_cgroup_a_setsid_descendant_dies_on_timeout_and_the_group_is_removed() {
         let Some(cgroup) = TestCgroup::new("timeout") else {
@@ -830,6 +834,7 @@ mod tests {
         assert_eq!(cgroup.groups(), Vec::<String>::new());
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn in_a_cgroup_a_setsid_descendant_dies_on_cancel() {
         let Some(cgroup) = TestCgroup::new("cancel") else {
@@ -859,6 +864,7 @@ mod tests {
         assert_eq!(cgroup.groups(), Vec::<String>::new());
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn in_a_cgroup_leftovers_of_a_normal_exit_are_killed() {
         let Some(cgroup) = TestCgroup::new("leftovers") else {
@@ -885,6 +891,7 @@ mod tests {
         assert_eq!(cgroup.groups(), Vec::<String>::new());
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn in_a_cgroup_ending_one_execution_never_touches_another() {
         let Some(cgroup) = TestCgroup::new("two") else {

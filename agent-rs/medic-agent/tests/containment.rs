@@ -6,6 +6,7 @@
 //! (a `cgroup` test is skipped, saying why, only where the kernel does not let this process
 //! create a cgroup), and the `process_group` mode is shown to say honestly what it cannot do.
 //! The harness is `support/mod.rs`.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;

@@ -29,6 +29,7 @@
 
 #[cfg(target_os = "linux")]
 mod cgroup;
+#[cfg(target_os = "linux")]
 mod procfs;
 #[cfg(target_os = "linux")]
 pub mod reaper;
@@ -529,17 +530,23 @@ impl Jail {
         let killed = match &mut self.inner {
             #[cfg(target_os = "linux")]
             Inner::Reaper(session) => {
-                let finished = session.finish().await;
+                // The reaper bounds its own work (the grace, then KILL_WAIT); this bounds a
+                // reaper that went wrong.
+                let limit = grace + KILL_WAIT + KILL_WAIT;
+                let finished = tokio::time::timeout(limit, session.finish()).await;
                 // The reaper exits right after its last line.
                 let _ = tokio::time::timeout(KILL_WAIT, child.wait()).await;
                 match finished {
-                    Ok((killed, survivors)) => {
+                    Ok(Ok((killed, survivors))) => {
                         self.survivors = survivors;
                         Some(killed)
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
                         warn!(%error, "lost track of the execution's reaper");
-                        self.survivors = 0;
+                        None
+                    }
+                    Err(_) => {
+                        warn!("the execution's reaper did not report in time");
                         None
                     }
                 }
