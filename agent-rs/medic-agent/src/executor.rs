@@ -775,20 +775,43 @@ mod tests {
         assert!(wait_dead(child).await, "the leftover {child} survived");
     }
 
-    #[tokio::test]
-    async fn a_process_that_left_the_group_escapes_a_process_group_and_says_so() {
+    /// An execution of [`ESCAPEE`] followed by `then`; the escapee's pid goes to `pidfile`.
+    struct Escape {
+        started: Started,
+        pidfile: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A grace of one second, so that a `SIGTERM` the escapee ignores does not hold tests long.
+    const QUICK: Limits = Limits {
+        kill_grace: Duration::from_secs(1),
+        ..LIMITS
+    };
+
+    fn escape(containment: &Containment, id: &str, then: &str, limits: Limits) -> Escape {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
+        let script = format!("{ESCAPEE} {then}");
+        let env = [("PIDFILE", pidfile.to_str().unwrap())];
+        let started = start(containment, id, &script, &env, limits);
+        Escape {
+            started,
+            pidfile,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_that_left_the_group_escapes_a_process_group_and_says_so() {
         let limits = Limits {
             timeout: Duration::from_secs(1),
-            kill_grace: Duration::from_secs(1),
-            ..LIMITS
+            ..QUICK
         };
         let started = Instant::now();
-        let script = format!("{ESCAPEE} sleep 300");
-        let pidfile_env = pidfile.to_str().unwrap();
-        let run = run(&script, &[("PIDFILE", pidfile_env)], limits, None).await;
-        let escapee = pid_in(&pidfile).await;
+        let group = Containment::process_group();
+        let escape = escape(&group, "p-1", "sleep 300", limits);
+        let escapee = pid_in(&escape.pidfile).await;
+        let run = escape.started.finished().await;
         assert_eq!(run.update.state(), ExecutionState::TimedOut);
         assert!(
             run.update
@@ -809,18 +832,13 @@ mod tests {
         let Some(cgroup) = TestCgroup::new("timeout") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
         let limits = Limits {
             timeout: Duration::from_secs(2),
-            kill_grace: Duration::from_secs(1),
-            ..LIMITS
+            ..QUICK
         };
-        let script = format!("{ESCAPEE} sleep 300");
-        let env = [("PIDFILE", pidfile.to_str().unwrap())];
-        let started = start(&cgroup.containment, "t-1", &script, &env, limits);
-        let escapee = pid_in(&pidfile).await;
-        let run = started.finished().await;
+        let escape = escape(&cgroup.containment, "t-1", "sleep 300", limits);
+        let escapee = pid_in(&escape.pidfile).await;
+        let run = escape.started.finished().await;
         assert_eq!(run.update.state(), ExecutionState::TimedOut);
         assert_eq!(run.update.containment, "cgroup");
         // The script, its `sleep`, the escapee (a shell may exec its last command itself).
@@ -840,18 +858,10 @@ mod tests {
         let Some(cgroup) = TestCgroup::new("cancel") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let limits = Limits {
-            kill_grace: Duration::from_secs(1),
-            ..LIMITS
-        };
-        let script = format!("{ESCAPEE} sleep 300");
-        let env = [("PIDFILE", pidfile.to_str().unwrap())];
-        let mut started = start(&cgroup.containment, "c-1", &script, &env, limits);
-        let escapee = pid_in(&pidfile).await;
-        started.stop(Stop::Cancel("operator asked".into()));
-        let run = started.finished().await;
+        let mut escape = escape(&cgroup.containment, "c-1", "sleep 300", QUICK);
+        let escapee = pid_in(&escape.pidfile).await;
+        escape.started.stop(Stop::Cancel("operator asked".into()));
+        let run = escape.started.finished().await;
         assert_eq!(run.update.state(), ExecutionState::Cancelled);
         assert!(
             run.update
@@ -870,18 +880,10 @@ mod tests {
         let Some(cgroup) = TestCgroup::new("leftovers") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let limits = Limits {
-            kill_grace: Duration::from_secs(1),
-            ..LIMITS
-        };
-        let script = format!("{ESCAPEE} while [ ! -s \"$PIDFILE\" ]; do sleep 0.05; done; exit 0");
-        let env = [("PIDFILE", pidfile.to_str().unwrap())];
-        let run = start(&cgroup.containment, "l-1", &script, &env, limits)
-            .finished()
-            .await;
-        let escapee = pid_in(&pidfile).await;
+        let then = "while [ ! -s \"$PIDFILE\" ]; do sleep 0.05; done; exit 0";
+        let escape = escape(&cgroup.containment, "l-1", then, QUICK);
+        let run = escape.started.finished().await;
+        let escapee = pid_in(&escape.pidfile).await;
         assert_eq!(run.update.state(), ExecutionState::Succeeded);
         assert_eq!(
             run.update.detail,
@@ -897,29 +899,23 @@ mod tests {
         let Some(cgroup) = TestCgroup::new("two") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let (first_pidfile, second_pidfile) = (dir.path().join("1"), dir.path().join("2"));
-        let limits = Limits {
-            kill_grace: Duration::from_secs(1),
-            ..LIMITS
-        };
-        let script = format!("{ESCAPEE} sleep 300");
-        let first_env = [("PIDFILE", first_pidfile.to_str().unwrap())];
-        let second_env = [("PIDFILE", second_pidfile.to_str().unwrap())];
-        let mut first = start(&cgroup.containment, "two-1", &script, &first_env, limits);
-        let mut second = start(&cgroup.containment, "two-2", &script, &second_env, limits);
+        let mut first = escape(&cgroup.containment, "two-1", "sleep 300", QUICK);
+        let mut second = escape(&cgroup.containment, "two-2", "sleep 300", QUICK);
         let (first_escapee, second_escapee) =
-            (pid_in(&first_pidfile).await, pid_in(&second_pidfile).await);
-        first.stop(Stop::Cancel(String::new()));
+            (pid_in(&first.pidfile).await, pid_in(&second.pidfile).await);
+        first.started.stop(Stop::Cancel(String::new()));
         assert_eq!(
-            first.finished().await.update.state(),
+            first.started.finished().await.update.state(),
             ExecutionState::Cancelled
         );
         assert!(wait_dead(first_escapee).await);
         assert!(!is_dead(second_escapee), "the other execution was touched");
         assert_eq!(cgroup.groups(), ["exec-two-2"]);
-        second.stop(Stop::Shutdown);
-        assert_eq!(second.finished().await.update.reason, "agent_stopped");
+        second.started.stop(Stop::Shutdown);
+        assert_eq!(
+            second.started.finished().await.update.reason,
+            "agent_stopped"
+        );
         assert!(wait_dead(second_escapee).await);
         assert_eq!(cgroup.groups(), Vec::<String>::new());
     }
