@@ -14,6 +14,7 @@ mod support;
 use std::collections::HashMap;
 use std::fs;
 use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -442,4 +443,71 @@ async fn cgroup_a_script_sees_no_descriptor_the_agent_inherited() {
 #[tokio::test]
 async fn subreaper_a_script_sees_no_descriptor_the_agent_inherited() {
     a_script_sees_no_descriptor_the_agent_inherited(Mode::Subreaper).await;
+}
+
+/// Run `medic-agent run` as `nobody` (who cannot create cgroups) with `containment = setting`
+/// until it logs its containment or exits; its log.
+fn run_as_nobody(setting: &str) -> String {
+    const NOBODY: u32 = 65_534;
+    let host = host_with(
+        "http://127.0.0.1:9",
+        &format!("containment = \"{setting}\""),
+        &[],
+    );
+    let owned = [
+        host.dir.path().to_path_buf(),
+        host.path("agent.toml"),
+        host.path("allowlist.toml"),
+        host.path("agent.key"),
+    ];
+    for path in &owned {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_medic-agent"))
+        .args(["run", "--config", host.config.to_str().unwrap()])
+        .args(["--owner-uid", &NOBODY.to_string()])
+        .env_remove("MEDIC_AGENT_API_KEY")
+        .env_remove("MEDIC_AGENT_CONTAINMENT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let stderr = std::io::BufReader::new(agent.stderr.take().unwrap());
+    for line in std::io::BufRead::lines(stderr) {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("containment chosen") || line.contains("cannot run") {
+            break;
+        }
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    log
+}
+
+#[test]
+fn a_forced_mode_that_cannot_work_is_a_start_up_error_and_auto_falls_back() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: running the agent as another user needs root");
+        return;
+    }
+    if cgroup_mount().is_err() {
+        eprintln!("SKIPPED: no cgroup v2 here, so `nobody` is no different");
+        return;
+    }
+    let log = run_as_nobody("cgroup");
+    assert!(
+        log.contains(r#"containment = \"cgroup\" cannot work here: cannot create a cgroup in"#),
+        "{log}"
+    );
+    let log = run_as_nobody("auto");
+    assert!(
+        log.contains(r#""message":"containment chosen","mode":"subreaper","reason":"auto: no usable cgroup v2"#),
+        "{log}"
+    );
 }

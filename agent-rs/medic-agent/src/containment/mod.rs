@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
 use serde::Deserialize;
 use tokio::process::Child;
+#[cfg(target_os = "linux")]
 use tracing::warn;
 
 /// How long processes may take to die after `SIGKILL` before they are reported as survivors

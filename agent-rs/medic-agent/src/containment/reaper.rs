@@ -53,9 +53,11 @@ use crate::sys::ChildSetup;
 
 /// How often to look again while processes are being ended.
 const ENDING_TICK: Duration = Duration::from_millis(10);
-/// How often to reap adopted orphans while the script runs (its own exit wakes the reaper at
-/// once through a pidfd; without pidfds this is also how soon its exit is seen).
+/// How often to look while the script runs, where the kernel has no pidfds (Linux before 5.3):
+/// how soon its exit is seen.
 const RUNNING_TICK: Duration = Duration::from_millis(100);
+/// How often to reap adopted orphans while the script runs, where its pidfd tells its exit.
+const ORPHAN_TICK: Duration = Duration::from_secs(1);
 
 /// What the command line says.
 #[derive(Debug, PartialEq, Eq)]
@@ -186,9 +188,10 @@ impl Reaper {
                 phase => phase,
             };
             let tick = match phase {
-                Phase::Running => RUNNING_TICK.max(Duration::from_secs(u64::from(
-                    pidfd.is_some() && self.script.is_some(),
-                ))),
+                // The script's exit wakes the reaper through its pidfd: only adopted orphans
+                // wait for the tick to be reaped.
+                Phase::Running if pidfd.is_some() && self.script.is_some() => ORPHAN_TICK,
+                Phase::Running => RUNNING_TICK,
                 _ => ENDING_TICK,
             };
             if self.wait_for_news(pidfd.as_ref().filter(|_| self.script.is_some()), tick) {
