@@ -161,6 +161,12 @@ class Host:
         key = self.root / "agent.key"
         key.write_text(self.token)
         key.chmod(0o600)
+        self.write_config()
+
+    def write_config(self) -> None:
+        """Write the agent's configuration file, ``config_extra`` included (restart the agent
+        for settings it reads only at start, such as ``containment``)."""
+        key = self.root / "agent.key"
         config = self.root / "agent.toml"
         config.write_text(
             f"""server = "http://127.0.0.1:{self.grpc_port}"
@@ -179,7 +185,8 @@ role = "test"
         )
         config.chmod(0o600)
 
-    def start(self) -> None:
+    def start(self, pass_fds: tuple[int, ...] = ()) -> None:
+        """Start the agent; ``pass_fds``: descriptors it inherits (as from a careless parent)."""
         if not AGENT_BIN.exists():
             raise AssertionError(f"{AGENT_BIN} is missing: run `make agent-bin` (make test does)")
         self.runs += 1
@@ -197,6 +204,7 @@ role = "test"
             env=env,
             stdout=log,
             stderr=log,
+            pass_fds=pass_fds,
         )
         log.close()
 

@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::config::{Config, process_env};
+use crate::containment::Containment;
 use crate::executor::{self, Launch, Limits, Outcome, Stop};
 use crate::hello::{self, Identity};
 use crate::journal::{Durability, Journal, Recovery, Retention, is_final};
@@ -64,6 +65,7 @@ pub struct Agent {
     identity: Identity,
     outbox: Outbox,
     metrics: Arc<Metrics>,
+    containment: Containment,
     state: Mutex<State>,
     running_count: watch::Sender<usize>,
 }
@@ -129,12 +131,14 @@ fn result_label(state: ExecutionState) -> &'static str {
 }
 
 impl Agent {
-    /// Open the state directory (id, journal) and read the live settings once.
+    /// Open the state directory (id, journal) and read the live settings once. Executions run
+    /// inside `containment`.
     pub fn start(
         config: Config,
         source: Source,
         policy: FilePolicy,
         metrics: Arc<Metrics>,
+        containment: Containment,
     ) -> Result<Self, String> {
         let state_dir = &config.state_dir;
         crate::identity::ensure_state_dir(state_dir)
@@ -144,6 +148,14 @@ impl Agent {
         let (journal, recovery) = Journal::open(state_dir, Retention::default(), now())
             .map_err(|error| format!("journal in {}: {error}", state_dir.display()))?;
         log_recovery(&recovery, journal.len());
+        let reclaimed = containment.reclaim(&recovery.interrupted);
+        if reclaimed > 0 {
+            warn!(
+                processes = reclaimed,
+                "killed what executions interrupted by the last stop left running"
+            );
+            metrics.contained(containment.mode(), reclaimed);
+        }
         let live = Live {
             labels: config.labels.clone(),
             config_paused: config.executions_paused,
@@ -162,6 +174,7 @@ impl Agent {
             policy,
             outbox: Outbox::default(),
             metrics,
+            containment,
             state: Mutex::new(State {
                 journal,
                 running: HashMap::new(),
@@ -175,6 +188,7 @@ impl Agent {
             agent_id = %agent.identity.agent_id,
             hostname = %agent.identity.hostname,
             version = env!("CARGO_PKG_VERSION"),
+            containment = %agent.containment.mode(),
             "agent started"
         );
         Ok(agent)
@@ -254,6 +268,7 @@ impl Agent {
             &live.labels,
             live.allowlist.as_deref().ok(),
             &live.pause,
+            self.containment.mode(),
         )
     }
 
@@ -424,20 +439,22 @@ impl Agent {
         }
         self.outbox.send(Body::ExecutionUpdate(accepted));
         let timeout = verified.timeout();
+        let kill_grace = Duration::from_secs(self.config.kill_grace_seconds);
         let spawned = {
             let program = verified.exec_path();
-            executor::spawn(&Launch {
+            let launch = Launch {
                 program: &program,
                 arg0: verified.script().path(),
                 script_fd: Some(verified.file().as_fd()),
                 args: verified.args(),
                 env: verified.env(),
-            })
+            };
+            executor::spawn(&launch, &self.containment, id, kill_grace)
         };
         // Closes the descriptor that was made inheritable for this child only.
         drop(verified);
-        let child = match spawned {
-            Ok(child) => child,
+        let (child, jail) = match spawned {
+            Ok(spawned) => spawned,
             Err(error) => {
                 error!(execution_id = %id, script, %error, "cannot start the script");
                 self.metrics.executed(&script, "failed", Duration::ZERO);
@@ -451,6 +468,7 @@ impl Agent {
             script,
             pid = child.id().unwrap_or(0),
             timeout_seconds = timeout.as_secs(),
+            containment = %jail.mode(),
             "execution started"
         );
         let running = update(id, ExecutionState::Running, "", String::new());
@@ -464,7 +482,7 @@ impl Agent {
 
         let limits = Limits {
             timeout,
-            kill_grace: Duration::from_secs(self.config.kill_grace_seconds),
+            kill_grace,
             output_cap: self.config.output_cap_bytes,
         };
         let agent = Arc::clone(self);
@@ -473,7 +491,7 @@ impl Agent {
         tokio::spawn(
             async move {
                 let outbox = agent.outbox.clone();
-                let outcome = executor::supervise(child, &id, limits, stopped, outbox).await;
+                let outcome = executor::supervise(child, jail, &id, limits, stopped, outbox).await;
                 agent.finish(&id, &script, outcome, timeout);
             }
             .instrument(span),
@@ -482,6 +500,7 @@ impl Agent {
 
     fn finish(&self, id: &str, script: &str, outcome: Outcome, timeout: Duration) {
         let duration = outcome.duration;
+        let cleanup = outcome.cleanup;
         let update = executor::final_update(id, outcome, timeout);
         let result = result_label(update.state());
         info!(
@@ -493,9 +512,21 @@ impl Agent {
             duration_ms = update.duration_ms,
             output_chunks = update.output_chunks,
             output_truncated = update.output_truncated,
+            containment = %cleanup.mode,
+            processes_killed = cleanup.killed,
+            survivors = cleanup.survivors,
             "execution ended"
         );
+        if cleanup.survivors > 0 {
+            warn!(
+                execution_id = %id,
+                survivors = cleanup.survivors,
+                "some processes of the execution could not be killed"
+            );
+        }
         self.metrics.executed(script, result, duration);
+        self.metrics
+            .contained(cleanup.mode, cleanup.killed.unwrap_or(0));
         let mut state = self.lock();
         self.publish(&mut state, update, Durability::Synced);
         state.running.remove(id);
@@ -512,7 +543,7 @@ impl Agent {
         let mut state = self.lock();
         if let Some(running) = state.running.get_mut(&id) {
             if let Some(stop) = running.stop.take() {
-                info!(execution_id = %id, "cancelling: killing the process group");
+                info!(execution_id = %id, "cancelling: ending its processes");
                 let _ = stop.send(Stop::Cancel(bounded(&cancel.reason, MAX_CANCEL_REASON_LEN)));
             }
             return;

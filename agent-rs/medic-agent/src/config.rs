@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 use medic_allowlist::{FilePolicy, Refusal, open_trusted_file};
 use serde::Deserialize;
 
+use crate::containment::Setting as ContainmentSetting;
+
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/medic/agent.toml";
 const DEFAULT_ALLOWLIST: &str = "/etc/medic/allowlist.toml";
@@ -98,6 +100,10 @@ pub struct Config {
     /// How long a killed script gets between `SIGTERM` and `SIGKILL`.
     #[serde(default = "default_kill_grace")]
     pub kill_grace_seconds: u64,
+    /// How every process a script starts is contained: `auto`, `cgroup`, `subreaper` or
+    /// `process_group` (see [`crate::containment`]).
+    #[serde(default)]
+    pub containment: ContainmentSetting,
     /// `host:port` to serve Prometheus metrics on; empty: no metrics endpoint.
     #[serde(default)]
     pub metrics_listen: String,
@@ -256,6 +262,11 @@ impl Config {
         }
         if let Some(value) = var("MEDIC_AGENT_KILL_GRACE_SECONDS") {
             self.kill_grace_seconds = parse_number("MEDIC_AGENT_KILL_GRACE_SECONDS", &value)?;
+        }
+        if let Some(value) = var("MEDIC_AGENT_CONTAINMENT") {
+            self.containment = value
+                .parse()
+                .map_err(|error: String| invalid(format!("MEDIC_AGENT_CONTAINMENT: {error}")))?;
         }
         if let Some(value) = var("MEDIC_AGENT_METRICS_LISTEN") {
             self.metrics_listen = value;
@@ -508,6 +519,7 @@ mod tests {
         assert_eq!(config.metrics_address().unwrap(), None);
         assert_eq!(config.level(), Some(tracing::Level::INFO));
         assert_eq!(config.owner_uid, None);
+        assert_eq!(config.containment, ContainmentSetting::Auto);
     }
 
     #[test]
@@ -523,6 +535,7 @@ mod tests {
             "server = \"https://m\"\nstate_dir = \"relative\"\n",
             "server = \"https://m\"\n[tls]\ncert = \"/c.pem\"\n",
             "server = \"https://m\"\n[tls]\nroots = \"/c.pem\"\n",
+            "server = \"https://m\"\ncontainment = \"jail\"\n",
         ] {
             assert!(
                 matches!(Config::from_toml(text), Err(ConfigError::Invalid(_))),
@@ -551,6 +564,7 @@ mod tests {
                 ("MEDIC_AGENT_STATE_DIR", "/tmp/state"),
                 ("MEDIC_AGENT_TLS_CA", "/etc/ca.pem"),
                 ("MEDIC_AGENT_LOG_LEVEL", "debug"),
+                ("MEDIC_AGENT_CONTAINMENT", "subreaper"),
             ]))
             .unwrap();
         assert_eq!(config.server, "http://127.0.0.1:50051");
@@ -574,6 +588,12 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/tmp/state"));
         assert_eq!(config.tls.ca, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(config.level(), Some(tracing::Level::DEBUG));
+        assert_eq!(config.containment, ContainmentSetting::Subreaper);
+        let config = Config::from_toml(&format!("{MINIMAL}containment = \"process_group\"\n"));
+        assert_eq!(
+            config.unwrap().containment,
+            ContainmentSetting::ProcessGroup
+        );
     }
 
     #[test]
@@ -584,6 +604,7 @@ mod tests {
             ("MEDIC_AGENT_LABELS", "role"),
             ("MEDIC_AGENT_SERVER", "medic:8443"),
             ("MEDIC_AGENT_OWNER_UID", "-1"),
+            ("MEDIC_AGENT_CONTAINMENT", "docker"),
         ] {
             let mut config = Config::from_toml(MINIMAL).unwrap();
             assert!(

@@ -4,20 +4,23 @@
 //!
 //! [`spawn`] starts the program with an argument vector (no shell), a scrubbed environment
 //! (`PATH=/usr/sbin:/usr/bin:/sbin:/bin`, `LANG=C`, plus what the request sets), `/` as its
-//! working directory, no standard input, and in a **new process group**, so that everything it
-//! starts can be killed together. [`supervise`] then waits for whichever comes first: the
-//! process exits, its timeout passes, or a [`Stop`] arrives (a `Cancel`, or the agent shutting
-//! down). In the last two cases the whole group gets `SIGTERM`, then `SIGKILL` after the grace
-//! period (and `SIGKILL` again once the leader is gone, for children that ignored `SIGTERM`).
+//! working directory, no standard input, in a new process group, with no descriptor above 2 but
+//! the script's own ([`crate::sys::ChildSetup`]), and inside the agent's containment
+//! ([`crate::containment`]): its own cgroup, or under its own reaper. [`supervise`] then waits
+//! for whichever comes first: the script exits, its timeout passes, or a [`Stop`] arrives (a
+//! `Cancel`, or the agent shutting down). In the last two cases the containment ends everything
+//! the script started (`SIGTERM`, the kill grace, `SIGKILL`); when the script exits by itself,
+//! what it left running is ended the same way. The final update says what was done.
 //!
 //! Output is read by its own task, one read of at most 16 KiB per chunk, both pipes at once,
-//! and sent through the [`Outbox`]. It stops when both pipes close; if a child that outlived the
-//! script keeps them open, the reader is given a moment after the script ended and then
-//! abandoned, so such a child cannot hold the execution open.
+//! and sent through the [`Outbox`]. It stops when both pipes close; if a process that outlived
+//! the script keeps them open (possible only where the containment cannot reach it: a process
+//! that left its process group), the reader is given a moment after the script ended and then
+//! abandoned, so such a process cannot hold the execution open.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -26,14 +29,15 @@ use std::time::{Duration, Instant};
 
 use medic_allowlist::BASE_PATH;
 use rustix::io::FdFlags;
-use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+use crate::containment::{Cleanup, Containment, Jail, reaper_arguments};
 use crate::outbox::Outbox;
 use crate::output::{Chunker, MAX_CHUNK};
 use crate::proto::{ExecutionState, ExecutionUpdate, OutputStream};
+use crate::sys::ChildSetup;
 
 /// How long output may still be read after the script ended.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -53,30 +57,65 @@ pub struct Launch<'a> {
     pub env: &'a BTreeMap<String, String>,
 }
 
-/// Start the program in a new process group.
+/// Start the program in a new process group, inside `containment` (for execution `id`); the
+/// child and the jail that follows it.
 ///
 /// The script's descriptor must reach the child, so its close-on-exec flag is cleared here and
-/// stays cleared until the caller closes it. That is safe only because every process the agent
-/// starts is started on one thread, with no `.await` between this call and the closing of the
-/// descriptor: no other child can be started in between and inherit it.
-pub fn spawn(launch: &Launch) -> io::Result<Child> {
+/// stays cleared until the caller closes it. Every child the agent starts marks all its other
+/// descriptors close-on-exec before `exec` ([`ChildSetup`]), so even a child started in between
+/// could not keep it; and every process the agent starts is started on one thread, with no
+/// `.await` between this call and the closing of the descriptor.
+pub fn spawn(
+    launch: &Launch,
+    containment: &Containment,
+    id: &str,
+    grace: Duration,
+) -> io::Result<(Child, Jail)> {
     if let Some(fd) = launch.script_fd {
         rustix::io::fcntl_setfd(fd, FdFlags::empty())?;
     }
-    Command::new(launch.program)
-        .arg0(launch.arg0)
-        .args(launch.args)
+    let keep = launch.script_fd.map(|fd| fd.as_raw_fd());
+    let mut prepared = containment.prepare(id)?;
+    let mut command = match prepared.reaper() {
+        None => {
+            let mut command = Command::new(launch.program);
+            command
+                .arg0(launch.arg0)
+                .args(launch.args)
+                .stdin(Stdio::null());
+            command
+        }
+        Some(reaper) => {
+            let mut command = Command::new(reaper.program);
+            command
+                .args(reaper_arguments(
+                    grace,
+                    keep,
+                    launch.program,
+                    launch.arg0,
+                    launch.args,
+                ))
+                .stdin(Stdio::from(reaper.stdin));
+            command
+        }
+    };
+    command
         .env_clear()
         .env("PATH", BASE_PATH)
         .env("LANG", "C")
         .envs(launch.env)
         .current_dir("/")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
+        .kill_on_drop(false);
+    ChildSetup::new(prepared.join(), keep).install(&mut command);
+    let child = command.spawn()?;
+    // The command holds the reaper's end of its control socket: close it, so that only the
+    // reaper has it and the agent sees the end of the socket when the reaper is gone.
+    drop(command);
+    let jail = prepared.started(&child)?;
+    Ok((child, jail))
 }
 
 /// Why a running execution must end early.
@@ -93,11 +132,11 @@ pub enum Stop {
 pub enum Ending {
     /// It exited (or was killed from outside) by itself.
     Exited(io::Result<ExitStatus>),
-    /// Its timeout passed and its group was killed.
+    /// Its timeout passed and its processes were ended.
     TimedOut(io::Result<ExitStatus>),
-    /// A `Cancel` arrived and its group was killed.
+    /// A `Cancel` arrived and its processes were ended.
     Cancelled(io::Result<ExitStatus>, String),
-    /// The agent stopped and killed its group.
+    /// The agent stopped and ended its processes.
     Stopped(io::Result<ExitStatus>),
 }
 
@@ -106,6 +145,8 @@ pub enum Ending {
 pub struct Outcome {
     /// How it ended.
     pub ending: Ending,
+    /// What the containment did.
+    pub cleanup: Cleanup,
     /// How many output chunks were made.
     pub chunks: u64,
     /// Whether the output cap dropped some.
@@ -125,19 +166,17 @@ pub struct Limits {
     pub output_cap: u64,
 }
 
-/// Wait for the script to end, streaming its output, and kill its group on timeout or `stop`.
+/// Wait for the script to end, streaming its output; end everything it started on timeout or
+/// `stop`, and what it left running when it exits by itself.
 pub async fn supervise(
     mut child: Child,
+    mut jail: Jail,
     execution_id: &str,
     limits: Limits,
     mut stop: oneshot::Receiver<Stop>,
     outbox: Outbox,
 ) -> Outcome {
     let started = Instant::now();
-    let group = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .and_then(Pid::from_raw);
     let chunker = Arc::new(Mutex::new(Chunker::new(execution_id, limits.output_cap)));
     let mut reader = tokio::spawn(pump(
         child.stdout.take(),
@@ -147,62 +186,34 @@ pub async fn supervise(
     ));
     let deadline = tokio::time::sleep(limits.timeout);
     tokio::pin!(deadline);
+    let grace = limits.kill_grace;
     let mut stop_open = true;
     let ending = loop {
         tokio::select! {
-            status = child.wait() => break Ending::Exited(status),
-            () = &mut deadline => {
-                break Ending::TimedOut(kill_group(&mut child, group, limits.kill_grace).await);
-            }
+            status = jail.wait(&mut child) => break Ending::Exited(status),
+            () = &mut deadline => break Ending::TimedOut(jail.end(&mut child, grace).await),
             stop = &mut stop, if stop_open => match stop {
                 Ok(Stop::Cancel(reason)) => {
-                    let status = kill_group(&mut child, group, limits.kill_grace).await;
-                    break Ending::Cancelled(status, reason);
+                    break Ending::Cancelled(jail.end(&mut child, grace).await, reason);
                 }
-                Ok(Stop::Shutdown) => {
-                    break Ending::Stopped(kill_group(&mut child, group, limits.kill_grace).await);
-                }
+                Ok(Stop::Shutdown) => break Ending::Stopped(jail.end(&mut child, grace).await),
                 // Nobody can stop it any more; let it run to its end or its timeout.
                 Err(_) => stop_open = false,
             },
         }
     };
     let duration = started.elapsed();
+    let cleanup = jail.finish(&mut child, grace).await;
     if tokio::time::timeout(DRAIN, &mut reader).await.is_err() {
         reader.abort();
     }
     let chunker = chunker.lock().unwrap_or_else(PoisonError::into_inner);
     Outcome {
         ending,
+        cleanup,
         chunks: chunker.chunks(),
         truncated: chunker.truncated(),
         duration,
-    }
-}
-
-/// `SIGTERM` to the group, `SIGKILL` after the grace period if the leader still runs, and
-/// `SIGKILL` once more for members that ignored `SIGTERM`.
-async fn kill_group(
-    child: &mut Child,
-    group: Option<Pid>,
-    grace: Duration,
-) -> io::Result<ExitStatus> {
-    signal_group(group, Signal::TERM);
-    let status = match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            signal_group(group, Signal::KILL);
-            child.wait().await
-        }
-    };
-    signal_group(group, Signal::KILL);
-    status
-}
-
-fn signal_group(group: Option<Pid>, signal: Signal) {
-    if let Some(group) = group {
-        // ESRCH (the group is gone already) is the usual, harmless failure.
-        let _ = kill_process_group(group, signal);
     }
 }
 
@@ -262,62 +273,68 @@ pub fn final_update(execution_id: &str, outcome: Outcome, timeout: Duration) -> 
         output_chunks: outcome.chunks,
         output_truncated: outcome.truncated,
         duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        containment: outcome.cleanup.mode.as_str().to_owned(),
         ..ExecutionUpdate::default()
     };
-    let (state, status, reason, detail) = match outcome.ending {
+    let (state, status, reason, what) = match outcome.ending {
         Ending::Exited(status) => {
             let state = match &status {
                 Ok(status) if status.success() => ExecutionState::Succeeded,
                 _ => ExecutionState::Failed,
             };
-            let detail = match &status {
+            let what = match &status {
                 Ok(status) => match (status.code(), status.signal()) {
-                    (Some(0), _) => String::new(),
                     (Some(code), _) => format!("exited with status {code}"),
                     (None, Some(signal)) => format!("killed by signal {signal}"),
                     (None, None) => "ended".into(),
                 },
                 Err(_) => String::new(),
             };
-            (state, status, "", detail)
+            (state, status, "", what)
         }
         Ending::TimedOut(status) => (
             ExecutionState::TimedOut,
             status,
             "",
-            format!(
-                "ran past its timeout of {} s; its process group was killed",
-                timeout.as_secs()
-            ),
+            format!("ran past its timeout of {} s", timeout.as_secs()),
         ),
         Ending::Cancelled(status, reason) => (
             ExecutionState::Cancelled,
             status,
             "",
             if reason.is_empty() {
-                "cancelled by the server; its process group was killed".into()
+                "cancelled by the server".into()
             } else {
-                format!("cancelled by the server ({reason}); its process group was killed")
+                format!("cancelled by the server ({reason})")
             },
         ),
         Ending::Stopped(status) => (
             ExecutionState::Failed,
             status,
             "agent_stopped",
-            "the agent stopped while the script ran; its process group was killed".into(),
+            "the agent stopped while the script ran".into(),
         ),
     };
     update.state = state.into();
     update.reason = reason.into();
+    let done = outcome.cleanup.describe();
     match status {
         Ok(status) => {
             update.exit_code = status.code();
             update.signal = status.signal();
-            update.detail = detail;
+            // A clean exit with nothing left to end needs no words.
+            update.detail = match done {
+                None if state == ExecutionState::Succeeded => String::new(),
+                None => what,
+                Some(done) => format!("{what}; {done}"),
+            };
         }
         Err(error) => {
             update.state = ExecutionState::Failed.into();
-            update.detail = format!("lost track of the process: {error}");
+            update.detail = match done {
+                None => format!("lost track of the process: {error}"),
+                Some(done) => format!("lost track of the process: {error}; {done}"),
+            };
         }
     }
     update
@@ -325,6 +342,10 @@ pub fn final_update(execution_id: &str, outcome: Outcome, timeout: Duration) -> 
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd as _;
+    use std::path::PathBuf;
+
+    use tokio::task::JoinHandle;
     use tokio_stream::StreamExt as _;
 
     use super::*;
@@ -336,6 +357,11 @@ mod tests {
         kill_grace: Duration::from_secs(5),
         output_cap: 1024 * 1024,
     };
+
+    /// A descendant that leaves the script's process group and session, ignores `SIGTERM`, and
+    /// writes its pid to `$PIDFILE`: what escaped a process-group kill before containment.
+    const ESCAPEE: &str =
+        "setsid sh -c 'trap \"\" TERM; echo $$ > \"$PIDFILE\"; exec sleep 120' </dev/null &";
 
     struct Run {
         update: ExecutionUpdate,
@@ -354,13 +380,32 @@ mod tests {
         }
     }
 
-    /// Run a shell snippet the way an execution runs, and collect what it sent.
-    async fn run(
+    /// An execution running on its own task.
+    struct Started {
+        stop: Option<oneshot::Sender<Stop>>,
+        done: JoinHandle<Run>,
+    }
+
+    impl Started {
+        fn stop(&mut self, stop: Stop) {
+            let _ = self.stop.take().unwrap().send(stop);
+        }
+
+        async fn finished(self) -> Run {
+            // Keep the stop channel open until the end: a dropped sender is not a stop.
+            let _keep = self.stop;
+            self.done.await.unwrap()
+        }
+    }
+
+    /// Start a shell snippet the way an execution runs, in `containment`.
+    fn start(
+        containment: &Containment,
+        id: &str,
         script: &str,
         env: &[(&str, &str)],
         limits: Limits,
-        stop: Option<(Duration, Stop)>,
-    ) -> Run {
+    ) -> Started {
         let outbox = Outbox::default();
         let (link, stream) = Link::new(1);
         outbox.attach(&link);
@@ -369,40 +414,60 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let child = spawn(&Launch {
-            program: Path::new("/bin/sh"),
-            arg0: Path::new("/bin/sh"),
-            script_fd: None,
-            args: &args,
-            env: &env,
-        })
+        let (child, jail) = spawn(
+            &Launch {
+                program: Path::new("/bin/sh"),
+                arg0: Path::new("/bin/sh"),
+                script_fd: None,
+                args: &args,
+                env: &env,
+            },
+            containment,
+            id,
+            limits.kill_grace,
+        )
         .unwrap();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        if let Some((after, stop)) = stop {
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let _ = stop_tx.send(stop);
-            });
-        } else {
-            std::mem::forget(stop_tx);
+        let (stop, stopped) = oneshot::channel();
+        let id = id.to_owned();
+        let done = tokio::spawn(async move {
+            let outcome = supervise(child, jail, &id, limits, stopped, outbox.clone()).await;
+            let update = final_update(&id, outcome, limits.timeout);
+            outbox.detach(1);
+            drop(link);
+            let messages: Vec<AgentMessage> = stream.collect().await;
+            let chunks = messages
+                .into_iter()
+                .filter_map(|message| match message.body {
+                    Some(Body::OutputChunk(chunk)) => Some(chunk),
+                    _ => None,
+                })
+                .collect();
+            Run { update, chunks }
+        });
+        Started {
+            stop: Some(stop),
+            done,
         }
-        let outcome = supervise(child, "e1", limits, stop_rx, outbox.clone()).await;
-        let update = final_update("e1", outcome, limits.timeout);
-        outbox.detach(1);
-        drop(link);
-        let messages: Vec<AgentMessage> = stream.collect().await;
-        let chunks = messages
-            .into_iter()
-            .filter_map(|message| match message.body {
-                Some(Body::OutputChunk(chunk)) => Some(chunk),
-                _ => None,
-            })
-            .collect();
-        Run { update, chunks }
+    }
+
+    /// Run a shell snippet in a process group (the containment of macOS; the rules these tests
+    /// check do not depend on it), stopping it after `stop.0` if given.
+    async fn run(
+        script: &str,
+        env: &[(&str, &str)],
+        limits: Limits,
+        stop: Option<(Duration, Stop)>,
+    ) -> Run {
+        let mut started = start(&Containment::process_group(), "e1", script, env, limits);
+        if let Some((after, stop)) = stop {
+            tokio::time::sleep(after).await;
+            started.stop(stop);
+        }
+        started.finished().await
     }
 
     /// Whether `pid` is gone (or a zombie nobody reaped: dead all the same).
-    fn is_dead(pid: u32) -> bool {
+    fn is_dead(pid: i32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
             Ok(stat) => stat
@@ -411,8 +476,8 @@ mod tests {
         }
     }
 
-    async fn wait_dead(pid: u32) -> bool {
-        for _ in 0..200 {
+    async fn wait_dead(pid: i32) -> bool {
+        for _ in 0..400 {
             if is_dead(pid) {
                 return true;
             }
@@ -421,11 +486,74 @@ mod tests {
         false
     }
 
+    /// The pid a script wrote to `path`, once it is there.
+    async fn pid_in(path: &Path) -> i32 {
+        for _ in 0..600 {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nothing written to {}", path.display());
+    }
+
+    fn kill(pid: i32) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+
+    /// A cgroup under the test process's own, for one test's executions; `None` (saying why)
+    /// where the kernel does not let this process create one. Removed on drop.
+    #[cfg(target_os = "linux")]
+    struct TestCgroup {
+        dir: PathBuf,
+        containment: Containment,
+    }
+
+    #[cfg(target_os = "linux")]
+    impl TestCgroup {
+        fn new(name: &str) -> Option<Self> {
+            match Containment::cgroup_for_tests(name) {
+                Ok((containment, dir)) => Some(Self { dir, containment }),
+                Err(reason) => {
+                    eprintln!("SKIPPED: cannot create a cgroup here: {reason}");
+                    None
+                }
+            }
+        }
+
+        /// The execution groups still there.
+        fn groups(&self) -> Vec<String> {
+            std::fs::read_dir(&self.dir)
+                .unwrap()
+                .filter_map(|entry| {
+                    let entry = entry.ok()?;
+                    entry.file_type().ok()?.is_dir().then_some(())?;
+                    entry.file_name().into_string().ok()
+                })
+                .collect()
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
     #[tokio::test]
     async fn a_script_that_exits_zero_succeeds_with_its_output_in_order() {
         let run = run("echo one; echo two >&2; echo three", &[], LIMITS, None).await;
         assert_eq!(run.update.state(), ExecutionState::Succeeded);
         assert_eq!(run.update.exit_code, Some(0));
+        assert_eq!(run.update.detail, "");
+        assert_eq!(run.update.containment, "process_group");
         assert_eq!(run.update.output_chunks, run.chunks.len() as u64);
         let sequences: Vec<u64> = run.chunks.iter().map(|c| c.sequence).collect();
         assert_eq!(sequences, (0..run.chunks.len() as u64).collect::<Vec<_>>());
@@ -438,6 +566,7 @@ mod tests {
         assert_eq!(run.update.state(), ExecutionState::Failed);
         assert_eq!(run.update.exit_code, Some(3));
         assert_eq!(run.update.reason, "");
+        assert_eq!(run.update.detail, "exited with status 3");
     }
 
     #[tokio::test]
@@ -460,6 +589,76 @@ mod tests {
                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_script_sees_no_descriptor_of_the_agent_above_2() {
+        // An inheritable descriptor in the agent, as one inherited from whatever started it.
+        let inherited = std::fs::File::open("/dev/null").unwrap();
+        rustix::io::fcntl_setfd(&inherited, FdFlags::empty()).unwrap();
+        let run = run("ls /proc/$$/fd", &[], LIMITS, None).await;
+        let mut fds: Vec<i32> = run
+            .stdout()
+            .split_whitespace()
+            .map(|fd| fd.parse().unwrap())
+            .collect();
+        fds.sort_unstable();
+        assert_eq!(fds, [0, 1, 2], "inherited: {}", inherited.as_raw_fd());
+    }
+
+    #[tokio::test]
+    async fn the_script_descriptor_alone_reaches_the_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script.sh");
+        std::fs::write(&path, "#!/bin/sh\nls /proc/$$/fd\n").unwrap();
+        let executable =
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(&path, executable).unwrap();
+        let script = std::fs::File::open(&path).unwrap();
+        let other = std::fs::File::open("/dev/null").unwrap();
+        rustix::io::fcntl_setfd(&other, FdFlags::empty()).unwrap();
+        let program = PathBuf::from(format!("/proc/self/fd/{}", script.as_raw_fd()));
+        let env = BTreeMap::new();
+        let (child, jail) = spawn(
+            &Launch {
+                program: &program,
+                arg0: &path,
+                script_fd: Some(script.as_fd()),
+                args: &[],
+                env: &env,
+            },
+            &Containment::process_group(),
+            "fd",
+            LIMITS.kill_grace,
+        )
+        .unwrap();
+        let outbox = Outbox::default();
+        let (link, stream) = Link::new(1);
+        outbox.attach(&link);
+        let (_stop, stopped) = oneshot::channel();
+        let outcome = supervise(child, jail, "fd", LIMITS, stopped, outbox.clone()).await;
+        assert!(matches!(outcome.ending, Ending::Exited(Ok(status)) if status.success()));
+        outbox.detach(1);
+        drop(link);
+        let messages: Vec<AgentMessage> = stream.collect().await;
+        let listed: Vec<i32> = messages
+            .into_iter()
+            .filter_map(|message| match message.body {
+                Some(Body::OutputChunk(chunk)) => Some(chunk.data),
+                _ => None,
+            })
+            .flat_map(|data| {
+                String::from_utf8(data)
+                    .unwrap()
+                    .split_whitespace()
+                    .map(|fd| fd.parse::<i32>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(listed.contains(&script.as_raw_fd()), "{listed:?}");
+        assert!(!listed.contains(&other.as_raw_fd()), "{listed:?}");
+        // 0, 1, 2, the script's descriptor, and the one the shell opened to read it.
+        assert!(listed.len() <= 5, "{listed:?}");
     }
 
     #[tokio::test]
@@ -494,7 +693,12 @@ mod tests {
         let run = run("sleep 300 & echo $!; wait", &[], limits, None).await;
         assert_eq!(run.update.state(), ExecutionState::TimedOut);
         assert_eq!(run.update.signal, Some(15));
-        let child: u32 = run.stdout().trim().parse().unwrap();
+        assert_eq!(
+            run.update.detail,
+            "ran past its timeout of 1 s; only its process group was signalled (processes that \
+             left the group are not tracked)"
+        );
+        let child: i32 = run.stdout().trim().parse().unwrap();
         assert!(
             wait_dead(child).await,
             "the script's child {child} survived"
@@ -517,7 +721,7 @@ mod tests {
         .await;
         assert_eq!(run.update.state(), ExecutionState::TimedOut);
         assert_eq!(run.update.signal, Some(9));
-        let child: u32 = run.stdout().trim().parse().unwrap();
+        let child: i32 = run.stdout().trim().parse().unwrap();
         assert!(
             wait_dead(child).await,
             "the script's child {child} survived"
@@ -553,13 +757,164 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_child_that_keeps_the_pipes_open_does_not_hold_the_execution() {
-        let started = Instant::now();
-        let run = run("sleep 30 & echo $!", &[], LIMITS, None).await;
+    async fn what_a_script_leaves_in_its_process_group_ends_with_it() {
+        let limits = Limits {
+            kill_grace: Duration::from_secs(1),
+            ..LIMITS
+        };
+        let run = run("trap '' TERM; sleep 300 & echo $!", &[], limits, None).await;
         assert_eq!(run.update.state(), ExecutionState::Succeeded);
-        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(
+            run.update.detail,
+            "exited with status 0; what it left in its process group was signalled \
+             (processes that left the group are not tracked)"
+        );
         let child: i32 = run.stdout().trim().parse().unwrap();
-        // Not the agent's to kill (a script may start a daemon), but the test's.
-        let _ = rustix::process::kill_process(Pid::from_raw(child).unwrap(), Signal::KILL);
+        assert!(wait_dead(child).await, "the leftover {child} survived");
+    }
+
+    /// An execution of [`ESCAPEE`] followed by `then`; the escapee's pid goes to `pidfile`.
+    struct Escape {
+        started: Started,
+        pidfile: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A grace of one second, so that a `SIGTERM` the escapee ignores does not hold tests long.
+    const QUICK: Limits = Limits {
+        kill_grace: Duration::from_secs(1),
+        ..LIMITS
+    };
+
+    fn escape(containment: &Containment, id: &str, then: &str, limits: Limits) -> Escape {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("{ESCAPEE} {then}");
+        let env = [("PIDFILE", pidfile.to_str().unwrap())];
+        let started = start(containment, id, &script, &env, limits);
+        Escape {
+            started,
+            pidfile,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_that_left_the_group_escapes_a_process_group_and_says_so() {
+        let limits = Limits {
+            timeout: Duration::from_secs(1),
+            ..QUICK
+        };
+        let started = Instant::now();
+        let group = Containment::process_group();
+        let escape = escape(&group, "p-1", "sleep 300", limits);
+        let escapee = pid_in(&escape.pidfile).await;
+        let run = escape.started.finished().await;
+        assert_eq!(run.update.state(), ExecutionState::TimedOut);
+        assert!(
+            run.update
+                .detail
+                .contains("processes that left the group are not tracked"),
+            "{}",
+            run.update.detail
+        );
+        // It holds the output pipes open: the execution still ends (the reader is abandoned).
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(!is_dead(escapee), "a process group cannot reach it");
+        kill(escapee);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn in_a_cgroup_a_setsid_descendant_dies_on_timeout_and_the_group_is_removed() {
+        let Some(cgroup) = TestCgroup::new("timeout") else {
+            return;
+        };
+        let limits = Limits {
+            timeout: Duration::from_secs(2),
+            ..QUICK
+        };
+        let escape = escape(&cgroup.containment, "t-1", "sleep 300", limits);
+        let escapee = pid_in(&escape.pidfile).await;
+        let run = escape.started.finished().await;
+        assert_eq!(run.update.state(), ExecutionState::TimedOut);
+        assert_eq!(run.update.containment, "cgroup");
+        // The script, its `sleep`, the escapee (a shell may exec its last command itself).
+        let detail = &run.update.detail;
+        assert!(
+            detail.starts_with("ran past its timeout of 2 s; its cgroup was killed (")
+                && detail.ends_with(" processes)"),
+            "{detail}"
+        );
+        assert!(wait_dead(escapee).await, "the escapee {escapee} survived");
+        assert_eq!(cgroup.groups(), Vec::<String>::new());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn in_a_cgroup_a_setsid_descendant_dies_on_cancel() {
+        let Some(cgroup) = TestCgroup::new("cancel") else {
+            return;
+        };
+        let mut escape = escape(&cgroup.containment, "c-1", "sleep 300", QUICK);
+        let escapee = pid_in(&escape.pidfile).await;
+        escape.started.stop(Stop::Cancel("operator asked".into()));
+        let run = escape.started.finished().await;
+        assert_eq!(run.update.state(), ExecutionState::Cancelled);
+        assert!(
+            run.update
+                .detail
+                .starts_with("cancelled by the server (operator asked); its cgroup was killed"),
+            "{}",
+            run.update.detail
+        );
+        assert!(wait_dead(escapee).await, "the escapee {escapee} survived");
+        assert_eq!(cgroup.groups(), Vec::<String>::new());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn in_a_cgroup_leftovers_of_a_normal_exit_are_killed() {
+        let Some(cgroup) = TestCgroup::new("leftovers") else {
+            return;
+        };
+        let then = "while [ ! -s \"$PIDFILE\" ]; do sleep 0.05; done; exit 0";
+        let escape = escape(&cgroup.containment, "l-1", then, QUICK);
+        let run = escape.started.finished().await;
+        let escapee = pid_in(&escape.pidfile).await;
+        assert_eq!(run.update.state(), ExecutionState::Succeeded);
+        assert_eq!(
+            run.update.detail,
+            "exited with status 0; 1 leftover process killed"
+        );
+        assert!(wait_dead(escapee).await, "the leftover {escapee} survived");
+        assert_eq!(cgroup.groups(), Vec::<String>::new());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn in_a_cgroup_ending_one_execution_never_touches_another() {
+        let Some(cgroup) = TestCgroup::new("two") else {
+            return;
+        };
+        let mut first = escape(&cgroup.containment, "two-1", "sleep 300", QUICK);
+        let mut second = escape(&cgroup.containment, "two-2", "sleep 300", QUICK);
+        let (first_escapee, second_escapee) =
+            (pid_in(&first.pidfile).await, pid_in(&second.pidfile).await);
+        first.started.stop(Stop::Cancel(String::new()));
+        assert_eq!(
+            first.started.finished().await.update.state(),
+            ExecutionState::Cancelled
+        );
+        assert!(wait_dead(first_escapee).await);
+        assert!(!is_dead(second_escapee), "the other execution was touched");
+        assert_eq!(cgroup.groups(), ["exec-two-2"]);
+        second.started.stop(Stop::Shutdown);
+        assert_eq!(
+            second.started.finished().await.update.reason,
+            "agent_stopped"
+        );
+        assert!(wait_dead(second_escapee).await);
+        assert_eq!(cgroup.groups(), Vec::<String>::new());
     }
 }

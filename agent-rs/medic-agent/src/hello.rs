@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use medic_allowlist::{Allowlist, ArgumentRule};
 
+use crate::containment::Mode;
 use crate::killswitch::Pause;
 use crate::proto;
 
@@ -20,12 +21,14 @@ pub struct Identity {
     pub hostname: String,
 }
 
-/// The `Hello` for the agent's current state. `allowlist` is `None` when none could be loaded.
+/// The `Hello` for the agent's current state. `allowlist` is `None` when none could be loaded;
+/// `containment` is the mode in force.
 pub fn hello(
     identity: &Identity,
     labels: &BTreeMap<String, String>,
     allowlist: Option<&Allowlist>,
     pause: &Pause,
+    containment: Mode,
 ) -> proto::Hello {
     proto::Hello {
         agent_id: identity.agent_id.clone(),
@@ -41,7 +44,7 @@ pub fn hello(
         executions_paused: pause.paused,
         paused_reason: pause.reason.clone(),
         capabilities: Vec::new(),
-        containment: String::new(),
+        containment: containment.as_str().into(),
     }
 }
 
@@ -110,7 +113,7 @@ mod tests {
             paused: true,
             reason: "freeze".into(),
         };
-        let hello = hello(&identity, &labels, Some(&allowlist), &pause);
+        let hello = hello(&identity, &labels, Some(&allowlist), &pause, Mode::Cgroup);
         assert_eq!(hello.agent_id, identity.agent_id);
         assert_eq!(hello.hostname, "web-1");
         assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
@@ -118,6 +121,7 @@ mod tests {
         assert_eq!(hello.labels.get("role").map(String::as_str), Some("web"));
         assert!(hello.executions_paused);
         assert_eq!(hello.paused_reason, "freeze");
+        assert_eq!(hello.containment, "cgroup");
         let summary = hello.allowlist.unwrap();
         assert_eq!(summary.sha256, allowlist.sha256().to_string());
         let rules = &summary.scripts[0];
@@ -153,8 +157,15 @@ mod tests {
             agent_id: "x".into(),
             hostname: "h".into(),
         };
-        let hello = hello(&identity, &BTreeMap::new(), None, &Pause::default());
+        let hello = hello(
+            &identity,
+            &BTreeMap::new(),
+            None,
+            &Pause::default(),
+            Mode::ProcessGroup,
+        );
         assert!(hello.allowlist.is_none());
         assert!(!hello.executions_paused);
+        assert_eq!(hello.containment, "process_group");
     }
 }

@@ -6,9 +6,12 @@
 //! commands do not justify an argument-parsing dependency in a binary that must stay small.
 //!
 //! Modules, from the ground up: [`config`], [`identity`], [`journal`], [`killswitch`],
-//! [`output`], [`backoff`] and [`metrics`] are plain data and rules; [`outbox`] and
-//! [`executor`] move bytes; [`agent`] is the core that answers the server; [`connection`] keeps
-//! the stream open; [`run`] builds it all.
+//! [`output`], [`backoff`] and [`metrics`] are plain data and rules; [`sys`] holds the only
+//! `unsafe` code (what a child does before `exec`); [`containment`] makes sure every process a
+//! script starts ends with its execution; [`outbox`] and [`executor`] move bytes; [`agent`] is
+//! the core that answers the server; [`connection`] keeps the stream open; [`run`] builds it
+//! all. A fourth, hidden command, `__reap`, is the per-execution reaper of the `subreaper`
+//! containment ([`containment::reaper`]): the agent runs its own binary with it.
 
 #![deny(unsafe_code)]
 
@@ -17,6 +20,7 @@ mod backoff;
 mod check;
 mod config;
 mod connection;
+mod containment;
 mod executor;
 mod hello;
 mod identity;
@@ -28,6 +32,7 @@ mod outbox;
 mod output;
 mod proto;
 mod run;
+mod sys;
 mod transport;
 
 use std::ffi::OsString;
@@ -68,6 +73,8 @@ enum Command {
         config: PathBuf,
         owner_uid: Option<u32>,
     },
+    /// The reaper of one execution (`subreaper` containment), with its arguments.
+    Reap(Vec<OsString>),
 }
 
 fn parse(args: &[OsString]) -> Result<Command, String> {
@@ -78,6 +85,7 @@ fn parse(args: &[OsString]) -> Result<Command, String> {
     match first.to_str() {
         Some("--version" | "-V") => Ok(Command::Version),
         Some("--help" | "-h" | "help") => Ok(Command::Help),
+        Some(containment::REAPER_COMMAND) => Ok(Command::Reap(args.cloned().collect())),
         Some(command @ ("check" | "run")) => {
             let mut config = PathBuf::from(config::DEFAULT_PATH);
             let mut owner_uid = None;
@@ -130,6 +138,14 @@ fn main() -> ExitCode {
         Ok(Command::Run { config, owner_uid }) => {
             return ExitCode::from(run::run(config, owner_uid));
         }
+        #[cfg(target_os = "linux")]
+        Ok(Command::Reap(args)) => return ExitCode::from(containment::reaper::main(&args)),
+        #[cfg(not(target_os = "linux"))]
+        Ok(Command::Reap(_)) => (
+            "medic-agent: no reaper on this system\n".to_owned(),
+            2,
+            false,
+        ),
         Err(message) => (format!("medic-agent: {message}\n\n{USAGE}"), 2, false),
     };
     // A closed pipe is not worth a panic: the status still tells.

@@ -1,12 +1,17 @@
 //! Prometheus metrics, and the tiny HTTP endpoint that serves them.
 //!
-//! Four series, rendered by hand in the text exposition format (a metrics crate would outweigh
+//! Six series, rendered by hand in the text exposition format (a metrics crate would outweigh
 //! the rest of the agent):
 //!
 //! - `medic_agent_script_executions_total{script,result}`: executions that ran, by final state
 //!   (`succeeded`, `failed`, `timed_out`, `cancelled`);
 //! - `medic_agent_script_skips_total{script,reason}`: requests that did not run, by reason code;
 //! - `medic_agent_script_duration_seconds{script}`: a histogram of run times;
+//! - `medic_agent_containment{mode}`: 1 for the containment in force (`cgroup`, `subreaper`,
+//!   `process_group`);
+//! - `medic_agent_contained_processes_killed_total{mode}`: processes the containment signalled
+//!   to end executions (timed out, cancelled, stopped, or what a script left running); a
+//!   process group's members are not counted;
 //! - `medic_agent_connected`: 1 while a stream to the server is welcomed.
 //!
 //! The `script` label is the allowlist entry's name; a name that is not in the allowlist is
@@ -22,6 +27,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::containment::Mode;
 
 /// Upper bounds of the duration histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -43,6 +50,8 @@ struct Series {
     executions: BTreeMap<(String, String), u64>,
     skips: BTreeMap<(String, String), u64>,
     durations: BTreeMap<String, Histogram>,
+    containment: Option<Mode>,
+    killed: u64,
     connected: bool,
 }
 
@@ -78,6 +87,18 @@ impl Metrics {
             .skips
             .entry((script.to_owned(), reason.to_owned()))
             .or_default() += 1;
+    }
+
+    /// The containment in force.
+    pub fn set_containment(&self, mode: Mode) {
+        self.lock().containment = Some(mode);
+    }
+
+    /// An execution's containment signalled `killed` processes to end it.
+    pub fn contained(&self, mode: Mode, killed: usize) {
+        let mut series = self.lock();
+        series.containment = Some(mode);
+        series.killed += u64::try_from(killed).unwrap_or(u64::MAX);
     }
 
     /// Whether a stream is welcomed now.
@@ -131,6 +152,20 @@ impl Metrics {
                  medic_agent_script_duration_seconds_sum{{script=\"{script}\"}} {}\n\
                  medic_agent_script_duration_seconds_count{{script=\"{script}\"}} {}",
                 histogram.count, histogram.sum, histogram.count
+            );
+        }
+        if let Some(mode) = series.containment {
+            let _ = write!(
+                out,
+                "# HELP medic_agent_containment How the agent contains the processes of each \
+                 execution: 1 for the mode in force.\n\
+                 # TYPE medic_agent_containment gauge\n\
+                 medic_agent_containment{{mode=\"{mode}\"}} 1\n\
+                 # HELP medic_agent_contained_processes_killed_total Processes the containment \
+                 signalled to end executions (a process group's members are not counted).\n\
+                 # TYPE medic_agent_contained_processes_killed_total counter\n\
+                 medic_agent_contained_processes_killed_total{{mode=\"{mode}\"}} {}\n",
+                series.killed
             );
         }
         let _ = write!(
@@ -222,6 +257,25 @@ mod tests {
         assert!(text.ends_with("medic_agent_connected 0\n"), "{text}");
         metrics.set_connected(true);
         assert!(metrics.render().ends_with("medic_agent_connected 1\n"));
+    }
+
+    #[test]
+    fn the_containment_mode_and_the_processes_it_killed_are_exposed() {
+        let metrics = Metrics::default();
+        metrics.set_containment(Mode::Cgroup);
+        let text = metrics.render();
+        assert!(
+            text.contains("medic_agent_containment{mode=\"cgroup\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("medic_agent_contained_processes_killed_total{mode=\"cgroup\"} 0\n"));
+        metrics.contained(Mode::Cgroup, 3);
+        metrics.contained(Mode::Cgroup, 0);
+        assert!(
+            metrics
+                .render()
+                .contains("medic_agent_contained_processes_killed_total{mode=\"cgroup\"} 3\n")
+        );
     }
 
     #[test]

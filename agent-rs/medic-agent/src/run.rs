@@ -5,6 +5,10 @@
 //! one thread keeps its memory small and makes the spawn of each script free of races (see
 //! [`crate::executor::spawn`]).
 //!
+//! Before anything else the agent marks every descriptor it inherited close-on-exec (so none
+//! reaches a script), and chooses its containment ([`crate::containment`]), which may move it
+//! into its own cgroup leaf.
+//!
 //! Stopping is explicit and ordered: refuse new executions, kill the running ones (each ends
 //! `FAILED`, `agent_stopped`, recorded and queued), then close the stream so those final
 //! updates go out, then exit.
@@ -21,14 +25,17 @@ use tracing::{error, info, warn};
 
 use crate::agent::{Agent, Source};
 use crate::config::{Config, bootstrap_policy, process_env};
+use crate::containment::Containment;
 use crate::metrics::Metrics;
-use crate::{connection, logging, metrics, transport};
+use crate::{connection, logging, metrics, sys, transport};
 
 /// How long the stream may take to close after the executions ended.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run the agent; the process's exit status.
 pub fn run(config_path: PathBuf, owner_uid: Option<u32>) -> u8 {
+    // First, before the runtime or anything else opens descriptors of its own.
+    let inherited = sys::cloexec_inherited();
     let bootstrap = bootstrap_policy(owner_uid, &process_env);
     let config = match Config::load_with_env(&config_path, &bootstrap, &process_env) {
         Ok(config) => config,
@@ -60,6 +67,14 @@ pub fn run(config_path: PathBuf, owner_uid: Option<u32>) -> u8 {
                 return 1;
             }
         };
+        match inherited {
+            Ok(0) => {}
+            Ok(count) => info!(count, "marked inherited descriptors close-on-exec"),
+            Err(error) => warn!(
+                %error,
+                "cannot list inherited descriptors; each script still closes them before exec"
+            ),
+        }
         let status = match serve(config, source, policy).await {
             Ok(()) => 0,
             Err(message) => {
@@ -82,8 +97,17 @@ async fn serve(config: Config, source: Source, policy: FilePolicy) -> Result<(),
     let endpoint = transport::endpoint(&config)?;
     let metrics_address = config.metrics_address().map_err(|e| e.to_string())?;
     let kill_grace = Duration::from_secs(config.kill_grace_seconds);
+    let (containment, why) = Containment::start(config.containment)?;
+    info!(mode = %containment.mode(), reason = %why, "containment chosen");
     let metrics = Arc::new(Metrics::default());
-    let agent = Arc::new(Agent::start(config, source, policy, Arc::clone(&metrics))?);
+    metrics.set_containment(containment.mode());
+    let agent = Arc::new(Agent::start(
+        config,
+        source,
+        policy,
+        Arc::clone(&metrics),
+        containment,
+    )?);
     if let Some(address) = metrics_address {
         let listener = TcpListener::bind(address)
             .await
