@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -45,7 +46,10 @@ from medic_core.agent.hub import AgentHub, AgentInfo, Session
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.audit import Actor
 from medic_core.auth import ApiKeys, Principal, grants
+from medic_core.auth.failures import AuthFailureBudget
 from medic_core.errors import MedicError, Unauthorized, ValidationError
+from medic_core.net.inbound import TrustedProxies, source_of
+from medic_core.observability.metrics import Metrics
 from medic_core.settings import Settings
 from medic_core.store import is_transient_db_error
 
@@ -271,10 +275,32 @@ def _actor(name: str) -> Actor:
     return Actor(name)
 
 
+def peer_address(peer: str | None) -> str | None:
+    """The address in a gRPC peer string (``ipv4:1.2.3.4:5678``, ``ipv6:[::1]:5678``)."""
+    if not peer:
+        return None
+    kind, _, rest = unquote(peer).partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        return rest.partition("]")[0].lstrip("[") or None
+    return None
+
+
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, hub: AgentHub, keys: ApiKeys) -> None:
+    def __init__(
+        self,
+        hub: AgentHub,
+        keys: ApiKeys,
+        failures: AuthFailureBudget,
+        proxies: TrustedProxies,
+        metrics: Metrics,
+    ) -> None:
         self._hub = hub
         self._keys = keys
+        self._failures = failures
+        self._proxies = proxies
+        self._metrics = metrics
 
     async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
         """The caller's principal, or None after setting the status the call must end with.
@@ -282,31 +308,52 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         Refusals end the call by returning with a status set, not by ``context.abort``: an abort
         raised while the client's first messages are still arriving was seen, rarely and under
         load, to end the call INTERNAL instead of with the intended status.
+
+        The caller's source is charged for each failure, and a source over its budget is refused
+        (``RESOURCE_EXHAUSTED``) before its key is looked up, like on HTTP
+        (``medic_core.auth.failures``; the budget is shared by both ports).
         """
         token = ""
+        forwarded: list[str] = []
         for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
+            if key == "authorization" and isinstance(value, str) and not token:
                 scheme, _, token = value.partition(" ")
                 if scheme.lower() != "bearer":
                     token = ""
-                break
-        if not token.strip():
-            _refuse(
-                context,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "send an API key with the agent scope: authorization: Bearer medic_...",
-            )
-            return None
-        try:
-            principal = await self._keys.authenticate(token.strip())
-        except Unauthorized as exc:
-            _refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
-            return None
-        except Exception as exc:
-            if not is_transient_db_error(exc):
-                raise
-            _refuse(context, grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
-            return None
+            elif key == "x-forwarded-for" and isinstance(value, str):
+                forwarded.append(value)
+        token = token.strip()
+        address = self._proxies.client_address(peer_address(context.peer()), forwarded)
+        source = source_of(address)
+        wait = self._failures.refusal(source)
+        if wait is not None:
+            principal = self._keys.verified(token) if token else None
+            if principal is None:
+                self._metrics.preauth_refusals.labels("grpc", "source_budget").inc()
+                _refuse(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many failed authentications from {address or 'your address'}; "
+                    f"retry in {max(1, round(wait))} s with a valid API key",
+                )
+                return None
+        else:
+            try:
+                if not token:
+                    raise Unauthorized(
+                        "send an API key with the agent scope: authorization: Bearer medic_..."
+                    )
+                principal = await self._keys.authenticate(token)
+            except Unauthorized as exc:
+                self._failures.charge(source)
+                self._metrics.auth_failures.labels("grpc").inc()
+                _refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                return None
+            except Exception as exc:
+                if not is_transient_db_error(exc):
+                    raise
+                _refuse(context, grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
+                return None
         if not grants(principal.scopes, "agent"):
             _refuse(
                 context,
@@ -392,13 +439,16 @@ class AgentEndpoint:
         self,
         hub: AgentHub,
         keys: ApiKeys,
+        failures: AuthFailureBudget,
+        proxies: TrustedProxies,
+        metrics: Metrics,
         *,
         host: str,
         port: int,
         tls: ServerTls | None = None,
     ) -> None:
         self._hub = hub
-        self._service = AgentService(hub, keys)
+        self._service = AgentService(hub, keys, failures, proxies, metrics)
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._tls = tls
         self._server: grpc.aio.Server | None = None

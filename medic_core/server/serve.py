@@ -11,6 +11,7 @@ from aiohttp import web
 
 from medic_core.app import Medic
 from medic_core.server.http.app import build_app
+from medic_core.server.http.listener import GuardedRunner
 from medic_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,13 @@ async def serve(settings: Settings) -> None:
             f"medic: cannot listen on {settings.host}:{settings.grpc_port} (gRPC): {exc}"
         ) from None
     app = build_app(medic)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = GuardedRunner(
+        app,
+        limits=medic.http_limits,
+        proxies=medic.trusted_proxies,
+        metrics=medic.metrics,
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
     try:

@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from medic_core.auth import grants
+from medic_core.auth import Principal, grants
 from medic_core.errors import (
     BadRequest,
     Forbidden,
@@ -23,15 +23,16 @@ from medic_core.errors import (
     Unauthorized,
     Unavailable,
 )
+from medic_core.net.inbound import source_of
 from medic_core.observability.tracing import tracer, tracing_enabled
-from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, medic
+from medic_core.ratelimit import TokenBuckets
+from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, client_address, medic
 from medic_core.server.http.problems import from_error, from_http_exception, problem
-from medic_core.server.http.ratelimit import RateLimiter
 from medic_core.server.http.routing import PUBLIC, Handler, declared_route
 from medic_core.store import is_transient_db_error
 
 log = logging.getLogger(__name__)
-LIMITER = web.AppKey("rate_limiter", RateLimiter)
+LIMITER = web.AppKey("rate_limiter", TokenBuckets)
 
 
 def _route_label(request: web.Request) -> str:
@@ -45,11 +46,13 @@ _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
 
 
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:100] or (
-        f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
-    )
+    request_id = request.headers.get("X-Request-Id", "")[:100] or new_request_id()
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = _route_label(request)
@@ -107,6 +110,14 @@ def _check_url(request: web.Request) -> None:
         raise BadRequest("the URL must not contain NUL (%00) characters")
 
 
+def _verified_from_cache(request: web.Request) -> Principal | None:
+    try:
+        token = _token(request)
+    except Unauthorized:
+        return None
+    return None if token is None else medic(request).keys.verified(token)
+
+
 def _token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header:
@@ -122,13 +133,33 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     route = declared_route(request)
     if route is None or route.scope == PUBLIC:
         return await handler(request)
-    token = _token(request)
-    if token is None:
-        raise Unauthorized(
-            "this route needs an API key: send 'Authorization: Bearer <key>' "
-            f"(scope {route.scope!r})"
-        )
-    principal = await medic(request).keys.authenticate(token)
+    app = medic(request)
+    source = source_of(client_address(request))
+    wait = app.auth_failures.refusal(source)
+    if wait is not None:
+        # Over its budget of failed authentications: no lookup for this source until it
+        # refills, unless the cache alone proves the key (medic_core.auth.failures).
+        principal = _verified_from_cache(request)
+        if principal is None:
+            app.metrics.preauth_refusals.labels("http", "source_budget").inc()
+            raise RateLimited(
+                "too many failed authentications from your address; "
+                f"retry in {max(1, round(wait))} s with a valid API key",
+                retry_after=wait,
+            )
+    else:
+        try:
+            token = _token(request)
+            if token is None:
+                raise Unauthorized(
+                    "this route needs an API key: send 'Authorization: Bearer <key>' "
+                    f"(scope {route.scope!r})"
+                )
+            principal = await app.keys.authenticate(token)
+        except Unauthorized:
+            app.auth_failures.charge(source)
+            app.metrics.auth_failures.labels("http").inc()
+            raise
     if not grants(principal.scopes, route.scope):
         raise Forbidden(
             f"this API key (scopes: {', '.join(sorted(principal.scopes))}) lacks the "

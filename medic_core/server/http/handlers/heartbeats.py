@@ -9,6 +9,7 @@ from medic_core.heartbeats import HeartbeatIn, parse_heartbeat
 from medic_core.heartbeats.model import MAX_MESSAGE, bounded
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
+    client_address,
     json_any,
     json_body,
     json_response,
@@ -27,7 +28,7 @@ _PAGE = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", {"type": "int
 
 
 def _source(request: web.Request) -> str | None:
-    return request.remote
+    return client_address(request)
 
 
 @routes.post(
