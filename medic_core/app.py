@@ -19,6 +19,7 @@ from medic_core.audit import SYSTEM
 from medic_core.audit.query import AuditLog
 from medic_core.auth import ApiKeys
 from medic_core.auth.failures import AuthFailureBudget
+from medic_core.auth.gate import AuthGate
 from medic_core.clock import Clock, SystemClock
 from medic_core.errors import Conflict
 from medic_core.events import Event, EventBus
@@ -87,7 +88,9 @@ class Medic:
             settings.auth_failure_rate,
             settings.auth_failure_burst,
             max_sources=settings.auth_failure_sources,
+            delay=settings.auth_failure_delay,
         )
+        self.auth_gate = AuthGate(self.keys, self.auth_failures, self.metrics)
         self.http_limits = HttpLimits.from_settings(settings)
         self.router = Router(self.db)
         self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, self.router)
@@ -135,10 +138,8 @@ class Medic:
         if settings.grpc_port > 0:
             self.agent_endpoint = AgentEndpoint(
                 self.agents,
-                self.keys,
-                self.auth_failures,
+                self.auth_gate,
                 self.trusted_proxies,
-                self.metrics,
                 host=settings.host,
                 port=settings.grpc_port,
                 tls=ServerTls.from_settings(settings),

@@ -82,6 +82,12 @@ class TokenBuckets(Generic[K]):
         assert bucket is not None
         bucket.tokens = max(0.0, bucket.tokens - cost)
 
+    def give(self, key: K, amount: float = 1.0) -> None:
+        """Return ``amount`` tokens taken earlier (never above ``burst``)."""
+        bucket = self._refilled(key, create=False)
+        if bucket is not None:
+            bucket.tokens = min(float(self.burst), bucket.tokens + amount)
+
     def peek(self, key: K, cost: float = 1.0) -> Verdict:
         """Would ``take(key, cost)`` be allowed? Takes nothing and creates no bucket."""
         bucket = self._refilled(key, create=False)

@@ -73,7 +73,12 @@ class Settings:
         "is looked up, unless its key is already verified in this process's cache. 0 disables.",
     )
     auth_failure_burst: int = _setting(
-        100, "Failed authentications a client address may make at once before it is refused."
+        20, "Failed authentications a client address may make at once before it is refused."
+    )
+    auth_failure_delay: float = _setting(
+        1.0,
+        "Seconds Medic holds the answer to a request it refuses because its address used up "
+        "MEDIC_AUTH_FAILURE_BURST (slows down clients that ignore Retry-After; 0: answer at once).",
     )
     auth_failure_sources: int = _setting(
         100_000,

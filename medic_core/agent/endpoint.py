@@ -45,11 +45,10 @@ from medic_core.agent.executions import (
 from medic_core.agent.hub import AgentHub, AgentInfo, Session
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.audit import Actor
-from medic_core.auth import ApiKeys, Principal, grants
-from medic_core.auth.failures import AuthFailureBudget
-from medic_core.errors import MedicError, Unauthorized, ValidationError
+from medic_core.auth import Principal, grants
+from medic_core.auth.gate import AuthGate
+from medic_core.errors import MedicError, RateLimited, Unauthorized, ValidationError
 from medic_core.net.inbound import TrustedProxies, source_of
-from medic_core.observability.metrics import Metrics
 from medic_core.settings import Settings
 from medic_core.store import is_transient_db_error
 
@@ -288,19 +287,10 @@ def peer_address(peer: str | None) -> str | None:
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(
-        self,
-        hub: AgentHub,
-        keys: ApiKeys,
-        failures: AuthFailureBudget,
-        proxies: TrustedProxies,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, hub: AgentHub, gate: AuthGate, proxies: TrustedProxies) -> None:
         self._hub = hub
-        self._keys = keys
-        self._failures = failures
+        self._gate = gate
         self._proxies = proxies
-        self._metrics = metrics
 
     async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
         """The caller's principal, or None after setting the status the call must end with.
@@ -309,9 +299,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         raised while the client's first messages are still arriving was seen, rarely and under
         load, to end the call INTERNAL instead of with the intended status.
 
-        The caller's source is charged for each failure, and a source over its budget is refused
-        (``RESOURCE_EXHAUSTED``) before its key is looked up, like on HTTP
-        (``medic_core.auth.failures``; the budget is shared by both ports).
+        The key goes through ``medic_core.auth.gate`` like on HTTP: a source over its budget of
+        failed authentications is refused (``RESOURCE_EXHAUSTED``) before its key is looked up
+        (the budget is shared by both ports; the source is the peer, or behind trusted proxies
+        the client in ``x-forwarded-for``).
         """
         token = ""
         forwarded: list[str] = []
@@ -322,38 +313,25 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     token = ""
             elif key == "x-forwarded-for" and isinstance(value, str):
                 forwarded.append(value)
-        token = token.strip()
         address = self._proxies.client_address(peer_address(context.peer()), forwarded)
-        source = source_of(address)
-        wait = self._failures.refusal(source)
-        if wait is not None:
-            principal = self._keys.verified(token) if token else None
-            if principal is None:
-                self._metrics.preauth_refusals.labels("grpc", "source_budget").inc()
-                _refuse(
-                    context,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"too many failed authentications from {address or 'your address'}; "
-                    f"retry in {max(1, round(wait))} s with a valid API key",
-                )
-                return None
-        else:
-            try:
-                if not token:
-                    raise Unauthorized(
-                        "send an API key with the agent scope: authorization: Bearer medic_..."
-                    )
-                principal = await self._keys.authenticate(token)
-            except Unauthorized as exc:
-                self._failures.charge(source)
-                self._metrics.auth_failures.labels("grpc").inc()
-                _refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
-                return None
-            except Exception as exc:
-                if not is_transient_db_error(exc):
-                    raise
-                _refuse(context, grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
-                return None
+        try:
+            principal = await self._gate.authenticate(
+                token.strip(),
+                source_of(address),
+                transport="grpc",
+                missing="send an API key with the agent scope: authorization: Bearer medic_...",
+            )
+        except RateLimited as exc:
+            _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return None
+        except Unauthorized as exc:
+            _refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            return None
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
+            _refuse(context, grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
+            return None
         if not grants(principal.scopes, "agent"):
             _refuse(
                 context,
@@ -438,17 +416,15 @@ class AgentEndpoint:
     def __init__(
         self,
         hub: AgentHub,
-        keys: ApiKeys,
-        failures: AuthFailureBudget,
+        gate: AuthGate,
         proxies: TrustedProxies,
-        metrics: Metrics,
         *,
         host: str,
         port: int,
         tls: ServerTls | None = None,
     ) -> None:
         self._hub = hub
-        self._service = AgentService(hub, keys, failures, proxies, metrics)
+        self._service = AgentService(hub, gate, proxies)
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._tls = tls
         self._server: grpc.aio.Server | None = None

@@ -265,9 +265,17 @@ class ApiKeys:
         self._generation += 1
         return key
 
-    async def authenticate(self, token: str) -> Principal:
+    async def authenticate(
+        self, token: str, *, before_query: Callable[[], None] | None = None
+    ) -> Principal:
+        """The principal of ``token``, or ``Unauthorized``.
+
+        ``before_query`` is called just before this call would start a database query (not when
+        a cache answers or a query for the same id is already under way); it may raise to
+        refuse the query (``medic_core.auth.gate`` reserves the caller's budget there).
+        """
         key_id, secret = parse_token(token)
-        stored_hash, principal = self._cached(key_id) or await self._lookup(key_id)
+        stored_hash, principal = self._cached(key_id) or await self._lookup(key_id, before_query)
         return self._accept(key_id, secret, stored_hash, principal)
 
     def verified(self, token: str) -> Principal | None:
@@ -317,7 +325,9 @@ class ApiKeys:
             del self._unknown[key_id]
         return None
 
-    async def _lookup(self, key_id: str) -> tuple[str, Principal | None]:
+    async def _lookup(
+        self, key_id: str, before_query: Callable[[], None] | None = None
+    ) -> tuple[str, Principal | None]:
         """The stored hash and principal of ``key_id`` (``""``, None when unknown or revoked),
         from the database.
 
@@ -327,6 +337,8 @@ class ApiKeys:
         """
         loading = self._loading.get(key_id)
         if loading is None:
+            if before_query is not None:
+                before_query()
             self._count("query")
             loading = asyncio.ensure_future(self._load(key_id))
             self._loading[key_id] = loading

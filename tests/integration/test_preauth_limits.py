@@ -8,6 +8,7 @@ lookups are counted at the driver (every statement that reads ``api_keys``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -43,7 +44,12 @@ def unknown_token() -> str:
 def serve(db_url: str, tmp_path: Path, clock: FakeClock) -> Serve:
     @asynccontextmanager
     async def run(**settings: Any) -> AsyncIterator[tuple[Medic, str, str]]:
-        values = {"auth_failure_burst": 5, "auth_failure_rate": 0.001, **settings}
+        values = {
+            "auth_failure_burst": 5,
+            "auth_failure_rate": 0.001,
+            "auth_failure_delay": 0.0,  # the hold is proven in the unit tests, without waiting
+            **settings,
+        }
         medic = Medic(make_settings(db_url, tmp_path, **values), clock=clock)
         await medic.start(monitor=False)
         try:
@@ -111,6 +117,29 @@ async def test_a_source_sending_unknown_keys_is_refused_after_its_budget_and_oth
             == 2
         )
         assert sample(medic, "medic_auth_failures_total", transport="http") == 6
+
+
+async def test_concurrent_requests_of_one_source_start_at_most_its_budget_of_lookups(
+    serve: Serve,
+) -> None:
+    # Checking the budget and charging it only after a failed lookup would let every request
+    # already in flight through: a token is reserved before each query instead.
+    async with serve() as (medic, url, _admin):
+        with key_queries(medic) as queries:
+            answers = await asyncio.gather(*(get_services(url, unknown_token()) for _ in range(40)))
+        assert len(queries) <= 5
+        assert sorted({status for status, _, _ in answers}) == [401, 429]
+
+
+async def test_many_concurrent_requests_with_one_valid_key_pass_a_small_budget(
+    serve: Serve,
+) -> None:
+    # Heavy ingest from one address: requests that join a lookup under way take no token,
+    # and a lookup that finds a valid key gives its token back.
+    async with serve(auth_failure_burst=1) as (_medic, url, admin):
+        for _ in range(3):
+            answers = await asyncio.gather(*(get_services(url, admin) for _ in range(50)))
+            assert {status for status, _, _ in answers} == {200}
 
 
 async def test_requests_without_a_key_and_with_malformed_keys_spend_the_budget_too(

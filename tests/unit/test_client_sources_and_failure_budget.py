@@ -3,15 +3,20 @@ failed authentications per source, with time held still."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from medic_core.auth import failures
 from medic_core.auth.failures import AuthFailureBudget
+from medic_core.auth.gate import AuthGate
 from medic_core.net.guard import OutboundPolicy
 from medic_core.net.inbound import TrustedProxies, parse_ip, source_of
+from medic_core.observability.metrics import Metrics
 from medic_core.ratelimit import TokenBuckets
 
 ALB = TrustedProxies.from_setting("10.0.0.0/16, fd00::/8")
@@ -137,3 +142,64 @@ def test_a_zero_rate_turns_the_failure_budget_off() -> None:
         budget.charge("198.51.100.7")
     assert budget.refusal("198.51.100.7") is None
     assert len(budget) == 0
+
+
+async def test_a_refusal_is_held_for_the_delay_then_says_how_long_to_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(failures.asyncio, "sleep", sleep)
+    time = Monotonic()
+    budget = AuthFailureBudget(0.25, 1, max_sources=10, delay=1.0, monotonic=time)
+    budget.charge("198.51.100.7")
+    assert await budget.hold("198.51.100.7") == pytest.approx(4.0)
+    assert slept == [1.0]
+    time.now += 3.9
+    assert await budget.hold("198.51.100.7") == 1.0  # Retry-After is never below a second
+
+
+class FakeKeys:
+    """Stands in for ApiKeys: every authentication starts a query that ``outcome`` decides."""
+
+    def __init__(self) -> None:
+        self.outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def verified(self, token: str) -> None:
+        return None
+
+    async def authenticate(self, token: str, *, before_query: Any) -> Any:
+        before_query()
+        await self.outcome
+        raise AssertionError("not reached in these tests")
+
+
+async def test_a_lookup_abandoned_by_its_client_keeps_its_token_spent() -> None:
+    # Or a client could open a call, hang up at once, and make every query free.
+    budget = AuthFailureBudget(0.001, 1, max_sources=10)
+    gate = AuthGate(FakeKeys(), budget, Metrics())  # type: ignore[arg-type]
+    task = asyncio.create_task(
+        gate.authenticate("medic_x_y", "198.51.100.7", transport="grpc", missing="no key")
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert budget.refusal("198.51.100.7") is not None
+
+
+async def test_a_lookup_the_database_failed_gives_its_token_back() -> None:
+    budget = AuthFailureBudget(0.001, 1, max_sources=10)
+    keys = FakeKeys()
+    gate = AuthGate(keys, budget, Metrics())  # type: ignore[arg-type]
+    task = asyncio.create_task(
+        gate.authenticate("medic_x_y", "198.51.100.7", transport="http", missing="no key")
+    )
+    await asyncio.sleep(0)
+    keys.outcome.set_exception(ConnectionRefusedError("database down"))
+    with pytest.raises(ConnectionRefusedError):
+        await task
+    assert budget.refusal("198.51.100.7") is None

@@ -1,7 +1,9 @@
 """Cross-cutting request handling, in order: request id and metrics, errors, auth, rate limit.
 
-Authentication reads the route's declared scope. Keys are accepted as ``Authorization: Bearer``
-or ``X-Api-Key``. An unknown route or method still gets a problem document, never a stack trace.
+Authentication reads the route's declared scope and goes through ``medic_core.auth.gate``: the
+client's budget of failed authentications first, its key second. Keys are accepted as
+``Authorization: Bearer`` or ``X-Api-Key``. An unknown route or method still gets a problem
+document, never a stack trace.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 from aiohttp import web
 
-from medic_core.auth import Principal, grants
+from medic_core.auth import grants
 from medic_core.errors import (
     BadRequest,
     Forbidden,
@@ -110,14 +112,6 @@ def _check_url(request: web.Request) -> None:
         raise BadRequest("the URL must not contain NUL (%00) characters")
 
 
-def _verified_from_cache(request: web.Request) -> Principal | None:
-    try:
-        token = _token(request)
-    except Unauthorized:
-        return None
-    return None if token is None else medic(request).keys.verified(token)
-
-
 def _token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header:
@@ -133,33 +127,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     route = declared_route(request)
     if route is None or route.scope == PUBLIC:
         return await handler(request)
-    app = medic(request)
-    source = source_of(client_address(request))
-    wait = app.auth_failures.refusal(source)
-    if wait is not None:
-        # Over its budget of failed authentications: no lookup for this source until it
-        # refills, unless the cache alone proves the key (medic_core.auth.failures).
-        principal = _verified_from_cache(request)
-        if principal is None:
-            app.metrics.preauth_refusals.labels("http", "source_budget").inc()
-            raise RateLimited(
-                "too many failed authentications from your address; "
-                f"retry in {max(1, round(wait))} s with a valid API key",
-                retry_after=wait,
-            )
-    else:
-        try:
-            token = _token(request)
-            if token is None:
-                raise Unauthorized(
-                    "this route needs an API key: send 'Authorization: Bearer <key>' "
-                    f"(scope {route.scope!r})"
-                )
-            principal = await app.keys.authenticate(token)
-        except Unauthorized:
-            app.auth_failures.charge(source)
-            app.metrics.auth_failures.labels("http").inc()
-            raise
+    try:
+        token = _token(request)
+        missing = (
+            "this route needs an API key: send 'Authorization: Bearer <key>' "
+            f"(scope {route.scope!r})"
+        )
+    except Unauthorized as exc:  # an Authorization header of another scheme
+        token, missing = None, exc.message
+    principal = await medic(request).auth_gate.authenticate(
+        token, source_of(client_address(request)), transport="http", missing=missing
+    )
     if not grants(principal.scopes, route.scope):
         raise Forbidden(
             f"this API key (scopes: {', '.join(sorted(principal.scopes))}) lacks the "
