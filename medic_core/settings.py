@@ -76,9 +76,10 @@ class Settings:
         20, "Failed authentications a client address may make at once before it is refused."
     )
     auth_failure_delay: float = _setting(
-        1.0,
-        "Seconds Medic holds the answer to a request it refuses because its address used up "
-        "MEDIC_AUTH_FAILURE_BURST (slows down clients that ignore Retry-After; 0: answer at once).",
+        3.0,
+        "Seconds (on average; spread by +-50%) Medic holds the answer to a request it refuses "
+        "because its address used up MEDIC_AUTH_FAILURE_BURST: a client that ignores "
+        "Retry-After then sends at most one request per connection this often. 0: answer at once.",
     )
     auth_failure_sources: int = _setting(
         100_000,

@@ -20,12 +20,13 @@ keep a token, and keys already verified in this process's cache take none. One m
 host behind that NAT can still empty the bucket; then requests whose key the cache alone proves
 still pass, so only the clients that would cost a lookup wait.
 
-A refusal is answered after ``delay`` seconds (``MEDIC_AUTH_FAILURE_DELAY``). Refusing costs no
-lookup, but a flood of requests answered at once still costs parsing and answering each: 2,000
-connections that resend the moment they are refused keep a process's one core busy and every
-other client waits behind them (bench/preauth). Held for a second, each such connection sends
-at most one request a second; the held request is a sleeping coroutine on a connection the
-connection caps already count.
+A refusal is answered after about ``delay`` seconds (``MEDIC_AUTH_FAILURE_DELAY``, 3 s). Refusing
+costs no lookup, but a flood of requests answered at once still costs parsing and answering
+each: 2,000 connections that resend the moment they are refused keep the process busy and every
+other client waits behind them (bench/preauth: held 1 s, ~1,850 refusals a second at 72% of a
+core; held 3 s, ~650 at 37-51%). Held, each such connection sends at most one request per hold;
+the held request is a sleeping coroutine on a connection the connection caps already count, and
+a legitimate client refused this way had been failing anyway.
 
 The table is in memory, per process (a source may spend the budget once per replica), and holds
 only sources that failed recently, at most ``max_sources`` of them.
@@ -34,6 +35,7 @@ only sources that failed recently, at most ``max_sources`` of them.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 
@@ -103,8 +105,13 @@ class AuthFailureBudget:
             self._buckets.spend(source)
 
     async def hold(self, source: str) -> float:
-        """Wait ``delay`` before a refusal is answered; then the seconds ``source`` still has to
-        wait (at least 1, for ``Retry-After``)."""
+        """Wait about ``delay`` before a refusal is answered; then the seconds ``source`` still
+        has to wait (at least 1, for ``Retry-After``).
+
+        The wait is drawn between half and one and a half ``delay``: refused together, a flood's
+        connections would otherwise come back together, and each wave would hold up everyone
+        else while it is answered (seen in bench/preauth as latency spikes every second).
+        """
         if self.delay > 0:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay * random.uniform(0.5, 1.5))
         return max(1.0, self.refusal(source) or 0.0)

@@ -27,7 +27,7 @@ from medic_core.auth import ApiKeys
 from medic_core.clock import FakeClock
 from medic_core.errors import Unauthorized
 from medic_core.observability.metrics import Metrics
-from support.http import client_from, listening
+from support.http import client_from, listening, open_from, read_response
 from support.postgres import free_port
 
 ME = Actor("test")
@@ -220,6 +220,35 @@ async def test_heartbeats_record_the_forwarded_client_as_their_source(serve: Ser
             )
             [stored] = (await history.json())["items"]
             assert stored["source"] == "198.51.100.23"
+
+
+async def raw_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str, **headers: str
+) -> int:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(
+        f"GET /api/v1/services HTTP/1.1\r\nHost: medic\r\nAuthorization: Bearer {token}\r\n"
+        f"{extra}\r\n".encode()
+    )
+    async with asyncio.timeout(10):
+        return (await read_response(reader))[0]
+
+
+async def test_a_refusal_is_held_and_its_connection_kept(serve: Serve) -> None:
+    # Behind a proxy the connection carries other clients too: the refusal waits
+    # (MEDIC_AUTH_FAILURE_DELAY, to slow clients that ignore Retry-After), the connection stays.
+    async with serve(trusted_proxies="127.0.0.1/32", auth_failure_delay=0.2) as (
+        _medic,
+        url,
+        admin,
+    ):
+        attacker = {"X-Forwarded-For": "203.0.113.66"}
+        for _ in range(5):
+            assert (await get_services(url, unknown_token(), **attacker))[0] == 401
+        reader, writer = await open_from(url)
+        assert await raw_get(reader, writer, unknown_token(), **attacker) == 429
+        assert await raw_get(reader, writer, admin, **{"X-Forwarded-For": "203.0.113.7"}) == 200
+        writer.close()
 
 
 # -- the key caches -------------------------------------------------------------------------------

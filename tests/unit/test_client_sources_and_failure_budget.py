@@ -157,7 +157,7 @@ async def test_a_refusal_is_held_for_the_delay_then_says_how_long_to_wait(
     budget = AuthFailureBudget(0.25, 1, max_sources=10, delay=1.0, monotonic=time)
     budget.charge("198.51.100.7")
     assert await budget.hold("198.51.100.7") == pytest.approx(4.0)
-    assert slept == [1.0]
+    assert len(slept) == 1 and 0.5 <= slept[0] <= 1.5  # spread, so refused floods come apart
     time.now += 3.9
     assert await budget.hold("198.51.100.7") == 1.0  # Retry-After is never below a second
 
