@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -46,6 +47,23 @@ def banner(settings: Settings, medic: Medic, token: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tune_garbage_collector() -> None:
+    """Make the cyclic garbage collector's pauses rarer and shorter, once everything is loaded.
+
+    A full collection walks every live object; under a flood of refused requests (each held
+    for MEDIC_AUTH_FAILURE_DELAY, so thousands stay alive long enough to reach the oldest
+    generation) they came every second or two and paused the event loop for 100-200 ms, which
+    was most of other clients' p99 (bench/preauth: 120-180 ms; with these settings 57-95 ms).
+    Freezing moves the ~150,000 objects of the loaded code out of every future collection;
+    the higher thresholds (defaults 700, 10, 10) collect the young generation every 10,000 net
+    allocations and the oldest one ten times less often. Cyclic garbage lives a little longer;
+    reference counting still frees everything else at once.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
+
+
 async def serve(settings: Settings) -> None:
     medic = Medic(settings)
     try:
@@ -82,6 +100,7 @@ async def serve(settings: Settings) -> None:
         ) from None
     sys.stdout.write(banner(settings, medic, token))
     sys.stdout.flush()
+    tune_garbage_collector()
     log.info("medic started", extra={"url": settings.resolved_public_url})
 
     stopping = asyncio.Event()
