@@ -8,16 +8,14 @@ test_preauth_limits.py) cover each limit; this proves the real process listens w
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.http import client_from, closed, open_from, read_response
+from support.http import answer_to_a_slow_head, client_from, open_from, read_response
 from support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -47,24 +45,11 @@ async def test_medic_serve_bounds_what_unauthenticated_clients_can_do(
     server: ServerProcess,
 ) -> None:
     # A client sending its request head a byte every 50 ms is cut off at the header timeout.
-    reader, writer = await open_from(server.url)
-    started = time.monotonic()
-
-    async def dribble() -> None:
-        for byte in b"GET /health HTTP/1.1\r\nHost: medic\r\nX-Slow: " + b"a" * 500:
-            writer.write(bytes([byte]))
-            await asyncio.sleep(0.05)
-
-    sender = asyncio.create_task(dribble())
-    try:
-        async with asyncio.timeout(HEADER_TIMEOUT + MARGIN):
-            status, headers, _ = await read_response(reader)
-            assert await closed(reader)
-    finally:
-        sender.cancel()
-        writer.close()
+    status, headers, _, seconds = await answer_to_a_slow_head(
+        server.url, 0.05, HEADER_TIMEOUT + MARGIN
+    )
     assert status == 408 and headers["content-type"] == "application/problem+json"
-    assert time.monotonic() - started < HEADER_TIMEOUT + MARGIN
+    assert seconds < HEADER_TIMEOUT + MARGIN
 
     # An over-long URL is a problem document, not aiohttp's plain text.
     reader, writer = await open_from(server.url)

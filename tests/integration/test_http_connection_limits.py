@@ -24,7 +24,7 @@ import pytest
 from conftest import make_settings
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
-from support.http import closed, listening, open_from, read_response
+from support.http import answer_to_a_slow_head, closed, listening, open_from, read_response
 
 PROBLEM = "application/problem+json"
 MARGIN = 3.0  # seconds a close may come after its timeout on a busy, shared machine
@@ -86,25 +86,10 @@ async def test_a_client_sending_its_head_a_byte_at_a_time_is_closed_at_the_heade
     serve: Serve,
 ) -> None:
     async with serve(http_header_timeout=1.0) as (medic, url):
-        reader, writer = await open_from(url)
-        started = time.monotonic()
-
-        async def dribble() -> None:
-            for byte in b"GET /health HTTP/1.1\r\nHost: medic\r\nX-Slow: " + b"a" * 1000:
-                writer.write(bytes([byte]))
-                await asyncio.sleep(0.02)
-
-        sender = asyncio.create_task(dribble())
-        try:
-            async with asyncio.timeout(1.0 + MARGIN):
-                status, headers, body = await read_response(reader)
-                assert await closed(reader)
-        finally:
-            sender.cancel()
-            writer.close()
+        status, headers, body, seconds = await answer_to_a_slow_head(url, 0.02, 1.0 + MARGIN)
         document = problem_of(status, headers, body, 408)
         assert "1 seconds" in document["detail"]
-        assert time.monotonic() - started < 1.0 + MARGIN
+        assert seconds < 1.0 + MARGIN
         assert closes(medic, "header_timeout") == 1
 
 

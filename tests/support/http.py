@@ -5,12 +5,14 @@ header/idle/body timeouts, head limits) on 127.0.0.1 and a free port, and yields
 aiohttp's ``TestServer`` would bypass those limits. ``client_from(address)`` is an aiohttp
 session whose connections come from ``address`` (any of 127.0.0.0/8 reaches a server listening
 on 127.0.0.1, so tests get distinct sources on one machine). ``read_response`` reads one raw
-HTTP/1.1 response (status, headers, body) from a stream, for tests that write bytes themselves.
+HTTP/1.1 response (status, headers, body) from a stream, for tests that write bytes themselves;
+``answer_to_a_slow_head`` sends a request head a byte at a time and returns what came back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -76,3 +78,28 @@ async def closed(reader: asyncio.StreamReader) -> bool:
     except ConnectionError:
         pass
     return True
+
+
+async def answer_to_a_slow_head(
+    url: str, every: float, within: float
+) -> tuple[int, dict[str, str], bytes, float]:
+    """Send a request head to ``url`` one byte every ``every`` seconds (never finishing it) and
+    read the answer and the close, for at most ``within`` seconds: (status, headers, body,
+    seconds from the connect to the close)."""
+    reader, writer = await open_from(url)
+    started = time.monotonic()
+
+    async def dribble() -> None:
+        for byte in b"GET /health HTTP/1.1\r\nHost: medic\r\nX-Slow: " + b"a" * 100_000:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(every)
+
+    sender = asyncio.create_task(dribble())
+    try:
+        async with asyncio.timeout(within):
+            status, headers, body = await read_response(reader)
+            assert await closed(reader)
+    finally:
+        sender.cancel()
+        writer.close()
+    return status, headers, body, time.monotonic() - started

@@ -262,10 +262,11 @@ class GuardedRequestHandler(RequestHandler):
     # -- the connection ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        refusal, source = self._server.open_connections.admit(transport.get_extra_info("peername"))
+        tcp = cast(asyncio.Transport, transport)
+        refusal, source = self._server.open_connections.admit(tcp.get_extra_info("peername"))
         if refusal is not None:
             self._server.refused(refusal, source)
-            cast(asyncio.Transport, transport).abort()  # no parsing, no timer, no buffer
+            tcp.abort()  # no parsing, no timer, no buffer
             return
         self._source = source
         super().connection_made(transport)
