@@ -92,7 +92,7 @@ class Settings:
         "a key created on another replica is accepted here within this time). 0 disables.",
     )
     key_negative_cache_size: int = _setting(
-        10_000, "Most unknown API key ids remembered (least recently seen forgotten first)."
+        10_000, "Most unknown API key ids remembered (the oldest forgotten first)."
     )
     http_header_timeout: float = _setting(
         10.0,

@@ -11,8 +11,8 @@ within ``cache_ttl``. A known key id presented with a wrong secret is refused fr
 too (the digests are compared in constant time), so it costs no query either.
 
 Key ids that are not in the database (or whose key is revoked) are remembered as unknown for
-``negative_ttl`` seconds in a separate, bounded table (``negative_size`` ids, least recently
-seen forgotten first), so repeating an unknown id costs no query. It is separate so that a flood
+``negative_ttl`` seconds in a separate, bounded table (``negative_size`` ids, the oldest
+forgotten first), so repeating an unknown id costs no query. It is separate so that a flood
 of made-up ids can neither grow memory without bound nor push the verified keys out of their
 cache. A key created through this process removes its id from that table at once; a key created
 on another replica (or by ``medic apikey create``) is accepted here at most ``negative_ttl``
@@ -129,7 +129,7 @@ class ApiKeys:
         self._monotonic = monotonic
         # key id -> (when loaded, stored hash, principal): keys that exist and are not revoked.
         self._cache: dict[str, tuple[float, str, Principal]] = {}
-        # key id -> when it was last found missing (or revoked), least recently seen first.
+        # key id -> when the database last said it is missing (or revoked), oldest first.
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._loading: dict[str, asyncio.Future[tuple[str, Principal | None]]] = {}
         # Bumped by every creation and revocation: a load that began before one must not cache

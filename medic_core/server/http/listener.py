@@ -35,8 +35,9 @@ Every refusal and close is counted (``medic_preauth_refusals_total{transport="ht
 ``medic_http_connections_closed_total{reason}``, ``medic_http_connections_open``).
 
 Built on aiohttp's own classes: ``GuardedServer`` (a ``web.Server``: the protocol factory, one
-``GuardedRequestHandler`` per connection) made by ``GuardedRunner`` (an ``AppRunner``). The
-handler relies on two attributes of aiohttp's ``RequestHandler`` that are not public API:
+``GuardedRequestHandler`` per connection) made by ``GuardedRunner`` (an ``AppRunner`` whose
+``_make_server`` -- the hook aiohttp's own runners implement -- wraps the application's server).
+The handler relies on two attributes of aiohttp's ``RequestHandler`` that are not public API:
 ``_request_count`` (request heads parsed on the connection) and ``_loop``, and on the order in
 which aiohttp calls ``data_received``/``finish_response``; the tests in
 ``tests/integration/test_http_connection_limits.py`` exercise each limit through a real socket,
