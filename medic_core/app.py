@@ -18,6 +18,8 @@ from medic_core.alerts import AlertBook
 from medic_core.audit import SYSTEM
 from medic_core.audit.query import AuditLog
 from medic_core.auth import ApiKeys
+from medic_core.auth.failures import AuthFailureBudget
+from medic_core.auth.gate import AuthGate
 from medic_core.clock import Clock, SystemClock
 from medic_core.errors import Conflict
 from medic_core.events import Event, EventBus
@@ -26,6 +28,7 @@ from medic_core.heartbeats.history import History
 from medic_core.maintenance.windows import MaintenanceWindows
 from medic_core.monitor import Monitor
 from medic_core.net.guard import OutboundPolicy
+from medic_core.net.inbound import TrustedProxies
 from medic_core.notify.delivery import DeliveryService
 from medic_core.notify.dispatcher import NotificationDispatcher
 from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
@@ -33,6 +36,7 @@ from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
+from medic_core.server.http.listener import HttpLimits
 from medic_core.services.registry import ServiceRegistry
 from medic_core.settings import Settings
 from medic_core.store import Database
@@ -69,7 +73,25 @@ class Medic:
             plugins=plugins,
             disabled=settings.disabled_plugin_names,
         )
-        self.keys = ApiKeys(self.db, self.clock, cache_ttl=settings.key_cache_ttl)
+        self.keys = ApiKeys(
+            self.db,
+            self.clock,
+            cache_ttl=settings.key_cache_ttl,
+            negative_ttl=settings.key_negative_cache_ttl,
+            negative_size=settings.key_negative_cache_size,
+            metrics=self.metrics,
+        )
+        # Before any key is looked up (HTTP and gRPC): who the client is, how many failed
+        # authentications it has left, and what the HTTP port lets a connection hold.
+        self.trusted_proxies = TrustedProxies.from_setting(settings.trusted_proxies)
+        self.auth_failures = AuthFailureBudget(
+            settings.auth_failure_rate,
+            settings.auth_failure_burst,
+            max_sources=settings.auth_failure_sources,
+            delay=settings.auth_failure_delay,
+        )
+        self.auth_gate = AuthGate(self.keys, self.auth_failures, self.metrics)
+        self.http_limits = HttpLimits.from_settings(settings)
         self.router = Router(self.db)
         self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, self.router)
         self.monitor = Monitor(
@@ -117,7 +139,8 @@ class Medic:
         if settings.grpc_port > 0:
             self.agent_endpoint = AgentEndpoint(
                 self.agents,
-                self.keys,
+                self.auth_gate,
+                self.trusted_proxies,
                 host=settings.host,
                 port=settings.grpc_port,
                 tls=ServerTls.from_settings(settings),

@@ -45,6 +45,13 @@ class NotFound(MedicError):
     title = "Not found"
 
 
+class RequestTimeout(MedicError):
+    """The client did not send the rest of its request in time."""
+
+    status = 408
+    title = "Request timeout"
+
+
 class Conflict(MedicError):
     """The change contradicts the current state (duplicate slug, resolving a resolved alert)."""
 

@@ -78,6 +78,75 @@ class Settings:
     max_body_bytes: int = _setting(1_048_576, "Largest request body accepted (413 above it).")
     rate_limit: float = _setting(1000.0, "Requests per second allowed per API key (0 disables).")
     rate_burst: int = _setting(2000, "Requests a key may send at once before the rate applies.")
+    trusted_proxies: str = _setting(
+        "",
+        "Comma-separated CIDRs of the load balancers/proxies in front of Medic. A request from "
+        "one of them is attributed to the rightmost X-Forwarded-For address that is not itself "
+        "a trusted proxy; from anywhere else X-Forwarded-For is ignored. Empty: none trusted.",
+    )
+    auth_failure_rate: float = _setting(
+        1.0,
+        "Failed authentications per second a client address regains (no, malformed, unknown, "
+        "revoked or expired key, on HTTP and gRPC). An address that has used up "
+        "MEDIC_AUTH_FAILURE_BURST is refused (HTTP 429, gRPC RESOURCE_EXHAUSTED) before its key "
+        "is looked up, unless its key is already verified in this process's cache. 0 disables.",
+    )
+    auth_failure_burst: int = _setting(
+        20, "Failed authentications a client address may make at once before it is refused."
+    )
+    auth_failure_delay: float = _setting(
+        3.0,
+        "Seconds (on average; spread by +-50%) Medic holds the answer to a request it refuses "
+        "because its address used up MEDIC_AUTH_FAILURE_BURST: a client that ignores "
+        "Retry-After then sends at most one request per connection this often. 0: answer at once.",
+    )
+    auth_failure_sources: int = _setting(
+        100_000,
+        "Most client addresses whose failed authentications are remembered (least recently "
+        "failed forgotten first: a forgotten address starts with a full budget).",
+    )
+    key_negative_cache_ttl: float = _setting(
+        10.0,
+        "Seconds an unknown API key id is remembered as unknown (no database lookup until then; "
+        "a key created on another replica is accepted here within this time). 0 disables.",
+    )
+    key_negative_cache_size: int = _setting(
+        10_000, "Most unknown API key ids remembered (the oldest forgotten first)."
+    )
+    http_header_timeout: float = _setting(
+        10.0,
+        "Seconds a client has to send a complete request head (request line and headers), "
+        "counted from the connection's accept and, on a kept-alive connection, from the first "
+        "byte of the next request. The connection is closed after it (408 if a head began).",
+    )
+    http_idle_timeout: float = _setting(
+        75.0,
+        "Seconds a kept-alive connection may stay idle between requests. Keep it above the "
+        "idle timeout of a load balancer in front (ALB: 60 s).",
+    )
+    http_body_timeout: float = _setting(
+        30.0,
+        "Seconds a request body may take to arrive once its request is taken up (408 after it).",
+    )
+    http_max_connections: int = _setting(
+        10_000,
+        "Most open HTTP connections; further ones are closed at once. Keep it below the "
+        "process's file descriptor limit (ulimit -n) minus the database pool and agent streams.",
+    )
+    http_max_connections_per_source: int = _setting(
+        256,
+        "Most open HTTP connections from one client address (an IPv6 /64 counts as one); "
+        "further ones are closed at once. MEDIC_TRUSTED_PROXIES are exempt.",
+    )
+    http_max_url_bytes: int = _setting(
+        8190, "Longest request target (path and query) accepted (414 above it)."
+    )
+    http_max_header_bytes: int = _setting(
+        16_384,
+        "Largest request head: request line plus every header line (431 above it). Must be "
+        "larger than MEDIC_HTTP_MAX_URL_BYTES.",
+    )
+    http_max_headers: int = _setting(64, "Most header lines in one request (431 above it).")
     writer_queue: int = _setting(10_000, "Heartbeats that may wait for the writer before 503s.")
     writer_batch: int = _setting(500, "Most heartbeats committed in one transaction.")
     background: bool = _setting(

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -49,8 +50,10 @@ from medic_core.agent.hub import AgentHub, AgentInfo, Session
 from medic_core.agent.limits import ProtocolViolation
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.audit import Actor
-from medic_core.auth import ApiKeys, Principal, grants
-from medic_core.errors import MedicError, Unauthorized, Unavailable, ValidationError
+from medic_core.auth import Principal, grants
+from medic_core.auth.gate import AuthGate
+from medic_core.errors import MedicError, RateLimited, Unauthorized, Unavailable, ValidationError
+from medic_core.net.inbound import TrustedProxies, source_of
 from medic_core.settings import Settings
 from medic_core.store import is_transient_db_error
 
@@ -285,10 +288,23 @@ def _actor(name: str) -> Actor:
     return Actor(name)
 
 
+def peer_address(peer: str | None) -> str | None:
+    """The address in a gRPC peer string (``ipv4:1.2.3.4:5678``, ``ipv6:[::1]:5678``)."""
+    if not peer:
+        return None
+    kind, _, rest = unquote(peer).partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        return rest.partition("]")[0].lstrip("[") or None
+    return None
+
+
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, hub: AgentHub, keys: ApiKeys) -> None:
+    def __init__(self, hub: AgentHub, gate: AuthGate, proxies: TrustedProxies) -> None:
         self._hub = hub
-        self._keys = keys
+        self._gate = gate
+        self._proxies = proxies
 
     async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
         """The caller's principal, or None after setting the status the call must end with.
@@ -296,23 +312,32 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         Refusals end the call by returning with a status set, not by ``context.abort``: an abort
         raised while the client's first messages are still arriving was seen, rarely and under
         load, to end the call INTERNAL instead of with the intended status.
+
+        The key goes through ``medic_core.auth.gate`` like on HTTP: a source over its budget of
+        failed authentications is refused (``RESOURCE_EXHAUSTED``) before its key is looked up
+        (the budget is shared by both ports; the source is the peer, or behind trusted proxies
+        the client in ``x-forwarded-for``).
         """
         token = ""
+        forwarded: list[str] = []
         for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
+            if key == "authorization" and isinstance(value, str) and not token:
                 scheme, _, token = value.partition(" ")
                 if scheme.lower() != "bearer":
                     token = ""
-                break
-        if not token.strip():
-            _refuse(
-                context,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "send an API key with the agent scope: authorization: Bearer medic_...",
-            )
-            return None
+            elif key == "x-forwarded-for" and isinstance(value, str):
+                forwarded.append(value)
+        address = self._proxies.client_address(peer_address(context.peer()), forwarded)
         try:
-            principal = await self._keys.authenticate(token.strip())
+            principal = await self._gate.authenticate(
+                token.strip(),
+                source_of(address),
+                transport="grpc",
+                missing="send an API key with the agent scope: authorization: Bearer medic_...",
+            )
+        except RateLimited as exc:
+            _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return None
         except Unauthorized as exc:
             _refuse(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
             return None
@@ -405,14 +430,15 @@ class AgentEndpoint:
     def __init__(
         self,
         hub: AgentHub,
-        keys: ApiKeys,
+        gate: AuthGate,
+        proxies: TrustedProxies,
         *,
         host: str,
         port: int,
         tls: ServerTls | None = None,
     ) -> None:
         self._hub = hub
-        self._service = AgentService(hub, keys)
+        self._service = AgentService(hub, gate, proxies)
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._tls = tls
         self._server: grpc.aio.Server | None = None

@@ -7,8 +7,22 @@ only cost every request time here. The digest is compared in constant time.
 
 Verified keys are cached for a few seconds to keep the database off the ingest hot path; a
 revocation made through this process evicts the entry at once, one made elsewhere takes effect
-within ``cache_ttl``. ``last_used_at`` is written back in the background, at most once a minute
-per key.
+within ``cache_ttl``. A known key id presented with a wrong secret is refused from that cache
+too (the digests are compared in constant time), so it costs no query either.
+
+Key ids that are not in the database (or whose key is revoked) are remembered as unknown for
+``negative_ttl`` seconds in a separate, bounded table (``negative_size`` ids, the oldest
+forgotten first), so repeating an unknown id costs no query. It is separate so that a flood
+of made-up ids can neither grow memory without bound nor push the verified keys out of their
+cache. A key created through this process removes its id from that table at once; a key created
+on another replica (or by ``medic apikey create``) is accepted here at most ``negative_ttl``
+seconds after its id was last refused. Fresh made-up ids still cost one query each: the budget of
+failed authentications per source (``medic_core.auth.failures``) bounds how many a caller gets.
+
+``medic_api_key_lookups_total{result}`` counts how each lookup was answered: ``hit`` (verified
+cache), ``negative_hit`` (unknown-id cache), ``query`` (a database query was started) or
+``joined`` (waited for a query already under way for the same id). ``last_used_at`` is written
+back in the background, at most once a minute per key.
 """
 
 from __future__ import annotations
@@ -18,6 +32,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +43,7 @@ from sqlalchemy import select, update
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, Unauthorized, ValidationError
+from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import ApiKey
 from medic_core.validation import MAX_ID, quote
@@ -93,16 +110,45 @@ def key_to_dict(key: ApiKey) -> dict[str, Any]:
 
 
 class ApiKeys:
-    def __init__(self, db: Database, clock: Clock, *, cache_ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        cache_ttl: float = 5.0,
+        negative_ttl: float = 10.0,
+        negative_size: int = 10_000,
+        metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._cache_ttl = cache_ttl
-        self._cache: dict[str, tuple[float, str, Principal | None]] = {}
+        self._negative_ttl = negative_ttl
+        self._negative_size = max(1, negative_size)
+        self._monotonic = monotonic
+        # key id -> (when loaded, stored hash, principal): keys that exist and are not revoked.
+        self._cache: dict[str, tuple[float, str, Principal]] = {}
+        # key id -> when the database last said it is missing (or revoked), oldest first.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._loading: dict[str, asyncio.Future[tuple[str, Principal | None]]] = {}
-        # Bumped by every revocation: a load that began before one must not cache what it read.
-        self._revocations = 0
+        # Bumped by every creation and revocation: a load that began before one must not cache
+        # what it read.
+        self._generation = 0
         self._used: dict[int, datetime] = {}
         self._written: dict[int, datetime] = {}
+        self._lookups = (
+            {
+                result: metrics.api_key_lookups.labels(result)
+                for result in ("hit", "negative_hit", "query", "joined")
+            }
+            if metrics is not None
+            else None
+        )
+
+    def _count(self, result: str) -> None:
+        if self._lookups is not None:
+            self._lookups[result].inc()
 
     async def create(
         self,
@@ -162,6 +208,9 @@ class ApiKeys:
                 resource_id=key.id,
                 after=key_to_dict(key),
             )
+        # Usable here at once, even if its id was refused as unknown a moment ago.
+        self._unknown.pop(key_id, None)
+        self._generation += 1
         return key, token
 
     async def count(self) -> int:
@@ -213,15 +262,45 @@ class ApiKeys:
             )
         self._cache.pop(key.key_id, None)
         self._loading.pop(key.key_id, None)
-        self._revocations += 1
+        self._generation += 1
         return key
 
-    async def authenticate(self, token: str) -> Principal:
+    async def authenticate(
+        self, token: str, *, before_query: Callable[[], None] | None = None
+    ) -> Principal:
+        """The principal of ``token``, or ``Unauthorized``.
+
+        ``before_query`` is called just before this call would start a database query (not when
+        a cache answers or a query for the same id is already under way); it may raise to
+        refuse the query (``medic_core.auth.gate`` reserves the caller's budget there).
+        """
         key_id, secret = parse_token(token)
-        digest = _hash(secret)
-        stored_hash, principal = await self._lookup(key_id)
+        stored_hash, principal = self._cached(key_id) or await self._lookup(key_id, before_query)
+        return self._accept(key_id, secret, stored_hash, principal)
+
+    def verified(self, token: str) -> Principal | None:
+        """The principal of ``token`` if this process's cache alone proves it valid, else None.
+
+        Never queries the database: what a caller whose source is over its budget of failed
+        authentications may still get (``medic_core.auth.failures``).
+        """
+        try:
+            key_id, secret = parse_token(token)
+        except Unauthorized:
+            return None
+        cached = self._cached(key_id)
+        if cached is None:
+            return None
+        try:
+            return self._accept(key_id, secret, *cached)
+        except Unauthorized:
+            return None
+
+    def _accept(
+        self, key_id: str, secret: str, stored_hash: str, principal: Principal | None
+    ) -> Principal:
         # Compare even when the key is unknown, so timing does not reveal which key ids exist.
-        matches = hmac.compare_digest(digest, stored_hash or "0" * 64)
+        matches = hmac.compare_digest(_hash(secret), stored_hash or "0" * 64)
         if principal is None or not matches:
             raise Unauthorized("invalid or revoked API key")
         now = self._clock.now()
@@ -230,22 +309,42 @@ class ApiKeys:
         self._used[principal.id] = now
         return principal
 
-    async def _lookup(self, key_id: str) -> tuple[str, Principal | None]:
-        """The stored hash and principal of ``key_id`` (``""``, None when unknown or revoked).
-
-        Cached for ``cache_ttl`` seconds. When the entry is missing or stale, one query loads
-        it and every request for the same key waits for that one (single flight): at thousands
-        of requests per second an expiry otherwise sent every in-flight request to the database
-        at once.
-        """
+    def _cached(self, key_id: str) -> tuple[str, Principal | None] | None:
+        """What the caches know of ``key_id`` (``("", None)``: unknown), or None: ask the
+        database."""
+        now = self._monotonic()
         cached = self._cache.get(key_id)
-        if cached is not None and time.monotonic() - cached[0] < self._cache_ttl:
+        if cached is not None and now - cached[0] < self._cache_ttl:
+            self._count("hit")
             return cached[1], cached[2]
+        refused_at = self._unknown.get(key_id)
+        if refused_at is not None:
+            if now - refused_at < self._negative_ttl:
+                self._count("negative_hit")
+                return "", None
+            del self._unknown[key_id]
+        return None
+
+    async def _lookup(
+        self, key_id: str, before_query: Callable[[], None] | None = None
+    ) -> tuple[str, Principal | None]:
+        """The stored hash and principal of ``key_id`` (``""``, None when unknown or revoked),
+        from the database.
+
+        When several requests need the same id, one query loads it and every request waits
+        for that one (single flight): at thousands of requests per second a cache expiry
+        otherwise sent every in-flight request to the database at once.
+        """
         loading = self._loading.get(key_id)
         if loading is None:
+            if before_query is not None:
+                before_query()
+            self._count("query")
             loading = asyncio.ensure_future(self._load(key_id))
             self._loading[key_id] = loading
             loading.add_done_callback(lambda done: self._loaded(key_id, done))
+        else:
+            self._count("joined")
         # shield: a client that hangs up must not cancel the load the others are waiting for.
         return await asyncio.shield(loading)
 
@@ -255,27 +354,31 @@ class ApiKeys:
             done.exception()  # retrieved here, so an error nobody awaited is not logged as lost
 
     async def _load(self, key_id: str) -> tuple[str, Principal | None]:
-        mono, revocations = time.monotonic(), self._revocations
+        mono, generation = self._monotonic(), self._generation
         async with self._db.sessions() as session:
             key = await session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
-        principal: Principal | None = None
-        stored_hash = ""
-        if key is not None and key.revoked_at is None:
-            stored_hash = key.secret_hash
-            principal = Principal(
-                id=key.id,
-                key_id=key.key_id,
-                name=key.name,
-                scopes=frozenset(key.scopes),
-                expires_at=key.expires_at,
-            )
-        if len(self._cache) >= _CACHE_MAX:
-            # Unknown key ids are cached too (so guessing costs no query each time); bound the
-            # cache so guessing cannot grow it without limit.
-            self._cache.clear()
-        if revocations == self._revocations:
-            self._cache[key_id] = (mono, stored_hash, principal)
-        return stored_hash, principal
+        current = generation == self._generation
+        if key is None or key.revoked_at is not None:
+            if current and self._negative_ttl > 0:
+                self._unknown[key_id] = mono
+                self._unknown.move_to_end(key_id)
+                while len(self._unknown) > self._negative_size:
+                    self._unknown.popitem(last=False)
+            return "", None
+        principal = Principal(
+            id=key.id,
+            key_id=key.key_id,
+            name=key.name,
+            scopes=frozenset(key.scopes),
+            expires_at=key.expires_at,
+        )
+        if current:
+            if len(self._cache) >= _CACHE_MAX:
+                # Only keys that exist land here, so this takes more keys than anyone creates;
+                # it is a bound, not an eviction policy.
+                self._cache.clear()
+            self._cache[key_id] = (mono, key.secret_hash, principal)
+        return key.secret_hash, principal
 
     async def flush_last_used(self) -> int:
         """Write ``last_used_at`` for keys used since the last flush (at most once a minute)."""

@@ -49,6 +49,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from medic_core.net.inbound import IPAddress, IPNetwork, parse_networks
+
 if TYPE_CHECKING:
     from aiohttp import ClientRequest
     from aiohttp.connector import Connection
@@ -58,8 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_URL_LENGTH = 2000
 ALLOW_NETWORKS_HINT = (
@@ -168,23 +168,7 @@ class OutboundPolicy:
     def from_strings(cls, allow_hosts: str, allow_networks: str) -> OutboundPolicy:
         """Build from the comma-separated setting values; a bad entry raises ``ValueError``."""
         hosts = [h.strip() for h in allow_hosts.split(",") if h.strip()]
-        networks: list[IPNetwork] = []
-        for entry in (n.strip() for n in allow_networks.split(",")):
-            if not entry:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=True))
-            except ValueError as exc:
-                hint = ""
-                try:
-                    loose = ipaddress.ip_network(entry, strict=False)
-                    hint = f"; did you mean {loose}?"
-                except ValueError:
-                    hint = "; write a network as address/prefix, e.g. 10.20.0.0/16"
-                raise ValueError(
-                    f"MEDIC_OUTBOUND_ALLOW_NETWORKS entry {entry!r} is not a valid CIDR network "
-                    f"({exc}){hint}"
-                ) from None
+        networks = parse_networks(allow_networks, "MEDIC_OUTBOUND_ALLOW_NETWORKS")
         return cls(hosts, networks)
 
     @classmethod

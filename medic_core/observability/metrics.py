@@ -103,6 +103,39 @@ class Metrics:
             registry=r,
         )
 
+        self.api_key_lookups = Counter(
+            "medic_api_key_lookups",
+            "API key lookups, by how they were answered: hit (verified-key cache), negative_hit "
+            "(unknown-id cache), query (a database query started), joined (waited for one).",
+            ["result"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "medic_auth_failures",
+            "Failed authentications (no, malformed, unknown, revoked or expired key), charged to "
+            "the client source's budget, by transport (http, grpc).",
+            ["transport"],
+            registry=r,
+        )
+        self.preauth_refusals = Counter(
+            "medic_preauth_refusals",
+            "Requests refused before any key was looked up, by transport and reason: "
+            "source_budget (the source used up its failed authentications), url_too_long, "
+            "header_too_large, malformed (the request head could not be parsed).",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.http_connections_open = Gauge(
+            "medic_http_connections_open", "Open HTTP connections.", registry=r
+        )
+        self.http_connections_closed = Counter(
+            "medic_http_connections_closed",
+            "HTTP connections Medic closed on purpose, by reason: header_timeout, idle_timeout, "
+            "body_timeout, max_connections, max_connections_per_source.",
+            ["reason"],
+            registry=r,
+        )
+
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one HTTP request and its latency.
 

@@ -249,6 +249,23 @@ def test_keda_replaces_the_hpa_and_the_chart_refuses_both() -> None:
     assert "serverAddress is required" in error
 
 
+def test_the_albs_networks_are_medics_trusted_proxies() -> None:
+    # Behind the ALB every peer is an ALB node: without this, one client's failed
+    # authentications would use up the budget of everyone behind the same node.
+    docs, _ = h.render(ROOT, "prod")
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    assert h.server_env(deployment)["MEDIC_TRUSTED_PROXIES"] == "10.0.0.0/16"
+    docs, _ = h.render(ROOT, "prod", ["--set", "config.MEDIC_TRUSTED_PROXIES=10.1.2.0/24"])
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    chosen = [v["value"] for v in container["env"] if v["name"] == "MEDIC_TRUSTED_PROXIES"]
+    assert chosen == ["10.1.2.0/24"]  # an explicit value wins, and is not set twice
+    docs, _ = h.render(ROOT, "default")
+    assert all(
+        "MEDIC_TRUSTED_PROXIES" not in h.server_env(d) for d in docs if d["kind"] == "Deployment"
+    )
+
+
 @pytest.mark.parametrize("name", ["MEDIC_BACKGROUND", "MEDIC_GRPC_PORT", "MEDIC_ADMIN_KEY"])
 def test_config_cannot_set_what_the_chart_sets_per_role_or_secrets(name: str) -> None:
     # Each would be a second, conflicting env entry (or a secret in plain values).

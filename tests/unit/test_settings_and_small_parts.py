@@ -9,7 +9,7 @@ import pytest
 
 from medic_core import validation as v
 from medic_core.errors import ValidationError
-from medic_core.server.http.ratelimit import RateLimiter
+from medic_core.ratelimit import TokenBuckets
 from medic_core.settings import Settings, settings_markdown
 from medic_core.store.database import is_transient_db_error, normalize_url
 from medic_core.store.pagination import check_limit, decode_cursor, encode_cursor
@@ -69,7 +69,7 @@ def test_transient_errors_are_recognised() -> None:
 
 
 def test_rate_limiter_allows_burst_then_refuses_with_retry_after() -> None:
-    limiter = RateLimiter(rate=1.0, burst=2)
+    limiter = TokenBuckets[int](rate=1.0, burst=2)
     assert limiter.take(1).allowed and limiter.take(1).allowed
     refused = limiter.take(1)
     assert not refused.allowed

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from medic_core.ratelimit import TokenBuckets
 from medic_core.server.http import openapi
 from medic_core.server.http.context import MEDIC
 from medic_core.server.http.handlers import (
@@ -23,7 +24,6 @@ from medic_core.server.http.handlers import (
     teams,
 )
 from medic_core.server.http.middleware import LIMITER, authenticate, errors, observe
-from medic_core.server.http.ratelimit import RateLimiter
 from medic_core.server.http.routing import RouteTable
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def build_app(medic: Medic) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[MEDIC] = medic
-    app[LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app[LIMITER] = TokenBuckets[int](settings.rate_limit, settings.rate_burst)
     route_table().install(app)
     for name, integration in medic.plugins.integrations(medic).items():
         # All of an integration's routes or none: one that raises or declares a bad route is

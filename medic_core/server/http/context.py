@@ -27,6 +27,14 @@ def medic(request: web.Request) -> Any:
     return request.app[MEDIC]
 
 
+def client_address(request: web.Request) -> str | None:
+    """The client's address: the peer, or behind trusted proxies the forwarded client
+    (``medic_core.net.inbound``)."""
+    return medic(request).trusted_proxies.client_address(  # type: ignore[no-any-return]
+        request.remote, request.headers.getall("X-Forwarded-For", ())
+    )
+
+
 def actor(request: web.Request) -> Actor:
     principal: Principal | None = request.get(PRINCIPAL)
     name = principal.actor_name if principal else "anonymous"

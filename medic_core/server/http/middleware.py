@@ -1,7 +1,9 @@
 """Cross-cutting request handling, in order: request id and metrics, errors, auth, rate limit.
 
-Authentication reads the route's declared scope. Keys are accepted as ``Authorization: Bearer``
-or ``X-Api-Key``. An unknown route or method still gets a problem document, never a stack trace.
+Authentication reads the route's declared scope and goes through ``medic_core.auth.gate``: the
+client's budget of failed authentications first, its key second. Keys are accepted as
+``Authorization: Bearer`` or ``X-Api-Key``. An unknown route or method still gets a problem
+document, never a stack trace.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from medic_core.errors import (
     Unauthorized,
     Unavailable,
 )
+from medic_core.net.inbound import source_of
 from medic_core.observability.tracing import tracer, tracing_enabled
-from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, medic
+from medic_core.ratelimit import TokenBuckets
+from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, client_address, medic
 from medic_core.server.http.problems import from_error, from_http_exception, problem
-from medic_core.server.http.ratelimit import RateLimiter
 from medic_core.server.http.routing import PUBLIC, Handler, declared_route
 from medic_core.store import is_transient_db_error
 
 log = logging.getLogger(__name__)
-LIMITER = web.AppKey("rate_limiter", RateLimiter)
+LIMITER = web.AppKey("rate_limiter", TokenBuckets)
 
 
 def _route_label(request: web.Request) -> str:
@@ -45,11 +48,13 @@ _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
 
 
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:100] or (
-        f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
-    )
+    request_id = request.headers.get("X-Request-Id", "")[:100] or new_request_id()
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = _route_label(request)
@@ -140,13 +145,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     route = declared_route(request)
     if route is None or route.scope == PUBLIC:
         return await handler(request)
-    token = _token(request)
-    if token is None:
-        raise Unauthorized(
+    try:
+        token = _token(request)
+        missing = (
             "this route needs an API key: send 'Authorization: Bearer <key>' "
             f"(scope {route.scope!r})"
         )
-    principal = await medic(request).keys.authenticate(token)
+    except Unauthorized as exc:  # an Authorization header of another scheme
+        token, missing = None, exc.message
+    principal = await medic(request).auth_gate.authenticate(
+        token, source_of(client_address(request)), transport="http", missing=missing
+    )
     if not grants(principal.scopes, route.scope):
         raise Forbidden(
             f"this API key (scopes: {', '.join(sorted(principal.scopes))}) lacks the "

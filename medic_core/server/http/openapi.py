@@ -19,12 +19,21 @@ _ERRORS = {
     "401": "No API key, or an invalid, expired or revoked one.",
     "403": "The key lacks the scope this route needs.",
     "404": "No such resource.",
+    "408": "The request head or body did not arrive in time; the connection is closed.",
     "409": "The change conflicts with the current state.",
     "413": "The body is too large.",
+    "414": "The request target (path and query) is too long; the connection is closed.",
     "422": "A field breaks a rule; `field` names it.",
-    "429": "Rate limit exceeded; see Retry-After and RateLimit-* headers.",
+    "429": (
+        "Rate limit of the key exceeded (see Retry-After and RateLimit-* headers), or too many "
+        "failed authentications from the client's address (see Retry-After)."
+    ),
+    "431": "The request head is too large or has too many headers; the connection is closed.",
     "503": "Temporarily unable (database unreachable, ingest saturated); see Retry-After.",
 }
+#: What the HTTP port itself may answer on any route, public ones too: before a request is
+#: routed (its head), or because the database is away.
+_ANY_ROUTE = ("400", "404", "408", "414", "431", "503")
 
 
 def _path_schema(route: Route, name: str) -> dict[str, Any]:
@@ -70,7 +79,7 @@ def _operation(route: Route) -> dict[str, Any]:
     op["responses"] = {str(route.status): success} | {
         code: {"description": text, "content": problem}
         for code, text in _ERRORS.items()
-        if route.scope != PUBLIC or code in ("404", "503")
+        if route.scope != PUBLIC or code in _ANY_ROUTE
     }
     return op
 

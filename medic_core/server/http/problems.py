@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -10,6 +11,21 @@ from aiohttp import web
 from medic_core.errors import MedicError, RateLimited, Unavailable, ValidationError
 
 PROBLEM_TYPE = "application/problem+json"
+
+
+def problem_document(
+    status: int, title: str, detail: str, *, request_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request_id:
+        body["request_id"] = request_id
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
 
 
 def problem(
@@ -21,21 +37,29 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> web.Response:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if request_id:
-        body["request_id"] = request_id
-    body.update({k: v for k, v in extra.items() if v is not None})
     return web.Response(
         status=status,
-        body=orjson.dumps(body),
+        body=orjson.dumps(problem_document(status, title, detail, request_id=request_id, **extra)),
         content_type=PROBLEM_TYPE,
         headers=headers,
     )
+
+
+def raw_problem(status: int, title: str, detail: str, *, request_id: str) -> bytes:
+    """A whole HTTP/1.1 response carrying a problem document, ending the connection.
+
+    For answers the connection itself gives before any request could be parsed (a request head
+    that is too large or too slow): there is no request for aiohttp to answer.
+    """
+    body = orjson.dumps(problem_document(status, title, detail, request_id=request_id))
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        f"Content-Type: {PROBLEM_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-Id: {request_id}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 def from_error(error: MedicError, request_id: str | None) -> web.Response:

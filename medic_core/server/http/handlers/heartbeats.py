@@ -9,6 +9,7 @@ from medic_core.heartbeats import HeartbeatIn, parse_heartbeat
 from medic_core.heartbeats.model import MAX_MESSAGE, bounded
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
+    client_address,
     json_any,
     json_body,
     json_response,
@@ -28,7 +29,7 @@ RUN_ID = {"type": "string", "maxLength": 200}
 
 
 def _source(request: web.Request) -> str | None:
-    return request.remote
+    return client_address(request)
 
 
 @routes.post(
