@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support.http import answer_to_a_slow_head, client_from, open_from, read_response
+from support.http_port import answer_to_a_slow_head, client_from, open_from, read_response
 from support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e

@@ -3,7 +3,7 @@
 Slow and idle connections are closed at their timeouts, connections over the caps are refused,
 and over-long or unparseable request heads are answered with problem documents like every other
 error. The server is ``GuardedRunner`` -- what ``medic serve`` listens with -- in this process
-(``support.http.listening``), so the metrics are read directly. Timings are asserted only as
+(``support.http_port.listening``), so the metrics are read directly. Timings are asserted only as
 "closed within the timeout plus a margin".
 """
 
@@ -24,7 +24,7 @@ import pytest
 from conftest import make_settings
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
-from support.http import answer_to_a_slow_head, closed, listening, open_from, read_response
+from support.http_port import answer_to_a_slow_head, closed, listening, open_from, read_response
 
 PROBLEM = "application/problem+json"
 MARGIN = 3.0  # seconds a close may come after its timeout on a busy, shared machine

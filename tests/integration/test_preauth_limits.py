@@ -27,7 +27,7 @@ from medic_core.auth import ApiKeys
 from medic_core.clock import FakeClock
 from medic_core.errors import Unauthorized
 from medic_core.observability.metrics import Metrics
-from support.http import client_from, listening, open_from, read_response
+from support.http_port import client_from, listening, open_from, read_response
 from support.postgres import free_port
 
 ME = Actor("test")

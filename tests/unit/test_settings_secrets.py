@@ -27,6 +27,8 @@ SECRET_HELP = re.compile(r"\b(token|secret|password|credential)s?\b", re.IGNOREC
 #: Fields whose name looks secret but whose value is not, and why.
 NOT_SECRET = {
     "key_cache_ttl": "a number of seconds",
+    "key_negative_cache_ttl": "a number of seconds",
+    "key_negative_cache_size": "a number of key ids",
     "grpc_tls_key": "the path of the key file (the file's own permissions protect the key)",
     "public_url": "published on purpose: every notification links to it",
 }
