@@ -378,14 +378,18 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         hub = self._hub
         kind = message.WhichOneof("body")
         if kind == "hello":
-            await hub.hello(session, info_of(message.hello))
+            replay = await hub.hello(session, info_of(message.hello))
+            if session.ended is not None:
+                return  # replaced by a later stream of its agent in the same batch, or ending
             welcome = agent_pb2.Welcome(
                 session_id=session.session_id,
                 heartbeat_interval_seconds=hub.heartbeat_interval,
                 server_version=__version__,
             )
             # The Welcome, then the redelivery of what the agent has not answered.
-            await hub.executions.welcome(session, agent_pb2.ServerMessage(welcome=welcome))
+            await hub.executions.welcome(
+                session, agent_pb2.ServerMessage(welcome=welcome), replay=replay
+            )
         elif session.agent_id is None:
             session.end("no_hello", "the first message of a stream must be a Hello")
         else:
@@ -410,8 +414,20 @@ class AgentEndpoint:
         host: str,
         port: int,
         tls: ServerTls | None = None,
+        max_pending_calls: int = 10_000,
     ) -> None:
         self._hub = hub
+        # grpc core holds the calls that arrive faster than the servicer takes them (a fleet
+        # reconnecting at once) and, past 1,000 of them, starts cancelling new ones at random
+        # (1,000 to 3,000: "random early detection"): an agent cancelled so backs off, and a
+        # fleet reconnecting after a restart came back over minutes instead of seconds. The
+        # bound is the Hello queue's: as many agents may wait for their call to be taken as
+        # may wait for their Hello to be stored; past it, calls are refused.
+        self._options = [
+            *_OPTIONS,
+            ("grpc.server.max_pending_requests", max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", max_pending_calls),
+        ]
         self._service = AgentService(hub, keys)
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._tls = tls
@@ -419,7 +435,7 @@ class AgentEndpoint:
         self.port = port
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=_OPTIONS)
+        server = grpc.aio.server(options=self._options)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self._service, server)
         try:
             if self._tls is not None:
