@@ -86,6 +86,9 @@ _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_channelz", 0),
 ]
 
+#: grpc core's own soft limit of calls waiting to be taken by the servicer.
+_GRPC_PENDING_CALLS = 1_000
+
 
 @dataclass(frozen=True, slots=True)
 class ServerTls:
@@ -421,12 +424,14 @@ class AgentEndpoint:
         # reconnecting at once) and, past 1,000 of them, starts cancelling new ones at random
         # (1,000 to 3,000: "random early detection"): an agent cancelled so backs off, and a
         # fleet reconnecting after a restart came back over minutes instead of seconds. The
-        # bound is the Hello queue's: as many agents may wait for their call to be taken as
-        # may wait for their Hello to be stored; past it, calls are refused.
+        # bound is the Hello queue's (never below grpc's own 1,000): as many agents may wait
+        # for their call to be taken as may wait for their Hello to be stored; past it, calls
+        # are refused.
+        pending = max(max_pending_calls, _GRPC_PENDING_CALLS)
         self._options = [
             *_OPTIONS,
-            ("grpc.server.max_pending_requests", max_pending_calls),
-            ("grpc.server.max_pending_requests_hard_limit", max_pending_calls),
+            ("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", pending),
         ]
         self._service = AgentService(hub, keys)
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
