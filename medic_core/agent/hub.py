@@ -10,10 +10,10 @@ Three parts, one class:
   agent id belongs to (``enrollment.py``), inside the transaction that stores it; a refused
   ``Hello`` changes nothing, and replaces no stream.
 - **Presence** (in the database, ``agents``): a ``Hello`` stores the agent ``online`` with its
-  session id; messages from the agent move ``last_seen`` (batched: every mark pending when a flush
-  starts is written in one transaction); the end of a stream marks it ``offline``. Every write
-  that concerns a stream is conditional on its session id, so a stale stream (replaced here or on
-  another replica) can never mark a reconnected agent offline.
+  session id; messages from the agent move ``last_seen`` and the end of a stream marks it
+  ``offline`` (both batched: every mark pending when a flush starts is written in one
+  transaction). Every write that concerns a stream is conditional on its session id, so a stale
+  stream (replaced here or on another replica) can never mark a reconnected agent offline.
 - **The offline watch** (``run_once``): like the monitor, it claims the rows whose stored
   deadline ``agents.next_due`` has passed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas
   share the work). An ``online`` agent past its deadline has been silent for
@@ -30,7 +30,9 @@ Three parts, one class:
 Executions (allow-listed scripts run on agents) have their own module, ``executions.py``; the
 hub builds that component (``hub.executions``) and lends it the lookup of open streams. So for
 identity (``enrollment.py``, ``hub.enrollment``: which key an agent id belongs to, re-assign and
-revoke) and for the bounds of what a stream may send (``limits.py``).
+revoke), for storing Hellos in groups (``hellos.py``, ``hub.hellos``: a fleet reconnecting after
+a restart says Hello all at once), for each agent's service row (``services.py``) and for the
+bounds of what a stream may send (``limits.py``).
 """
 
 from __future__ import annotations
