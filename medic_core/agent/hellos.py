@@ -23,7 +23,7 @@ in one batch: its ``Hello``s are applied in arrival order, so the last one's str
 earlier one from another stream is answered ``Replaced`` (its stream ends ``ABORTED``, as when
 a newer stream replaces an open one), one from the same stream ``Stored`` too.
 
-Failures, as in the heartbeat writer:
+Failures, as in the heartbeat writer (both are a ``GroupCommit``, ``store/group_commit.py``):
 
 - a full queue refuses at once (``Unavailable``: the stream ends ``UNAVAILABLE`` and the agent
   reconnects with back-off), counted in ``medic_agent_hellos_rejected_total{reason="queue_full"}``;
@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
 from medic_core.agent.executions import Executions
@@ -63,8 +62,8 @@ from medic_core.clock import Clock
 from medic_core.errors import MedicError, Unavailable
 from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
-from medic_core.observability.tracing import tracer
-from medic_core.store import Database, is_transient_db_error
+from medic_core.store import Database
+from medic_core.store.group_commit import GroupCommit
 from medic_core.store.models import Agent
 
 if TYPE_CHECKING:
@@ -101,7 +100,13 @@ class _Item:
     queued: float = field(default_factory=time.monotonic)
 
 
-class HelloWriter:
+class HelloWriter(GroupCommit[_Item]):
+    # Two replicas may register the same new agent (or its service) at the same moment.
+    retry_conflicts = True
+    # At shutdown the queued Hellos' streams are ending: their agents reconnect, to another
+    # replica if there is one.
+    drain_on_stop = False
+
     def __init__(
         self,
         db: Database,
@@ -120,6 +125,7 @@ class HelloWriter:
     ) -> None:
         if queue_size < 1 or max_batch < 1:
             raise ValueError("MEDIC_AGENT_HELLO_QUEUE and MEDIC_AGENT_HELLO_BATCH must be >= 1")
+        super().__init__("agent-hellos", queue_size=queue_size, max_batch=max_batch)
         self._db = db
         self._clock = clock
         self._bus = bus
@@ -129,14 +135,8 @@ class HelloWriter:
         self._services = services
         self._silence = silence
         self._transitions = transitions
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(queue_size)
-        self._max_batch = max_batch
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._refuse_until = 0.0
-        self._backoff = 0.0
         registry = metrics.registry
-        self._depth = Gauge(
+        self._depth_gauge = Gauge(
             "medic_agent_hello_queue_depth",
             "Agent Hellos waiting to be stored.",
             registry=registry,
@@ -171,106 +171,40 @@ class HelloWriter:
         ``Replaced`` by a later one in the same batch) or refused (``HelloRefused``: only the
         refusal's audit entry was written). Raises why it was not stored: ``Unavailable``
         (shutting down, queue full, database unreachable), ``MedicError`` (it failed alone)."""
-        if self._closing or self._task is None:
-            raise Unavailable("the server is shutting down", retry_after=2)
-        if time.monotonic() < self._refuse_until:
-            self._rejected.labels("db_unavailable").inc()
-            raise self._unavailable()
-        if self._queue.full():
+        if self.closed:
+            raise self._shutting_down()
+        if self.refusing:
+            self._count_outage(1)
+            raise self._unreachable()
+        if not self.free:
             self._rejected.labels("queue_full").inc()
             raise Unavailable(
                 f"{self._queue.maxsize} Hellos are waiting to be stored (MEDIC_AGENT_HELLO_QUEUE)",
                 retry_after=1,
             )
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(session, info, future))
-        self._depth.set(self._queue.qsize())
+        self.enqueue(_Item(session, info, future))
         # Not shielded: a stream that goes away cancels its future, and a Hello whose future
         # is cancelled before its batch starts is skipped.
         return await future
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- the writer task (GroupCommit: the queue, outages, one-by-one retries) -----------------
 
-    async def start(self) -> None:
-        self._closing = False
-        self._task = asyncio.create_task(self._run(), name="agent-hellos")
+    def _take(self, batch: list[_Item]) -> list[_Item]:
+        live = []
+        for item in batch:
+            if item.future.done():
+                continue  # cancelled: the stream's handler is gone
+            if item.session.ended is not None:
+                # Its stream is ending (shutdown, or the agent went away): storing the Hello
+                # would only have it marked offline again.
+                item.future.set_exception(Unavailable("the stream ended", retry_after=1))
+                continue
+            live.append(item)
+        return live
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Refuse new Hellos and the queued ones (their streams are ending: the agents
-        reconnect, to another replica if there is one), finish the batch being written, stop."""
-        self._closing = True
-        if self._task is None:
-            return
-        self._fail_queued(Unavailable("the server is shutting down", retry_after=2))
-        try:
-            async with asyncio.timeout(timeout):
-                await self._queue.join()
-        except TimeoutError:
-            log.error("stopped with %d agent Hellos not stored", self._queue.qsize())
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-        self._fail_queued(Unavailable("the server is shutting down", retry_after=2))
-
-    # -- the writer task -----------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._depth.set(self._queue.qsize())
-            try:
-                live = []
-                for item in batch:
-                    if item.session.ended is not None and not item.future.done():
-                        # Its stream is ending (shutdown, or the agent went away): storing
-                        # the Hello would only have it marked offline again.
-                        item.future.set_exception(Unavailable("the stream ended", retry_after=1))
-                    elif not item.future.done():  # cancelled: the stream's handler is gone
-                        live.append(item)
-                if live:
-                    await self._write_batch(live)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _write_batch(self, batch: list[_Item], *, again: bool = False) -> None:
-        if time.monotonic() < self._refuse_until:
-            self._rejected.labels("db_unavailable").inc(len(batch))
-            self._fail(batch, self._unavailable())
-            return
-        try:
-            with tracer.start_as_current_span("agent.hellos.write_batch") as span:
-                span.set_attribute("medic.batch_size", len(batch))
-                outcomes, pending, online = await self._write(batch)
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                self._backoff = min(2.0, max(0.25, self._backoff * 2))
-                self._refuse_until = time.monotonic() + self._backoff
-                log.warning(
-                    "database unreachable, agent Hellos refused for %.2fs: %s", self._backoff, exc
-                )
-                self._rejected.labels("db_unavailable").inc(len(batch) + self._queue.qsize())
-                self._fail(batch, self._unavailable())
-                self._fail_queued(self._unavailable())
-            elif len(batch) > 1:
-                # One bad Hello (a corrupt agent row, a bug) must not cost the others that
-                # shared its transaction: write them one by one, so only the culprit fails.
-                log.warning("Hello batch of %d failed (%s); retrying one by one", len(batch), exc)
-                for item in batch:
-                    await self._write_batch([item])
-            elif isinstance(exc, IntegrityError) and not again:
-                # Another replica registered the same new agent (or its service) at the same
-                # moment: the second attempt finds those rows.
-                await self._write_batch(batch, again=True)
-            else:
-                log.exception(
-                    "storing an agent Hello failed", extra={"agent_id": batch[0].info.agent_id}
-                )
-                self._fail(batch, MedicError("the Hello could not be stored (internal error)"))
-            return
-        self._backoff = 0.0
+    async def _commit(self, batch: list[_Item]) -> None:
+        outcomes, pending, online = await self._write(batch)
         committed = time.monotonic()
         self._batch_size.observe(len(batch))
         for item, outcome in zip(batch, outcomes, strict=True):
@@ -287,24 +221,26 @@ class HelloWriter:
             self._transitions.labels("online", "hello").inc(online)
         pending.publish(self._bus)
 
-    def _unavailable(self) -> Unavailable:
+    def _unreachable(self) -> Unavailable:
         return Unavailable(
             "the database is unreachable; the Hello was not stored",
             retry_after=max(1, round(self._backoff)),
         )
 
-    def _fail(self, batch: list[_Item], error: MedicError) -> None:
-        for item in batch:
-            if not item.future.done():
-                item.future.set_exception(error)
+    def _failed_alone(self, item: _Item, exc: Exception) -> MedicError:
+        log.error(
+            "storing an agent Hello failed", exc_info=exc, extra={"agent_id": item.info.agent_id}
+        )
+        return MedicError("the Hello could not be stored (internal error)")
 
-    def _fail_queued(self, error: MedicError) -> None:
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(error)
-            self._queue.task_done()
-        self._depth.set(0)
+    def _shutting_down(self) -> Unavailable:
+        return Unavailable("the server is shutting down", retry_after=2)
+
+    def _count_outage(self, count: int) -> None:
+        self._rejected.labels("db_unavailable").inc(count)
+
+    def _depth(self, depth: int) -> None:
+        self._depth_gauge.set(depth)
 
     async def _write(self, batch: list[_Item]) -> tuple[list[Outcome], PendingEvents, int]:
         """Apply a batch in one transaction: the answer of each ``Hello`` in order, the events,

@@ -42,13 +42,14 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.agent import limits
 from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
@@ -509,14 +510,7 @@ class AgentHub:
             async with self._db.transaction() as db:
                 # One read and one executemany, not an UPDATE per agent: at 10,000 agents a
                 # heartbeat every 30 s is ~330 marks a second.
-                query = select(Agent.agent_id, Agent.session_id).where(
-                    self._db.among(Agent.agent_id, list(marks), "agent_ids"),
-                    Agent.status == "online",
-                )
-                if self._db.is_postgres:
-                    # In one order everywhere, so two replicas' flushes cannot deadlock.
-                    query = query.order_by(Agent.agent_id).with_for_update()
-                current = {row.agent_id: row.session_id for row in await db.execute(query)}
+                current = await self._online_sessions(db, marks)
                 fresh: list[dict[str, Any]] = []
                 for agent_id, (session_id, at) in marks.items():
                     if current.get(agent_id) == session_id:
@@ -536,6 +530,20 @@ class AgentHub:
             if local is not None and local.session_id == marks[agent_id][0]:
                 local.end("silent", "this stream no longer speaks for the agent: reconnect")
         return len(marks) - len(stale)
+
+    async def _online_sessions(
+        self, db: AsyncSession, agent_ids: Collection[str]
+    ) -> dict[str, str | None]:
+        """The current session of each of ``agent_ids`` that is online, its row locked (on
+        PostgreSQL, in ``agent_id`` order: the order every batch of the agents' rows is locked
+        in, so replicas' flushes and Hello batches cannot deadlock)."""
+        query = select(Agent.agent_id, Agent.session_id).where(
+            self._db.among(Agent.agent_id, sorted(agent_ids), "agent_ids"),
+            Agent.status == "online",
+        )
+        if self._db.is_postgres:
+            query = query.order_by(Agent.agent_id).with_for_update()
+        return {row.agent_id: row.session_id for row in await db.execute(query)}
 
     def closed(self, session: Session) -> None:
         """The stream of ``session`` ended (either side): record the agent offline."""
@@ -576,14 +584,7 @@ class AgentHub:
             return 0
         gone: list[tuple[str, datetime, str]] = []  # agent id, when, why
         async with self._db.transaction() as db:
-            query = select(Agent.agent_id, Agent.session_id).where(
-                self._db.among(Agent.agent_id, sorted({a for a, _ in marks}), "agent_ids"),
-                Agent.status == "online",
-            )
-            if self._db.is_postgres:
-                # In one order everywhere, so replicas' flushes and Hellos cannot deadlock.
-                query = query.order_by(Agent.agent_id).with_for_update()
-            current = {row.agent_id: row.session_id for row in await db.execute(query)}
+            current = await self._online_sessions(db, {a for a, _ in marks})
             rows: list[dict[str, Any]] = []
             for (agent_id, session_id), (at, reason) in marks.items():
                 if current.get(agent_id) == session_id:

@@ -30,6 +30,7 @@ from test_agent_executions import (
     free_port,
     hello,
 )
+from test_agent_hub import agent_token, channel
 
 from conftest import make_settings
 from medic_core.agent.hellos import HelloWriter, Replaced, Stored
@@ -38,6 +39,8 @@ from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock
 from medic_core.store.models import Agent, AuditEntry, Service
+
+__all__ = ["agent_token", "channel"]  # the fixtures, imported for pytest (on this hub_medic)
 
 StatusCode = grpc.StatusCode
 
@@ -61,23 +64,12 @@ async def hub_medic(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncItera
 
 
 @pytest.fixture
-async def channel(hub_medic: Medic) -> AsyncIterator[grpc.aio.Channel]:
-    assert hub_medic.agent_endpoint is not None
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{hub_medic.agent_endpoint.port}") as ch:
-        yield ch
-
-
-@pytest.fixture
-async def token(hub_medic: Medic) -> str:
-    _, value = await hub_medic.keys.create(name="fleet", scopes=["agent"], actor=ME)
-    return value
-
-
-@pytest.fixture
-async def connect(channel: grpc.aio.Channel, token: str) -> AsyncIterator[Callable[..., FakeAgent]]:
+async def connect(
+    channel: grpc.aio.Channel, agent_token: str
+) -> AsyncIterator[Callable[..., FakeAgent]]:
     agents: list[FakeAgent] = []
 
-    def make(key: str = token) -> FakeAgent:
+    def make(key: str = agent_token) -> FakeAgent:
         agents.append(FakeAgent(channel, key))
         return agents[-1]
 
@@ -264,11 +256,11 @@ def info(agent: str = AGENT_ID) -> AgentInfo:
 
 
 async def test_the_same_hello_twice_from_one_stream_in_one_batch_is_stored_once(
-    hub_medic: Medic, token: str
+    hub_medic: Medic, agent_token: str
 ) -> None:
     writer = hub_medic.agents.hellos
     await hold(writer)
-    key_id = token.split("_")[1]
+    key_id = agent_token.split("_")[1]
     session = Session(Actor(f"key:{key_id}"), _Transport())
     twice = [asyncio.create_task(writer.submit(session, info())) for _ in range(2)]
     await queued(writer, 2)
@@ -408,20 +400,27 @@ async def test_a_full_hello_queue_refuses_at_once_unavailable_and_counts_it(
 # -- a fleet reconnecting ------------------------------------------------------------------------
 
 
-async def test_a_fleet_reconnecting_in_one_batch_resolves_its_offline_alerts(
-    hub_medic: Medic, connect: Callable[..., FakeAgent], clock: FakeClock
+async def registered_offline(
+    medic: Medic, connect: Callable[..., FakeAgent], fleet: list[str]
 ) -> None:
-    fleet = [agent_id(n) for n in range(5)]
+    """Each agent of ``fleet`` says Hello once and leaves: known, and offline."""
     for agent in fleet:
         stream = connect()
         await stream.welcome(hello(agent))
         await stream.close()
 
     async def all_offline() -> bool:
-        rows = [await stored(hub_medic, agent) for agent in fleet]
+        rows = [await stored(medic, agent) for agent in fleet]
         return all(row is not None and row.status == "offline" for row in rows)
 
     await eventually(all_offline)
+
+
+async def test_a_fleet_reconnecting_in_one_batch_resolves_its_offline_alerts(
+    hub_medic: Medic, connect: Callable[..., FakeAgent], clock: FakeClock
+) -> None:
+    fleet = [agent_id(n) for n in range(5)]
+    await registered_offline(hub_medic, connect, fleet)
     clock.advance(121)
     assert (await hub_medic.agents.run_once()).alerted == 5
     writer = hub_medic.agents.hellos
@@ -445,16 +444,7 @@ async def test_only_agents_with_unfinished_executions_get_a_replay_and_nobody_pr
     hub_medic: Medic, connect: Callable[..., FakeAgent]
 ) -> None:
     fleet = [AGENT_ID] + [agent_id(n) for n in range(5)]
-    for agent in fleet:
-        stream = connect()
-        await stream.welcome(hello(agent))
-        await stream.close()
-
-    async def all_offline() -> bool:
-        rows = [await stored(hub_medic, agent) for agent in fleet]
-        return all(row is not None and row.status == "offline" for row in rows)
-
-    await eventually(all_offline)
+    await registered_offline(hub_medic, connect, fleet)
     created = await hub_medic.agents.execute(
         AGENT_ID, RESTART["script"], RESTART["args"], {}, None, ME
     )
