@@ -72,12 +72,28 @@ class Sample:
     attempts: int
     failures: int
     unreachable: int
+    waited: tuple[int, ...]  # welcomed attempts by duration: bucket i, under 2^i ms
+
+
+def waited_percentile(counts: list[int], p: float) -> str:
+    """The bucket bound under which ``p``% of the welcomed attempts took (e.g. ``< 512 ms``)."""
+    total = sum(counts)
+    if not total:
+        return "-"
+    rank, seen = p / 100 * total, 0
+    for bucket, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return f"< {2**bucket} ms" if bucket < len(counts) - 1 else f">= {2 ** (bucket - 1)} ms"
+    return "-"
 
 
 class Agents:
     """``simagents --reconnect`` and what it has printed so far (read by a thread)."""
 
-    def __init__(self, binary: Path, port: int, agents: int, token: str, stderr: IO[str]) -> None:
+    def __init__(
+        self, binary: Path, port: int, agents: int, token: str, stderr: IO[str], backoff_cap: int
+    ) -> None:
         self.proc = subprocess.Popen(
             [
                 str(binary),
@@ -90,6 +106,8 @@ class Agents:
                 "--reconnect",
                 "--report-ms",
                 str(REPORT_MS),
+                "--backoff-cap",
+                str(backoff_cap),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -110,9 +128,10 @@ class Agents:
             if words[:1] == ["connected"]:
                 self.first = line.strip()
                 self.answered.set()
-            elif words[:1] == ["at"] and len(words) == 12:
-                at, live, welcomes, attempts, failures, unreachable = map(int, words[1::2])
-                sample = Sample(at / 1000, live, welcomes, attempts, failures, unreachable)
+            elif words[:1] == ["at"] and len(words) == 14:
+                at, live, welcomes, attempts, failures, unreachable = map(int, words[1:12:2])
+                waited = tuple(int(n) for n in words[13].split(","))
+                sample = Sample(at / 1000, live, welcomes, attempts, failures, unreachable, waited)
                 with self._lock:
                     self.samples.append(sample)
         self.answered.set()  # it exited
@@ -137,6 +156,16 @@ class Agents:
                         return sample
             time.sleep(REPORT_MS / 1000)
         raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}: {self.latest()}")
+
+
+def storm_waits(before: Sample, done: Sample) -> dict[str, Any]:
+    """How long the storm's welcomed attempts waited for their Welcome (from connecting)."""
+    counts = [b - a for a, b in zip(before.waited, done.waited, strict=True)]
+    return {
+        "attempt_wait_p50": waited_percentile(counts, 50),
+        "attempt_wait_p99": waited_percentile(counts, 99),
+        "attempt_wait_max": waited_percentile(counts, 100),
+    }
 
 
 def load() -> float:
@@ -166,13 +195,17 @@ def run_on(args: argparse.Namespace, binary: Path, target: Target) -> dict[str, 
     server.start()
     agents: Agents | None = None
     stderr = (target.workdir / "simagents.log").open("w")
-    result: dict[str, Any] = {"agents": args.agents, "load_before": round(load(), 2)}
+    result: dict[str, Any] = {
+        "agents": args.agents,
+        "backoff_cap_s": args.backoff_cap,
+        "load_before": round(load(), 2),
+    }
     try:
         key = server.request("POST", "/api/v1/api-keys", {"name": "bench", "scopes": ["agent"]})
         time.sleep(2)
         baseline = rss_kb(server.pid)
         started = time.monotonic()
-        agents = Agents(binary, grpc_port, args.agents, key["token"], stderr)
+        agents = Agents(binary, grpc_port, args.agents, key["token"], stderr, args.backoff_cap)
         if not agents.answered.wait(args.timeout) or agents.first is None:
             raise RuntimeError(f"simagents did not connect its agents (exit {agents.proc.poll()})")
         connect_s = time.monotonic() - started
@@ -259,6 +292,7 @@ def run_on(args: argparse.Namespace, binary: Path, target: Target) -> dict[str, 
             "storm_attempts": after.attempts - before.attempts,
             "storm_failures": after.failures - before.failures,
             "storm_unreachable": after.unreachable - before.unreachable,
+            **storm_waits(before, done),
             "failures_after_ready": after.failures - at_ready.failures,
             "server_cpu_pct": round(100 * cpu / max(wall, 1e-3), 1),
             "server_cpu_s": round(cpu, 1),
@@ -332,6 +366,13 @@ def main() -> int:
         "--tree",
         help="run the server from another checkout of the repository (e.g. an older commit, "
         "`git archive <commit> | tar -x -C DIR`): its medic_core comes first on PYTHONPATH",
+    )
+    parser.add_argument(
+        "--backoff-cap",
+        type=int,
+        default=60,
+        help="the agents' longest back-off delay, s (60, the real agent's; lower only to see "
+        "what agents with that cap would do)",
     )
     parser.add_argument("--profile", help="py-spy record the restarted server into this file")
     parser.add_argument("--profile-seconds", type=int, default=30, help="py-spy duration (30)")

@@ -16,9 +16,10 @@
 //! same as `agent-rs/medic-agent/src/backoff.rs`: full jitter, from 1 s doubling to 60 s, reset
 //! after a Welcome), then connect again with a new connection; an attempt may take 15 s to
 //! connect and 60 s more for its Welcome. The agents' counters are then printed every
-//! `--report-ms` (`at <unix ms> live L welcomes W attempts A failures F unreachable U`, U of
-//! the F failed attempts having found no server), so a benchmark can restart the server and
-//! see when every agent is welcomed again (`bench/agent/storm.py`).
+//! `--report-ms` (`at <unix ms> live L welcomes W attempts A failures F unreachable U waited
+//! B0,B1,...`: U of the F failed attempts found no server; Bi welcomed attempts took under 2^i
+//! ms from their start), so a benchmark can restart the server and see when every agent is
+//! welcomed again, and how long the server kept each attempt waiting (`bench/agent/storm.py`).
 
 mod pb {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -60,7 +61,10 @@ Options:
                            agent (full jitter from 1 s doubling to 60 s, reset after a
                            Welcome) and connect again, until stdin closes
   --report-ms MS           with --reconnect: print `at <unix ms> live L welcomes W attempts A
-                           failures F unreachable U` every MS milliseconds (default 250)
+                           failures F unreachable U waited B0,B1,...` every MS milliseconds
+                           (default 250); Bi: welcomed attempts that took under 2^i ms
+  --backoff-cap S          with --reconnect: the longest back-off delay, s (default 60, the real
+                           agent's); lower only to see what an agent with that cap would do
   -h, --help               this text
 
 Exit status: 0 if every agent connected, 1 if not, 2 on bad arguments.";
@@ -82,12 +86,13 @@ struct Args {
     heartbeat: Duration,
     reconnect: bool,
     report: Duration,
+    backoff_cap: Duration,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
     let (mut target, mut agents, mut token) = (None, None, None);
     let (mut first_index, mut batch, mut heartbeat) = (0usize, 100usize, 30u64);
-    let (mut reconnect, mut report_ms) = (false, 250u64);
+    let (mut reconnect, mut report_ms, mut backoff_cap) = (false, 250u64, 60u64);
     let mut argv = argv.into_iter();
     while let Some(arg) = argv.next() {
         if arg == "-h" || arg == "--help" {
@@ -114,11 +119,14 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
             "--batch" => batch = number(value()?)? as usize,
             "--heartbeat-seconds" => heartbeat = number(value()?)?,
             "--report-ms" => report_ms = number(value()?)?,
+            "--backoff-cap" => backoff_cap = number(value()?)?,
             _ => return Err(format!("unknown argument: {name}")),
         }
     }
-    if batch == 0 || heartbeat == 0 || report_ms == 0 {
-        return Err("--batch, --heartbeat-seconds and --report-ms must be at least 1".into());
+    if batch == 0 || heartbeat == 0 || report_ms == 0 || backoff_cap == 0 {
+        return Err(
+            "--batch, --heartbeat-seconds, --report-ms and --backoff-cap must be at least 1".into(),
+        );
     }
     Ok(Some(Args {
         target: target.ok_or("--target is required")?,
@@ -129,6 +137,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
         heartbeat: Duration::from_secs(heartbeat),
         reconnect,
         report: Duration::from_millis(report_ms),
+        backoff_cap: Duration::from_secs(backoff_cap),
     }))
 }
 
@@ -234,6 +243,20 @@ struct Counters {
     unreachable: AtomicU64,
     /// Failures printed so far (those with a server to answer).
     shown: AtomicU64,
+    /// Welcomed attempts by how long they took from the attempt's start: bucket `i` counts
+    /// those under `2^i` ms (the last one, the rest).
+    waited: [AtomicU64; WAIT_BUCKETS],
+}
+
+/// Buckets of `Counters::waited`: under 1, 2, 4, ... 2^22 ms (70 minutes), and the rest.
+const WAIT_BUCKETS: usize = 24;
+
+impl Counters {
+    fn waited(&self, took: Duration) {
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let bucket = (u64::BITS - millis.leading_zeros()) as usize;
+        self.waited[bucket.min(WAIT_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Failures of reconnect attempts the server answered that are printed (to stderr); the rest,
@@ -242,24 +265,25 @@ const SHOWN_RECONNECT_ERRORS: u64 = 20;
 
 /// Reconnect delays, as `agent-rs/medic-agent/src/backoff.rs` draws them (copied: that crate is
 /// a binary, and this project stands alone): the n-th delay is uniform in
-/// `0 ..= min(60 s, 1 s * 2^n)`, and a Welcome starts over from 1 s.
+/// `0 ..= min(cap, 1 s * 2^n)`, the cap 60 s as in the agent unless `--backoff-cap` says
+/// otherwise, and a Welcome starts over from 1 s.
 struct Backoff {
     attempt: u32,
     state: u64,
+    cap: Duration,
 }
 
 impl Backoff {
     const BASE: Duration = Duration::from_secs(1);
-    const CAP: Duration = Duration::from_secs(60);
 
-    fn new(seed: u64) -> Self {
-        Self { attempt: 0, state: seed }
+    fn new(seed: u64, cap: Duration) -> Self {
+        Self { attempt: 0, state: seed, cap }
     }
 
     fn next_delay(&mut self) -> Duration {
         let factor = 1u32.checked_shl(self.attempt).unwrap_or(u32::MAX);
-        let ceiling = Self::BASE.saturating_mul(factor).min(Self::CAP);
-        if ceiling < Self::CAP {
+        let ceiling = Self::BASE.saturating_mul(factor).min(self.cap);
+        if ceiling < self.cap {
             self.attempt = self.attempt.saturating_add(1);
         }
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
@@ -303,21 +327,24 @@ async fn hold(mut held: Held, heartbeat: Duration) {
 }
 
 /// One agent: connects, reports the outcome of its first attempt on `answered`, then
-/// heartbeats until the stream ends; with `reconnect`, backs off and starts again, forever.
+/// heartbeats until the stream ends; with `reconnect` (the back-off's cap), backs off and
+/// starts again, forever.
 async fn agent(
     index: usize,
     endpoint: Endpoint,
     auth: MetadataValue<Ascii>,
     heartbeat: Duration,
-    reconnect: bool,
+    reconnect: Option<Duration>,
     counters: Arc<Counters>,
     answered: oneshot::Sender<Result<(), String>>,
 ) {
     let mut answered = Some(answered);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let mut backoff = Backoff::new((index as u64) << 32 ^ u64::from(nanos));
+    let cap = reconnect.unwrap_or(Duration::from_secs(60));
+    let mut backoff = Backoff::new((index as u64) << 32 ^ u64::from(nanos), cap);
     loop {
         counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let attempt = tokio::time::timeout(
             WELCOME_TIMEOUT + CONNECT_TIMEOUT,
             connect(index, endpoint.clone(), auth.clone()),
@@ -326,6 +353,7 @@ async fn agent(
         .unwrap_or_else(|_| Err("no Welcome in time".into()));
         match attempt {
             Ok(held) => {
+                counters.waited(started.elapsed());
                 counters.welcomes.fetch_add(1, Ordering::Relaxed);
                 counters.live.fetch_add(1, Ordering::Relaxed);
                 if let Some(tx) = answered.take() {
@@ -354,7 +382,7 @@ async fn agent(
                 }
             }
         }
-        if !reconnect {
+        if reconnect.is_none() {
             return;
         }
         tokio::time::sleep(backoff.next_delay()).await;
@@ -367,13 +395,16 @@ async fn report(counters: Arc<Counters>, every: Duration) {
     loop {
         tick.tick().await;
         let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let waited: Vec<String> =
+            counters.waited.iter().map(|b| b.load(Ordering::Relaxed).to_string()).collect();
         println!(
-            "at {at} live {} welcomes {} attempts {} failures {} unreachable {}",
+            "at {at} live {} welcomes {} attempts {} failures {} unreachable {} waited {}",
             counters.live.load(Ordering::Relaxed),
             counters.welcomes.load(Ordering::Relaxed),
             counters.attempts.load(Ordering::Relaxed),
             counters.failures.load(Ordering::Relaxed),
             counters.unreachable.load(Ordering::Relaxed),
+            waited.join(","),
         );
         if std::io::stdout().flush().is_err() {
             return;
@@ -411,7 +442,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 endpoint.clone(),
                 auth.clone(),
                 args.heartbeat,
-                args.reconnect,
+                args.reconnect.then_some(args.backoff_cap),
                 Arc::clone(&counters),
                 tx,
             ));
