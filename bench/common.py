@@ -138,8 +138,11 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.port = free_port()
+    def start(self, timeout: float = 60.0, *, same_port: bool = False) -> None:
+        """Start and wait until ``/health`` answers; ``same_port``: on the port of the last
+        start (a restart that clients find again), else on a free one."""
+        if not (same_port and self.port):
+            self.port = free_port()
         env = {
             **os.environ,
             "MEDIC_DATABASE_URL": self.url,

@@ -133,6 +133,8 @@ class Medic:
             max_sleep=settings.monitor_max_sleep,
             dispatch_interval=settings.agent_dispatch_interval,
             max_output_bytes=settings.agent_max_output_bytes,
+            hello_queue=settings.agent_hello_queue,
+            hello_batch=settings.agent_hello_batch,
         )
         # Fail at start, not at the first agent, on unreadable TLS files.
         self.agent_endpoint: AgentEndpoint | None = None
@@ -144,6 +146,7 @@ class Medic:
                 host=settings.host,
                 port=settings.grpc_port,
                 tls=ServerTls.from_settings(settings),
+                max_pending_calls=settings.agent_hello_queue,
             )
         self.history = History(self.db)
         self.audit = AuditLog(self.db)

@@ -248,6 +248,12 @@ class Settings:
         "Seconds between two looks, on every replica with the gRPC endpoint, for executions "
         "and cancels requested on another replica for the agents connected here.",
     )
+    agent_hello_queue: int = _setting(
+        10_000,
+        "Agent Hellos that may wait to be stored; past it a Hello is refused (UNAVAILABLE) "
+        "and its agent reconnects with back-off.",
+    )
+    agent_hello_batch: int = _setting(500, "Most agent Hellos stored in one transaction.")
     agent_max_output_bytes: int = _setting(
         1_048_576,
         "Most bytes of output stored per execution (16384 to 268435456); an agent's output "

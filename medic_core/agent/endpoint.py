@@ -89,6 +89,9 @@ _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_channelz", 0),
 ]
 
+#: grpc core's own soft limit of calls waiting to be taken by the servicer.
+_GRPC_PENDING_CALLS = 1_000
+
 
 @dataclass(frozen=True, slots=True)
 class ServerTls:
@@ -403,14 +406,18 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         hub = self._hub
         kind = message.WhichOneof("body")
         if kind == "hello":
-            await hub.hello(session, info_of(message.hello))
+            replay = await hub.hello(session, info_of(message.hello))
+            if session.ended is not None:
+                return  # replaced by a later stream of its agent in the same batch, or ending
             welcome = agent_pb2.Welcome(
                 session_id=session.session_id,
                 heartbeat_interval_seconds=hub.heartbeat_interval,
                 server_version=__version__,
             )
             # The Welcome, then the redelivery of what the agent has not answered.
-            await hub.executions.welcome(session, agent_pb2.ServerMessage(welcome=welcome))
+            await hub.executions.welcome(
+                session, agent_pb2.ServerMessage(welcome=welcome), replay=replay
+            )
         elif session.agent_id is None:
             session.end("no_hello", "the first message of a stream must be a Hello")
         else:
@@ -436,8 +443,22 @@ class AgentEndpoint:
         host: str,
         port: int,
         tls: ServerTls | None = None,
+        max_pending_calls: int = 10_000,
     ) -> None:
         self._hub = hub
+        # grpc core holds the calls that arrive faster than the servicer takes them (a fleet
+        # reconnecting at once) and, past 1,000 of them, starts cancelling new ones at random
+        # (1,000 to 3,000: "random early detection"): an agent cancelled so backs off, and a
+        # fleet reconnecting after a restart came back over minutes instead of seconds. The
+        # bound is the Hello queue's (never below grpc's own 1,000): as many agents may wait
+        # for their call to be taken as may wait for their Hello to be stored; past it, calls
+        # are refused.
+        pending = max(max_pending_calls, _GRPC_PENDING_CALLS)
+        self._options = [
+            *_OPTIONS,
+            ("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", pending),
+        ]
         self._service = AgentService(hub, gate, proxies)
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._tls = tls
@@ -445,7 +466,7 @@ class AgentEndpoint:
         self.port = port
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=_OPTIONS)
+        server = grpc.aio.server(options=self._options)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self._service, server)
         try:
             if self._tls is not None:

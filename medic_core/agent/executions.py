@@ -692,9 +692,31 @@ class Executions:
 
     # -- the agent's side: redelivery, updates, lost executions, output --------------------
 
-    async def welcome(self, session: Session, welcome: object) -> None:
+    async def unfinished_among(self, db: AsyncSession, agent_ids: Sequence[str]) -> set[str]:
+        """Which of ``agent_ids`` have unfinished executions, so that a ``Welcome`` to them is
+        followed by a replay (``welcome``). One probe of the partial index of unfinished
+        executions for a whole batch of Hellos (``hellos.py``): after a restart, every agent
+        says Hello at about the same time, and almost none has anything to replay."""
+        if not agent_ids:
+            return set()
+        rows = await db.scalars(
+            select(Execution.agent_id)
+            .where(
+                self._db.among(Execution.agent_id, agent_ids, "agent_ids"),
+                Execution.finished_at.is_(None),
+            )
+            .distinct()
+        )
+        return set(rows)
+
+    async def welcome(self, session: Session, welcome: object, *, replay: bool = True) -> None:
         """Answer a ``Hello``: send ``welcome`` (the transport's ``Welcome``), then again what
         the agent has not answered; expire what is past the agent's memory window.
+
+        ``replay=False``: the agent had nothing unfinished when its ``Hello`` was stored
+        (``unfinished_among``, in the same transaction), so nothing is read here. A request
+        stored since then is not lost: this session is not ``welcomed`` yet, so the request
+        waits for the dispatch pass, which finds it unsent.
 
         The ``Welcome`` and the re-sent commands are queued together once the replay is
         committed, and only then is the session ``welcomed`` (commands may follow): a request
@@ -711,10 +733,6 @@ class Executions:
         commands: list[ExecuteCommand | CancelCommand] = []
         held: set[str] = set()
         unfinished = Execution.agent_id == agent_id, Execution.finished_at.is_(None)
-        async with self._db.sessions() as db:
-            # The usual case, nothing unfinished, takes no write lock: after a restart, every
-            # agent says Hello at about the same time.
-            replay = await db.scalar(select(Execution.id).where(*unfinished).limit(1)) is not None
         if replay:
             async with self._db.transaction() as db:
                 query = select(Execution).where(*unfinished).order_by(Execution.id)

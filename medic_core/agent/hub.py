@@ -10,10 +10,10 @@ Three parts, one class:
   agent id belongs to (``enrollment.py``), inside the transaction that stores it; a refused
   ``Hello`` changes nothing, and replaces no stream.
 - **Presence** (in the database, ``agents``): a ``Hello`` stores the agent ``online`` with its
-  session id; messages from the agent move ``last_seen`` (batched: every mark pending when a flush
-  starts is written in one transaction); the end of a stream marks it ``offline``. Every write
-  that concerns a stream is conditional on its session id, so a stale stream (replaced here or on
-  another replica) can never mark a reconnected agent offline.
+  session id; messages from the agent move ``last_seen`` and the end of a stream marks it
+  ``offline`` (both batched: every mark pending when a flush starts is written in one
+  transaction). Every write that concerns a stream is conditional on its session id, so a stale
+  stream (replaced here or on another replica) can never mark a reconnected agent offline.
 - **The offline watch** (``run_once``): like the monitor, it claims the rows whose stored
   deadline ``agents.next_due`` has passed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas
   share the work). An ``online`` agent past its deadline has been silent for
@@ -30,7 +30,9 @@ Three parts, one class:
 Executions (allow-listed scripts run on agents) have their own module, ``executions.py``; the
 hub builds that component (``hub.executions``) and lends it the lookup of open streams. So for
 identity (``enrollment.py``, ``hub.enrollment``: which key an agent id belongs to, re-assign and
-revoke) and for the bounds of what a stream may send (``limits.py``).
+revoke), for storing Hellos in groups (``hellos.py``, ``hub.hellos``: a fleet reconnecting after
+a restart says Hello all at once), for each agent's service row (``services.py``) and for the
+bounds of what a stream may send (``limits.py``).
 """
 
 from __future__ import annotations
@@ -40,29 +42,30 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import CursorResult, Table, bindparam, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.agent import limits
 from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
 from medic_core.agent.executions import Executions
+from medic_core.agent.hellos import HelloWriter, Replaced
 from medic_core.agent.limits import ProtocolRefusals
+from medic_core.agent.records import agent_to_dict
+from medic_core.agent.services import AgentServices
 from medic_core.agent.verify import AllowlistVerifier, VerifierBusy
 from medic_core.alerts import AlertBook, Opening
-from medic_core.audit import SYSTEM, Actor, record_audit
+from medic_core.audit import Actor
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import NotFound, Unavailable, ValidationError
 from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.passes import Pass, PassLoop
-from medic_core.services.registry import AGENT_SLUG_PREFIX
 from medic_core.store import Database
 from medic_core.store.models import Agent, ApiKey, Service
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
@@ -248,32 +251,6 @@ class WatchPass:
     more: bool
 
 
-def agent_to_dict(agent: Agent, service_slug: str | None = None) -> dict[str, Any]:
-    return {
-        "id": agent.agent_id,
-        "hostname": agent.hostname,
-        "version": agent.version,
-        "os": agent.os,
-        "arch": agent.arch,
-        "labels": dict(agent.labels or {}),
-        "allowlist": agent.allowlist or {},
-        "capabilities": list(agent.capabilities or []),
-        "paused": agent.paused,
-        "paused_reason": agent.paused_reason,
-        "containment": agent.containment,
-        "key_id": agent.key_id,
-        "revoked_at": isoformat(agent.revoked_at),
-        "status": agent.status,
-        "session_id": agent.session_id,
-        "connected_at": isoformat(agent.connected_at),
-        "last_seen": isoformat(agent.last_seen),
-        "offline_since": isoformat(agent.offline_since),
-        "service": service_slug,
-        "created_at": isoformat(agent.created_at),
-        "updated_at": isoformat(agent.updated_at),
-    }
-
-
 # How often each replica checks that the API keys of its open streams still hold.
 _KEY_CHECK = timedelta(seconds=5)
 _AGENTS = cast(Table, Agent.__table__)
@@ -288,25 +265,21 @@ _MARK_SEEN = (
     )
     .values(last_seen=bindparam("at"), next_due=bindparam("due"))
 )
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
-def _summary(agent: Agent) -> dict[str, Any]:
-    """The part of an agent the audit log records: who it is and what it may run."""
-    return {
-        "id": agent.agent_id,
-        "hostname": agent.hostname,
-        "version": agent.version,
-        "allowlist_sha256": (agent.allowlist or {}).get("sha256", ""),
-        "scripts": sorted(s.get("name", "") for s in (agent.allowlist or {}).get("scripts", [])),
-        "paused": agent.paused,
-        "paused_reason": agent.paused_reason,
-        "containment": agent.containment,
-        "key_id": agent.key_id,
-    }
+_MARK_OFFLINE = (
+    update(_AGENTS)
+    .where(
+        _AGENTS.c.agent_id == bindparam("a"),
+        _AGENTS.c.session_id == bindparam("s"),
+        _AGENTS.c.status == "online",
+    )
+    .values(
+        status="offline",
+        session_id=None,
+        offline_since=bindparam("at"),
+        next_due=bindparam("due"),
+        updated_at=bindparam("at"),
+    )
+)
 
 
 class AgentHub:
@@ -326,6 +299,8 @@ class AgentHub:
         dispatch_interval: float = 1.0,
         seen_every: float = 1.0,
         max_output_bytes: int = limits.DEFAULT_MAX_OUTPUT_BYTES,
+        hello_queue: int = 10_000,
+        hello_batch: int = 500,
         verifier: AllowlistVerifier | None = None,
     ) -> None:
         if heartbeat_interval < 1 or missed_heartbeats < 1 or alert_after < 0:
@@ -349,7 +324,9 @@ class AgentHub:
         self._seen_every = seen_every
         self._keys_due: datetime | None = None  # when the dispatch pass next checks keys
         self._hurry = asyncio.Event()  # set: write pending marks now (settle, stop)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Offline marks of ended streams: (agent id, session id) -> (when, why).
+        self._gone: dict[tuple[str, str], tuple[datetime, str]] = {}
+        self._marking: asyncio.Task[None] | None = None
         self._loop = PassLoop("agent-watch", self._pass, clock, max_sleep=max_sleep)
         self._dispatch = PassLoop(
             "agent-dispatch", self._dispatch_pass, clock, max_sleep=dispatch_interval
@@ -394,6 +371,23 @@ class AgentHub:
             transitions=self._transitions,
             on_deadline=self._loop.wake,
         )
+        #: The service row each agent's alerts hang on (``services.py``).
+        self._services = AgentServices(db, silence=self._silence)
+        #: Hellos are stored in groups (``hellos.py``): a fleet reconnects all at once.
+        self.hellos = HelloWriter(
+            db,
+            clock,
+            bus,
+            metrics,
+            alerts,
+            self.enrollment,
+            self.executions,
+            self._services,
+            silence=self._silence,
+            transitions=self._transitions,
+            queue_size=hello_queue,
+            max_batch=hello_batch,
+        )
 
     @property
     def silence_seconds(self) -> int:
@@ -420,30 +414,29 @@ class AgentHub:
         """The stream speaking for ``agent_id`` in this process, if any."""
         return self._sessions.get(agent_id)
 
-    async def hello(self, session: Session, info: AgentInfo) -> None:
+    async def hello(self, session: Session, info: AgentInfo) -> bool:
         """Store what the agent said and register its stream; resolve its offline alert.
+        Returns whether the agent has unfinished executions (its ``Welcome`` is followed by a
+        replay, ``Executions.welcome``).
 
         In this order, so that a refused ``Hello`` changes nothing: validate it (``ValidationError``
-        for a malformed one: the stream is then refused ``INVALID_ARGUMENT``); in one transaction,
-        check that the stream's key may speak for the agent id (``HelloRefused``: refused
-        ``PERMISSION_DENIED``) and store it; only then replace an older stream of the agent.
+        for a malformed one: the stream is then refused ``INVALID_ARGUMENT``); store it with the
+        Hellos that arrived meanwhile (``hellos.py``), in the transaction that first checks that
+        the stream's key may speak for the agent id (``HelloRefused``: refused
+        ``PERMISSION_DENIED``); only then replace an older stream of the agent. A ``Hello`` that
+        lost to a later one of the same agent in its batch ends its stream ``replaced``.
         """
         info = await self._validated(info)
         if session.agent_id is not None and session.agent_id != info.agent_id:
             self._protocol.count("invalid_hello")
             raise ValidationError("agent_id cannot change on a stream", field="agent_id")
-        for attempt in range(2):
-            try:
-                stored = await self._store_hello(session, info)
-                break
-            except IntegrityError:
-                # Another replica registered the same new agent (or its service) at the same
-                # moment: the second attempt finds those rows.
-                if attempt:
-                    raise
+        stored = await self.hellos.submit(session, info)
         if isinstance(stored, HelloRefused):
             self.enrollment.refused(session, info.agent_id, stored)
             raise stored
+        if isinstance(stored, Replaced):
+            session.end("replaced", "replaced by a newer stream of the same agent")
+            return False
         older = self._sessions.get(info.agent_id)
         if older is not None and older is not session:
             older.end("replaced", "replaced by a newer stream of the same agent")
@@ -456,8 +449,9 @@ class AgentHub:
         # target (the first agent, say): waking it for every Hello would run a pass, with a
         # write transaction, per agent when thousands reconnect after a restart.
         target = self._loop.target
-        if target is None or stored < target:
+        if target is None or stored.deadline < target:
             self._loop.wake()
+        return stored.replay
 
     async def _validated(self, info: AgentInfo) -> AgentInfo:
         """``info`` once every field holds, the allowlist summary checked by the Rust verifier
@@ -477,83 +471,6 @@ class AgentHub:
             log.error("storing agent %s without its allowlist: %s", info.agent_id, exc)
             info = replace(info, allowlist={})
         return info
-
-    async def _store_hello(self, session: Session, info: AgentInfo) -> datetime | HelloRefused:
-        """Store the Hello in one transaction; return the agent's new deadline, or why the
-        stream's key may not speak for the agent (then only the refusal's audit entry is
-        written)."""
-        now = self._clock.now()
-        pending = PendingEvents()
-        async with self._db.transaction() as db:
-            agent = await self._find(db, info.agent_id, lock=True)
-            refused = self.enrollment.claim(db, agent, info.agent_id, session, now)
-            if refused is not None:
-                return refused
-            actor = session.actor
-            if agent is None:
-                agent = Agent(agent_id=info.agent_id, created_at=now, status="offline")
-                before = None
-            else:
-                before = _summary(agent)
-            was = agent.status if before is not None else None
-            agent.key_id = key_of(actor)  # unchanged, or binding a new or unbound agent
-            agent.hostname = info.hostname
-            agent.version = info.version
-            agent.os = info.os
-            agent.arch = info.arch
-            agent.labels = dict(info.labels)
-            agent.allowlist = info.allowlist
-            agent.capabilities = list(info.capabilities)
-            agent.paused = info.paused
-            agent.paused_reason = info.paused_reason or None
-            agent.containment = info.containment or None
-            if agent.session_id != session.session_id:
-                agent.connected_at = now
-            agent.session_id = session.session_id
-            agent.status = "online"
-            agent.last_seen = now
-            agent.offline_since = None
-            agent.next_due = now + self._silence
-            agent.updated_at = now
-            service = await self._service_of(db, agent, now)
-            agent.service_id = service.id
-            if before is None:
-                db.add(agent)
-                await db.flush()
-            after = _summary(agent)
-            if before != after:
-                record_audit(
-                    db,
-                    actor=actor,
-                    at=now,
-                    action="agent.register" if before is None else "agent.update",
-                    resource_type="agent",
-                    resource_id=agent.agent_id,
-                    before=before,
-                    after=after,
-                )
-            await self._alerts.resolve_in(
-                db,
-                pending,
-                service,
-                ("agent_offline",),
-                now=now,
-                resolution="agent back online",
-                actor=actor,
-            )
-            body = agent_to_dict(agent, service.slug)
-            if was != "online":
-                pending.add("agent.online", now, agent=body)
-                self._transitions.labels("online", "hello").inc()
-            elif before != after:
-                pending.add("agent.updated", now, agent=body)
-        pending.publish(self._bus)
-        log.info(
-            "agent %s connected",
-            info.agent_id,
-            extra={"agent_id": info.agent_id, "session_id": session.session_id},
-        )
-        return now + self._silence
 
     def seen(self, session: Session) -> None:
         """The agent of ``session`` said something: move ``last_seen`` (written in batches)."""
@@ -593,14 +510,7 @@ class AgentHub:
             async with self._db.transaction() as db:
                 # One read and one executemany, not an UPDATE per agent: at 10,000 agents a
                 # heartbeat every 30 s is ~330 marks a second.
-                query = select(Agent.agent_id, Agent.session_id).where(
-                    self._db.among(Agent.agent_id, list(marks), "agent_ids"),
-                    Agent.status == "online",
-                )
-                if self._db.is_postgres:
-                    # In one order everywhere, so two replicas' flushes cannot deadlock.
-                    query = query.order_by(Agent.agent_id).with_for_update()
-                current = {row.agent_id: row.session_id for row in await db.execute(query)}
+                current = await self._online_sessions(db, marks)
                 fresh: list[dict[str, Any]] = []
                 for agent_id, (session_id, at) in marks.items():
                     if current.get(agent_id) == session_id:
@@ -621,6 +531,20 @@ class AgentHub:
                 local.end("silent", "this stream no longer speaks for the agent: reconnect")
         return len(marks) - len(stale)
 
+    async def _online_sessions(
+        self, db: AsyncSession, agent_ids: Collection[str]
+    ) -> dict[str, str | None]:
+        """The current session of each of ``agent_ids`` that is online, its row locked (on
+        PostgreSQL, in ``agent_id`` order: the order every batch of the agents' rows is locked
+        in, so replicas' flushes and Hello batches cannot deadlock)."""
+        query = select(Agent.agent_id, Agent.session_id).where(
+            self._db.among(Agent.agent_id, sorted(agent_ids), "agent_ids"),
+            Agent.status == "online",
+        )
+        if self._db.is_postgres:
+            query = query.order_by(Agent.agent_id).with_for_update()
+        return {row.agent_id: row.session_id for row in await db.execute(query)}
+
     def closed(self, session: Session) -> None:
         """The stream of ``session`` ended (either side): record the agent offline."""
         agent_id = session.agent_id
@@ -631,41 +555,52 @@ class AgentHub:
             self._connected.set(len(self._sessions))
         if session.ended is not None and session.ended.reason == "replaced":
             return  # a newer stream speaks for the agent: it is not offline
-        task = asyncio.create_task(self._went_offline(agent_id, session), name="agent-closed")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        ended = session.ended.reason if session.ended else "closed"
+        reason = "disconnected" if ended == "closed" else ended
+        self._gone[(agent_id, session.session_id)] = (self._clock.now(), reason)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_loop(), name="agent-offline")
 
-    async def _went_offline(self, agent_id: str, session: Session) -> None:
-        now = self._clock.now()
-        try:
-            async with self._db.transaction() as db:
-                result = await db.execute(
-                    update(Agent)
-                    .where(
-                        Agent.agent_id == agent_id,
-                        Agent.session_id == session.session_id,
-                        Agent.status == "online",
+    async def _mark_loop(self) -> None:
+        while self._gone:
+            try:
+                await self.flush_gone()
+            except Exception as exc:
+                # The stored deadline still catches them: silent past it, the watch marks them
+                # offline.
+                log.warning("could not record agents offline: %s", exc)
+                return
+
+    async def flush_gone(self) -> int:
+        """Record offline, in one transaction, the agents whose streams ended since the last
+        flush; return how many were. Marks arriving meanwhile wait for the next flush, so
+        10,000 streams ending at once (a shutdown) cost a few transactions, not 10,000.
+
+        A mark changes nothing unless its session is still the agent's current one: a stale
+        stream (replaced here or on another replica) never marks a reconnected agent offline.
+        """
+        marks, self._gone = self._gone, {}
+        if not marks:
+            return 0
+        gone: list[tuple[str, datetime, str]] = []  # agent id, when, why
+        async with self._db.transaction() as db:
+            current = await self._online_sessions(db, {a for a, _ in marks})
+            rows: list[dict[str, Any]] = []
+            for (agent_id, session_id), (at, reason) in marks.items():
+                if current.get(agent_id) == session_id:
+                    gone.append((agent_id, at, reason))
+                    rows.append(
+                        {"a": agent_id, "s": session_id, "at": at, "due": at + self._alert_after}
                     )
-                    .values(
-                        status="offline",
-                        session_id=None,
-                        offline_since=now,
-                        next_due=now + self._alert_after,
-                        updated_at=now,
-                    )
-                )
-                changed = _rowcount(result) == 1
-        except Exception as exc:
-            # The stored deadline still catches it: silent past it, the watch marks it offline.
-            log.warning("could not record agent %s offline: %s", agent_id, exc)
-            return
-        if changed:
-            ended = session.ended.reason if session.ended else "closed"
-            reason = "disconnected" if ended == "closed" else ended
+            if rows:
+                await db.execute(_MARK_OFFLINE, rows)
+        for agent_id, at, reason in gone:
             self._transitions.labels("offline", reason).inc()
-            self._bus.publish("agent.offline", now, agent_id=agent_id, reason=reason)
-            self._loop.wake()
+            self._bus.publish("agent.offline", at, agent_id=agent_id, reason=reason)
             log.info("agent %s disconnected", agent_id, extra={"agent_id": agent_id})
+        if gone:
+            self._loop.wake()
+        return len(gone)
 
     async def settle(self) -> None:
         """Wait for the background writes already started (last_seen, offline marks)."""
@@ -676,10 +611,10 @@ class AgentHub:
             self._hurry.clear()
 
     async def _settle(self) -> None:
-        while self._tasks or (self._flushing is not None and not self._flushing.done()):
-            pending: list[asyncio.Task[None]] = list(self._tasks)
-            if self._flushing is not None and not self._flushing.done():
-                pending.append(self._flushing)
+        while True:
+            pending = [t for t in (self._flushing, self._marking) if t is not None and not t.done()]
+            if not pending:
+                return
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- the offline watch ---------------------------------------------------------------------
@@ -701,7 +636,7 @@ class AgentHub:
             if self._db.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             agents = list((await db.scalars(query)).all())
-            openings: list[Opening] = []
+            alerting: list[Agent] = []
             for agent in agents:
                 due = agent.next_due
                 assert due is not None
@@ -718,22 +653,29 @@ class AgentHub:
                     pending.add("agent.offline", now, agent_id=agent.agent_id, reason="silent")
                     if agent.next_due > now:
                         continue
-                service = await self._service_of(db, agent, now)
-                agent.service_id = service.id
                 agent.next_due = None  # alerted; the next Hello resolves it
-                openings.append(
-                    Opening(
-                        service,
-                        "agent_offline",
-                        f"agent {agent.hostname} ({agent.agent_id}) is offline",
-                        {
-                            "agent_id": agent.agent_id,
-                            "hostname": agent.hostname,
-                            "offline_since": isoformat(agent.offline_since),
-                            "last_seen": isoformat(agent.last_seen),
-                        },
-                    )
+                alerting.append(agent)
+            refs = await self._services.of(db, alerting, now)
+            services: dict[int, Service] = {}
+            if refs:
+                loaded = await db.scalars(
+                    select(Service).where(Service.id.in_([ref.id for ref in refs.values()]))
                 )
+                services = {service.id: service for service in loaded}
+            openings = [
+                Opening(
+                    services[refs[agent.agent_id].id],
+                    "agent_offline",
+                    f"agent {agent.hostname} ({agent.agent_id}) is offline",
+                    {
+                        "agent_id": agent.agent_id,
+                        "hostname": agent.hostname,
+                        "offline_since": isoformat(agent.offline_since),
+                        "last_seen": isoformat(agent.last_seen),
+                    },
+                )
+                for agent in alerting
+            ]
             if openings:
                 alerted = len(await self._alerts.open_many_in(db, pending, openings, now=now))
         pending.publish(self._bus)
@@ -809,67 +751,6 @@ class AgentHub:
                     ended += 1
         return ended
 
-    async def _service_of(self, db: AsyncSession, agent: Agent, now: datetime) -> Service:
-        """The agent's service row (``agent-<agent_id>``), created when missing.
-
-        It carries the agent's ``agent_offline`` alerts and nothing else: it receives no
-        heartbeats, so it stays ``new`` and the monitor never claims it. Operators may give it a
-        team, a priority, targets, a mute or a maintenance window like any service.
-
-        Only a service marked with the agent's id (``services.agent_id``, set here) is the
-        agent's: a service people made is never adopted, even under the slug the agent would
-        take (people cannot create ``agent-`` slugs any more, but older ones exist). Then the
-        agent's service takes the first free slug of ``agent-<agent_id>-2``, ``-3``, ...
-        """
-        if agent.service_id is not None:
-            service = await db.get(Service, agent.service_id)
-            if service is not None and service.agent_id == agent.agent_id:
-                return service
-        service = await db.scalar(select(Service).where(Service.agent_id == agent.agent_id))
-        if service is not None:
-            return service
-        slug = await self._free_slug(db, f"{AGENT_SLUG_PREFIX}{agent.agent_id}")
-        service = Service(
-            slug=slug,
-            agent_id=agent.agent_id,
-            name=f"agent {agent.hostname}"[:200],
-            tags=["agent"],
-            priority="p3",
-            description=(
-                f"Carries the agent_offline alerts of agent {agent.agent_id}; "
-                f"its presence is GET /api/v1/agents/{agent.agent_id}."
-            ),
-            expectation={"kind": "interval", "period": int(self._silence.total_seconds())},
-            grace=0,
-            state="new",
-            recent_beats=[],
-            muted=False,
-            created_at=now,
-            updated_at=now,
-        )
-        db.add(service)
-        await db.flush()
-        record_audit(
-            db,
-            actor=SYSTEM,
-            at=now,
-            action="service.create",
-            resource_type="service",
-            resource_id=service.id,
-            after={"slug": slug, "name": service.name, "agent_id": agent.agent_id},
-        )
-        return service
-
-    @staticmethod
-    async def _free_slug(db: AsyncSession, base: str) -> str:
-        """``base``, or the first of ``base-2`` ... ``base-9`` no service holds, else ``base-``
-        and 8 random hexadecimal digits (a slug never stops an alert from opening)."""
-        for n in range(1, 10):
-            slug = base if n == 1 else f"{base}-{n}"
-            if await db.scalar(select(Service.id).where(Service.slug == slug)) is None:
-                return slug
-        return f"{base}-{uuid.uuid4().hex[:8]}"
-
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, *, watch: bool = True, dispatch: bool = False) -> None:
@@ -889,6 +770,7 @@ class AgentHub:
                 .where(Agent.next_due.is_not(None), Agent.next_due < grace)
                 .values(next_due=grace)
             )
+        await self.hellos.start()
         if watch:
             await self._loop.start()
         if dispatch:
@@ -903,16 +785,11 @@ class AgentHub:
         """Stop the loops once the offline marks of ended streams are written."""
         self.end_sessions()
         await self._dispatch.stop(5.0)
+        await self.hellos.stop()
         await self.settle()
         await self._loop.stop(5.0)
 
     # -- reading -------------------------------------------------------------------------------
-
-    async def _find(self, db: AsyncSession, agent_id: str, *, lock: bool = False) -> Agent | None:
-        query = select(Agent).where(Agent.agent_id == agent_id)
-        if lock and self._db.is_postgres:
-            query = query.with_for_update()
-        return await db.scalar(query)
 
     async def get(self, agent_id: str) -> dict[str, Any]:
         async with self._db.sessions() as db:

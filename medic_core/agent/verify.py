@@ -21,6 +21,9 @@ summary at a time: the largest summary the format allows takes tens of seconds o
 one core is spent compiling; what a hostile key can do is make other agents' *new* allowlists
 wait their turn (known ones come from the cache), and at most ``max_waiting`` may wait:
 past that, ``VerifierBusy`` (the agent's ``Hello`` is refused ``UNAVAILABLE``; it reconnects).
+Callers asking for a summary that is already being compiled (or waiting its turn) await that
+compilation instead of queueing another: after a restart the cache is empty and a whole fleet
+says ``Hello`` with one allowlist at once, which must cost one compilation and no refusals.
 
 A rule that a newer verifier made stricter (today: environment names it now forbids) is not a
 malformed ``Hello``: an agent released before the rule advertises what its own verifier allowed,
@@ -90,7 +93,9 @@ class AllowlistVerifier:
         self._cache: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
         self._compiling = asyncio.Lock()  # one compilation at a time (see the module's doc)
         self._max_waiting = max_waiting
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._pending: set[asyncio.Task[Any]] = set()  # compilations started, not finished
+        # The pending compilation of each SHA-256 (with its summary), for callers to share.
+        self._sharing: dict[str, tuple[dict[str, Any], asyncio.Task[Any]]] = {}
 
     def _cached(self, summary: Mapping[str, Any]) -> Any | None:
         key = str(summary.get("sha256", ""))
@@ -109,6 +114,11 @@ class AllowlistVerifier:
             raise rules
         if rules is not None:
             return rules
+        key = str(summary.get("sha256", ""))
+        shared = self._sharing.get(key)
+        if shared is not None and shared[0] == summary:
+            # The same summary is already on its way: one compilation serves every caller.
+            return await asyncio.shield(shared[1])
         if len(self._pending) >= self._max_waiting:
             raise VerifierBusy(
                 f"{len(self._pending)} advertised allowlists are waiting to be checked: "
@@ -117,13 +127,18 @@ class AllowlistVerifier:
             )
         # A task of its own holds the lock until the compilation ends, even when the caller
         # goes away (a stream that closes), so there is never more than one at a time.
-        task = asyncio.create_task(self._compile(bindings, dict(summary)), name="allowlist")
+        copy = dict(summary)
+        task = asyncio.create_task(self._compile(bindings, copy), name="allowlist")
         self._pending.add(task)
-        task.add_done_callback(self._done)
+        if shared is None:
+            self._sharing[key] = (copy, task)
+        task.add_done_callback(lambda done: self._done(key, done))
         return await asyncio.shield(task)
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _done(self, key: str, task: asyncio.Task[Any]) -> None:
         self._pending.discard(task)
+        if self._sharing.get(key, (None, None))[1] is task:
+            del self._sharing[key]
         if not task.cancelled():
             task.exception()  # retrieved: a caller that went away leaves no "never retrieved"
 

@@ -226,19 +226,51 @@ class AlertBook:
         actor: Actor = SYSTEM,
     ) -> list[Alert]:
         """Resolve the unresolved alerts of ``service`` with one of ``causes``."""
-        alerts = (
-            await session.scalars(
-                select(Alert).where(
-                    Alert.service_id == service.id,
+        return await self.resolve_many_in(
+            session, pending, [(service.id, actor)], causes, now=now, resolution=resolution
+        )
+
+    async def resolve_many_in(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        closings: Sequence[tuple[int, Actor]],
+        causes: tuple[str, ...],
+        *,
+        now: datetime,
+        resolution: str,
+    ) -> list[Alert]:
+        """Resolve the unresolved alerts with one of ``causes`` of several services (by id),
+        each in the name of the actor given with it: one query when there is nothing to resolve
+        (the usual case: a fleet of agents saying Hello after a restart)."""
+        if not closings:
+            return []
+        actors = dict(closings)
+        rows = (
+            await session.execute(
+                select(Alert, Service)
+                .join(Service, Service.id == Alert.service_id)
+                .where(
+                    Alert.service_id.in_(list(actors)),
                     Alert.cause.in_(causes),
                     Alert.resolved_at.is_(None),
                 )
+                .order_by(Alert.id)
             )
         ).all()
-        for alert in alerts:
-            self._resolve(session, pending, alert, service, now=now, actor=actor, note=resolution)
+        for alert, service in rows:
+            self._resolve(
+                session,
+                pending,
+                alert,
+                service,
+                now=now,
+                actor=actors[alert.service_id],
+                note=resolution,
+            )
+        alerts = [alert for alert, _ in rows]
         await self._router.closed_in(session, pending, "resolved", alerts, now)
-        return list(alerts)
+        return alerts
 
     def _resolve(
         self,

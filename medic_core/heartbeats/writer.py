@@ -33,10 +33,10 @@ from medic_core.errors import MedicError, NotFound, Unavailable
 from medic_core.events import EventBus, PendingEvents
 from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat
 from medic_core.observability.metrics import Metrics
-from medic_core.observability.tracing import tracer
 from medic_core.schedule import Expectation, parse_expectation
 from medic_core.services.deadlines import display_state, record_beat
-from medic_core.store import Database, is_transient_db_error
+from medic_core.store import Database
+from medic_core.store.group_commit import GroupCommit
 from medic_core.store.models import Heartbeat, JobRun, Service
 from medic_core.validation import quote
 
@@ -139,7 +139,7 @@ class _Item:
     queued: float = field(default_factory=time.monotonic)
 
 
-class HeartbeatWriter:
+class HeartbeatWriter(GroupCommit[_Item]):
     def __init__(
         self,
         db: Database,
@@ -152,32 +152,26 @@ class HeartbeatWriter:
         max_batch: int = 500,
         on_deadline: Callable[[datetime], None] = lambda _at: None,
     ) -> None:
+        super().__init__("heartbeats", queue_size=queue_size, max_batch=max_batch)
         self._db = db
         self._clock = clock
         self._bus = bus
         self._metrics = metrics
         self._alerts = alerts
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(queue_size)
-        self._max_batch = max_batch
         self._on_deadline = on_deadline
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._refuse_until = 0.0
-        self._backoff = 0.0
 
     # -- the API side --------------------------------------------------------------------------
 
     def _check_open(self, count: int) -> None:
-        if self._closing or self._task is None:
+        if self.closed:
             raise Unavailable("Medic is shutting down; retry shortly", retry_after=2)
-        if time.monotonic() < self._refuse_until:
+        if self.refusing:
             self._metrics.heartbeats_rejected.labels("db_unavailable").inc(count)
             raise Unavailable(
                 "the database is unreachable; the heartbeat was NOT stored, retry shortly",
-                retry_after=max(1, round(self._refuse_until - time.monotonic())),
+                retry_after=self.refusing_for,
             )
-        free = self._queue.maxsize - self._queue.qsize()
-        if count > free:
+        if count > self.free:
             self._metrics.heartbeats_rejected.labels("queue_full").inc(count)
             raise Unavailable(
                 "ingest is saturated (writer queue full); the heartbeat was NOT stored, "
@@ -187,14 +181,13 @@ class HeartbeatWriter:
 
     def _enqueue(self, hb: HeartbeatIn) -> asyncio.Future[StoredHeartbeat]:
         future: asyncio.Future[StoredHeartbeat] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(hb, self._clock.now(), future))
+        self.enqueue(_Item(hb, self._clock.now(), future))
         return future
 
     async def submit(self, hb: HeartbeatIn) -> StoredHeartbeat:
         """Store one heartbeat; return once it is committed (or raise why it was not)."""
         self._check_open(1)
         future = self._enqueue(hb)
-        self._metrics.writer_queue_depth.set(self._queue.qsize())
         return await asyncio.shield(future)
 
     async def submit_many(self, hbs: list[HeartbeatIn]) -> list[StoredHeartbeat | MedicError]:
@@ -215,72 +208,10 @@ class HeartbeatWriter:
                 raise error
         return results
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- the writer task (GroupCommit: the queue, outages, one-by-one retries) -----------------
 
-    async def start(self) -> None:
-        self._closing = False
-        self._task = asyncio.create_task(self._run(), name="heartbeat-writer")
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Refuse new heartbeats, finish the queued ones, then stop."""
-        self._closing = True
-        if self._task is None:
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await self._queue.join()
-        except TimeoutError:
-            log.error("writer stopped with %d heartbeats unwritten", self._queue.qsize())
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-        self._fail_queued(Unavailable("Medic is shutting down; retry shortly", retry_after=2))
-
-    # -- the writer task -----------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._metrics.writer_queue_depth.set(self._queue.qsize())
-            try:
-                await self._write_batch(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _write_batch(self, batch: list[_Item]) -> None:
-        if time.monotonic() < self._refuse_until:
-            self._fail(batch, self._unavailable())
-            return
-        try:
-            with tracer.start_as_current_span("heartbeats.write_batch") as span:
-                span.set_attribute("medic.batch_size", len(batch))
-                results, pending, deadlines = await self._write(batch)
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                self._backoff = min(2.0, max(0.25, self._backoff * 2))
-                self._refuse_until = time.monotonic() + self._backoff
-                log.warning(
-                    "database unreachable, heartbeats refused for %.2fs: %s", self._backoff, exc
-                )
-                self._metrics.heartbeats_rejected.labels("db_unavailable").inc(len(batch))
-                self._fail(batch, self._unavailable())
-                self._fail_queued(self._unavailable())
-            elif len(batch) > 1:
-                # One bad heartbeat (say, a corrupt service row) must not cost the others that
-                # shared its transaction: write them one by one, so only the culprit fails.
-                log.warning(
-                    "heartbeat batch of %d failed (%s); retrying one by one", len(batch), exc
-                )
-                for item in batch:
-                    await self._write_batch([item])
-            else:
-                log.exception("heartbeat failed", extra={"service": batch[0].hb.service})
-                self._fail(batch, MedicError("the heartbeat could not be stored (internal error)"))
-            return
-        self._backoff = 0.0
+    async def _commit(self, batch: list[_Item]) -> None:
+        results, pending, deadlines = await self._write(batch)
         committed = time.monotonic()
         self._metrics.writer_batch_size.observe(len(batch))
         stored: dict[str, int] = {}
@@ -302,23 +233,21 @@ class HeartbeatWriter:
         if deadlines:
             self._on_deadline(min(deadlines))
 
-    def _unavailable(self) -> Unavailable:
+    def _unreachable(self) -> Unavailable:
         return Unavailable(
             "the database is unreachable; the heartbeat was NOT stored, retry shortly",
             retry_after=max(1, round(self._backoff)),
         )
 
-    def _fail(self, batch: list[_Item], error: MedicError) -> None:
-        for item in batch:
-            if not item.future.done():
-                item.future.set_exception(error)
+    def _failed_alone(self, item: _Item, exc: Exception) -> MedicError:
+        log.error("heartbeat failed", exc_info=exc, extra={"service": item.hb.service})
+        return MedicError("the heartbeat could not be stored (internal error)")
 
-    def _fail_queued(self, error: MedicError) -> None:
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(error)
-            self._queue.task_done()
+    def _count_outage(self, count: int) -> None:
+        self._metrics.heartbeats_rejected.labels("db_unavailable").inc(count)
+
+    def _depth(self, depth: int) -> None:
+        self._metrics.writer_queue_depth.set(depth)
 
     async def _write(
         self, batch: list[_Item]

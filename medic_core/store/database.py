@@ -86,7 +86,10 @@ class Database:
         return self.dialect == "postgresql"
 
     def among(
-        self, column: QueryableAttribute[str], values: Sequence[str], name: str = "among"
+        self,
+        column: QueryableAttribute[str] | QueryableAttribute[str | None],
+        values: Sequence[str],
+        name: str = "among",
     ) -> ColumnElement[bool]:
         """``column`` is one of ``values``, bound as one parameter however many there are (a
         PostgreSQL array, a JSON array read by ``json_each`` on SQLite): thousands of values as

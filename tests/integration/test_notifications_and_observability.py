@@ -167,11 +167,11 @@ async def test_ingest_and_monitor_emit_spans(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    import medic_core.heartbeats.writer as writer_module
     import medic_core.monitor.monitor as monitor_module
+    import medic_core.store.group_commit as group_commit_module  # the writer's batches
 
     tracer = provider.get_tracer("medic")
-    monkeypatch.setattr(writer_module, "tracer", tracer)
+    monkeypatch.setattr(group_commit_module, "tracer", tracer)
     monkeypatch.setattr(monitor_module, "tracer", tracer)
     await medic.services.create(
         {"slug": "a", "expectation": {"kind": "interval", "period": 60}}, actor=ME
