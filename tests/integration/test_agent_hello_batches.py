@@ -524,4 +524,7 @@ async def test_a_burst_of_calls_is_answered_not_cancelled_by_grpc(
         return StatusCode.OK
 
     codes = await asyncio.gather(*(call() for _ in range(3000)))
-    assert set(codes) == {StatusCode.UNAUTHENTICATED}
+    # Every call is answered by the servicer: refused for its missing key, or, past this source's
+    # budget of failed authentications, refused before any lookup -- never cancelled by grpc.
+    assert set(codes) <= {StatusCode.UNAUTHENTICATED, StatusCode.RESOURCE_EXHAUSTED}
+    assert StatusCode.UNAUTHENTICATED in codes
