@@ -67,6 +67,8 @@ pub async fn maintain(
     seed: u64,
 ) {
     let mut backoff = Backoff::for_reconnects(seed);
+    // When the current outage began: the end of the last welcomed stream, or the agent's start.
+    let mut outage_since = Instant::now();
     let mut link_id = 0;
     loop {
         link_id += 1;
@@ -74,11 +76,12 @@ pub async fn maintain(
             session(&agent, &endpoint, &authorization, link_id, &mut closing).await;
         if welcomed {
             backoff.reset();
+            outage_since = Instant::now();
         }
         match ended {
             Ended::Closing => return,
             Ended::Lost(why) => {
-                let delay = backoff.next_delay();
+                let delay = backoff.next_delay(outage_since.elapsed());
                 warn!(
                     error = %why,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),

@@ -13,8 +13,8 @@
 //!
 //! `--reconnect` makes every agent behave like the real one when its stream ends or an attempt
 //! fails (`agent-rs/medic-agent/src/connection.rs`): wait a back-off delay (`Backoff` below, the
-//! same as `agent-rs/medic-agent/src/backoff.rs`: full jitter, from 1 s doubling to 60 s, reset
-//! after a Welcome), then connect again with a new connection; an attempt may take 15 s to
+//! same as `agent-rs/medic-agent/src/backoff.rs`: full jitter, from 1 s doubling to 60 s, but at
+//! most 10 s while the outage is younger than 2 minutes; reset after a Welcome), then connect again with a new connection; an attempt may take 15 s to
 //! connect and 60 s more for its Welcome. The agents' counters are then printed every
 //! `--report-ms` (`at <unix ms> live L welcomes W attempts A failures F unreachable U waited
 //! B0,B1,...`: U of the F failed attempts found no server; Bi welcomed attempts took under 2^i
@@ -266,7 +266,8 @@ const SHOWN_RECONNECT_ERRORS: u64 = 20;
 /// Reconnect delays, as `agent-rs/medic-agent/src/backoff.rs` draws them (copied: that crate is
 /// a binary, and this project stands alone): the n-th delay is uniform in
 /// `0 ..= min(cap, 1 s * 2^n)`, the cap 60 s as in the agent unless `--backoff-cap` says
-/// otherwise, and a Welcome starts over from 1 s.
+/// otherwise, and at most 10 s (`YOUNG_CAP`) while the outage is younger than `YOUNG`; a Welcome
+/// starts over from 1 s.
 struct Backoff {
     attempt: u32,
     state: u64,
@@ -275,15 +276,20 @@ struct Backoff {
 
 impl Backoff {
     const BASE: Duration = Duration::from_secs(1);
+    const YOUNG: Duration = Duration::from_secs(120);
+    const YOUNG_CAP: Duration = Duration::from_secs(10);
 
     fn new(seed: u64, cap: Duration) -> Self {
         Self { attempt: 0, state: seed, cap }
     }
 
-    fn next_delay(&mut self) -> Duration {
+    /// The next delay, `outage` after the last welcomed stream ended (or the agent started).
+    fn next_delay(&mut self, outage: Duration) -> Duration {
         let factor = 1u32.checked_shl(self.attempt).unwrap_or(u32::MAX);
-        let ceiling = Self::BASE.saturating_mul(factor).min(self.cap);
-        if ceiling < self.cap {
+        let doubled = Self::BASE.saturating_mul(factor);
+        let cap = if outage < Self::YOUNG { Self::YOUNG_CAP.min(self.cap) } else { self.cap };
+        let ceiling = doubled.min(cap);
+        if doubled < self.cap {
             self.attempt = self.attempt.saturating_add(1);
         }
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
@@ -342,6 +348,7 @@ async fn agent(
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let cap = reconnect.unwrap_or(Duration::from_secs(60));
     let mut backoff = Backoff::new((index as u64) << 32 ^ u64::from(nanos), cap);
+    let mut outage_since = Instant::now();
     loop {
         counters.attempts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -361,6 +368,7 @@ async fn agent(
                 }
                 backoff.reset();
                 hold(held, heartbeat).await;
+                outage_since = Instant::now();
                 counters.live.fetch_sub(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -385,7 +393,7 @@ async fn agent(
         if reconnect.is_none() {
             return;
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::time::sleep(backoff.next_delay(outage_since.elapsed())).await;
     }
 }
 
