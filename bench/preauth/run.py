@@ -26,6 +26,9 @@ CPU; the 1-minute load average before and after (the machine is shared: read the
 to it). Results: a table on stdout and JSON under bench/results/.
 
 Everything runs on loopback; every client loop is bounded by its deadline and a request count.
+With ``--pin`` the server (every thread) runs on CPU 0 and the load generators and the measuring
+clients on the others, as when the attack comes from elsewhere: without it they all share the
+machine's cores, and the attackers' own CPU shows up in everyone's latency.
 
     .venv/bin/python bench/preauth/run.py
     .venv/bin/python bench/preauth/run.py --modes off,on,on-hold-1s --duration 30
@@ -334,6 +337,17 @@ def spread(values: list[float], observe: float) -> dict[str, Any]:
     }
 
 
+def pin(server_pid: int) -> None:
+    """The server's threads on CPU 0 (threads it starts later inherit it), this process and the
+    clients it forks from now on on the other CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpus[0]})
+    os.sched_setaffinity(0, set(cpus[1:]))
+
+
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     ctx = multiprocessing.get_context("fork")
     with database("sqlite", keep=args.keep) as target:
@@ -343,7 +357,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             env_extra=MODES[mode],
         )
         server.start()
-        result: dict[str, Any] = {"mode": mode, "settings": MODES[mode]}
+        if args.pin:
+            pin(server.pid)
+        result: dict[str, Any] = {"mode": mode, "settings": MODES[mode], "pinned": args.pin}
         try:
             keys = prepare(server)
 
@@ -464,6 +480,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--pin", action="store_true", help="server on CPU 0, load generators on the others"
+    )
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
