@@ -153,13 +153,13 @@ def test_the_start_banner_shows_no_secret_setting() -> None:
 def test_doctor_scrubs_secret_settings_from_check_details(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import medic_core.cli as cli
+    from medic_core.cli import doctor
 
     async def fake_doctor(settings: Settings) -> list[dict[str, str]]:
         detail = f"AuthenticationError: {settings.database_url} refused {settings.smtp_password}"
         return [{"check": "database", "status": "ok", "detail": detail}]
 
-    monkeypatch.setattr(cli, "_doctor", fake_doctor)
+    monkeypatch.setattr(doctor, "checks", fake_doctor)
     for name, (value, _) in LEAKS.items():
         monkeypatch.setenv(f"MEDIC_{name.upper()}", value)
     out = io.StringIO()
