@@ -15,6 +15,7 @@ from typing import Any
 from medic_core.cli.common import Subcommands, actor, emit, with_medic
 from medic_core.settings import Settings
 
+#: ``medic_core.notify.delivery.STATUSES`` (a unit test keeps them equal).
 STATUSES = ["pending", "sent", "failed", "cancelled"]
 _COLUMNS = (
     "id",

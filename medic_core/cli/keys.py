@@ -15,6 +15,7 @@ from typing import Any
 from medic_core.cli.common import Subcommands, actor, emit, with_medic
 from medic_core.settings import Settings
 
+#: ``medic_core.auth.keys.SCOPES`` (a unit test keeps them equal).
 SCOPES = ["read", "write", "admin", "heartbeat", "agent"]
 _COLUMNS = ["id", "key_id", "name", "scopes", "expires_at", "last_used_at", "revoked_at"]
 

@@ -19,6 +19,7 @@ from medic_core.errors import MedicError
 from medic_core.settings import Settings
 from medic_core.validation import PRIORITIES, instant
 
+#: ``medic_core.services.registry.STATES`` (a unit test keeps them equal).
 STATES = ["new", "up", "late", "down", "paused"]
 _COLUMNS = ["slug", "state", "priority", "team", "last_heartbeat_at", "next_due", "muted"]
 

@@ -29,6 +29,8 @@ from medic_core.errors import MedicError
 from medic_core.settings import Settings
 from medic_core.validation import PRIORITIES
 
+#: ``medic_core.notify.registry.PERIODS`` (a unit test keeps them equal).
+PERIODS = ["always", "working_hours", "off_hours"]
 _COLUMNS = ["slug", "notifier", "owner", "min_priority", "period", "schedule", "enabled"]
 _TEST_COLUMNS = ["target", "notifier", "ok", "response_code", "duration_ms", "error"]
 
@@ -59,7 +61,7 @@ def add_parser(sub: Subcommands) -> None:
         if action == "update":
             p.add_argument("--fallback", action="store_true", help="no owner: the fallback")
         p.add_argument("--min-priority", dest="min_priority", choices=PRIORITIES)
-        p.add_argument("--period", choices=["always", "working_hours", "off_hours"])
+        p.add_argument("--period", choices=PERIODS)
         p.add_argument("--schedule", help="schedule slug (working_hours/off_hours)")
         if action == "update":
             p.add_argument("--no-schedule", action="store_true", help="clear the schedule")
