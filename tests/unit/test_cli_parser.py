@@ -1,4 +1,5 @@
-"""The ``medic`` parser offers exactly what the domain accepts, and builds without the store.
+"""The ``medic`` parser offers exactly what the domain accepts, builds without the store, and
+``python -m medic_core.cli`` is the same command.
 
 The parser writes a few of the domain's value lists out (scopes, service states, delivery
 statuses, heartbeat statuses, target periods) because importing their modules would load
@@ -8,10 +9,14 @@ SQLAlchemy for every ``medic --help``; these tests keep each copy equal to its s
 from __future__ import annotations
 
 import argparse
+import runpy
 import subprocess
 import sys
 from collections.abc import Iterator
 
+import pytest
+
+from medic_core import __version__
 from medic_core.auth.keys import SCOPES
 from medic_core.cli import build_parser, deliveries, keys, ping, services, targets
 from medic_core.heartbeats.model import STATUSES as HEARTBEAT_STATUSES
@@ -59,3 +64,13 @@ def test_building_the_parser_loads_no_database_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_python_dash_m_runs_the_medic_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["medic", "--version"])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_module("medic_core.cli", run_name="__main__")
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.strip() == f"medic {__version__}"
