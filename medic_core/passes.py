@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from medic_core.backoff import backoff
 from medic_core.clock import Clock
 from medic_core.store import is_transient_db_error
 
@@ -76,7 +77,7 @@ class PassLoop:
                 failures = 0
             except Exception as exc:
                 failures += 1
-                delay = min(5.0, 0.25 * 2**failures)
+                delay = backoff(failures + 1, base=0.25, cap=5.0)
                 if is_transient_db_error(exc):
                     log.warning(
                         "%s: database unreachable, retrying in %.1fs: %s", self._name, delay, exc
