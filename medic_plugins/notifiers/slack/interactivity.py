@@ -21,7 +21,7 @@ from aiohttp import web
 
 from medic_core.audit import Actor
 from medic_core.errors import Conflict, NotFound
-from medic_core.server.http.context import REQUEST_ID
+from medic_core.requests import REQUEST_ID
 from medic_plugins.notifiers.slack.blocks import ACK_ACTION, RESOLVE_ACTION
 
 log = logging.getLogger("medic.notify.slack")
