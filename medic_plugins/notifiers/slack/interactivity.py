@@ -21,6 +21,7 @@ from aiohttp import web
 
 from medic_core.audit import Actor
 from medic_core.errors import Conflict, NotFound
+from medic_core.plugins.context import PluginContext
 from medic_core.requests import REQUEST_ID
 from medic_plugins.notifiers.slack.blocks import ACK_ACTION, RESOLVE_ACTION
 
@@ -59,7 +60,7 @@ class SlackInteractivity:
 
     name = "slack"
 
-    def __init__(self, medic: Any) -> None:
+    def __init__(self, medic: PluginContext) -> None:
         self._medic = medic
 
     def routes(self) -> list[tuple[str, str, Any]]:

@@ -3,9 +3,8 @@ readiness check and the interactivity integration. This module is the ``slack`` 
 
 from __future__ import annotations
 
-from typing import Any
-
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import HealthCheck, Integration, Notifier
 from medic_plugins.notifiers.slack.client import SlackWebApi
 from medic_plugins.notifiers.slack.health import SlackCheck
@@ -14,14 +13,14 @@ from medic_plugins.notifiers.slack.notifier import SlackNotifier
 
 
 @hookimpl
-def medic_notifiers(medic: Any) -> list[Notifier]:
+def medic_notifiers(medic: PluginContext) -> list[Notifier]:
     s = medic.settings
     api = SlackWebApi(s.slack_api_url, s.slack_bot_token, timeout=s.notify_timeout)
     return [SlackNotifier(api)]
 
 
 @hookimpl
-def medic_health_checks(medic: Any) -> list[HealthCheck]:
+def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     s = medic.settings
     if not s.slack_bot_token:
         return []
@@ -30,5 +29,5 @@ def medic_health_checks(medic: Any) -> list[HealthCheck]:
 
 
 @hookimpl
-def medic_integrations(medic: Any) -> list[Integration]:
+def medic_integrations(medic: PluginContext) -> list[Integration]:
     return [SlackInteractivity(medic)]
