@@ -67,7 +67,7 @@ lint: install
 	$(BIN)/ruff format --check medic_core medic_plugins examples
 
 typecheck: install
-	$(BIN)/mypy --strict medic_core
+	$(BIN)/mypy --strict medic_core medic_plugins
 
 pytest: install server-binaries infra-tools agent-bin
 	$(BIN)/python -m pytest -q -p no:cacheprovider \

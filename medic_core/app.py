@@ -1,8 +1,9 @@
 """The composition root: builds every component from the settings, in dependency order.
 
 Components never import this module; they receive what they need through their constructors.
-``Medic`` is also the object plugins receive in hooks (``db``, ``settings``, ``clock``, ``bus``,
-``metrics`` are its documented attributes).
+Plugins receive ``Medic.plugin_context`` (a ``PluginHost``), not the application: exactly the
+members of ``medic_core.plugins.context.PluginContext``, so no plugin can come to depend on
+Medic's insides.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from medic_core.agent.endpoint import AgentEndpoint, ServerTls
@@ -34,6 +36,7 @@ from medic_core.notify.dispatcher import NotificationDispatcher
 from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
 from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
+from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
 from medic_core.server.http.listener import HttpLimits
@@ -44,6 +47,19 @@ from medic_core.store.migrate import upgrade
 from medic_core.teams.registry import Teams
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHost:
+    """What hooks receive as ``medic``: the ``PluginContext`` members and nothing else."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    bus: EventBus
+    metrics: Metrics
+    alerts: AlertActions
+    services: ServiceReader
 
 
 class Medic:
@@ -150,8 +166,17 @@ class Medic:
             )
         self.history = History(self.db)
         self.audit = AuditLog(self.db)
-        self.notifiers = self.plugins.notifiers(self)
-        self.health_checks: dict[str, HealthCheck] = self.plugins.health_checks(self)
+        self.plugin_context: PluginContext = PluginHost(
+            settings=settings,
+            clock=self.clock,
+            db=self.db,
+            bus=self.bus,
+            metrics=self.metrics,
+            alerts=self.alerts,
+            services=self.services,
+        )
+        self.notifiers = self.plugins.notifiers(self.plugin_context)
+        self.health_checks: dict[str, HealthCheck] = self.plugins.health_checks(self.plugin_context)
         self.schedules = Schedules(self.db, self.clock)
         self.escalations = EscalationPolicies(self.db, self.clock)
         self.targets = Targets(self.db, self.clock, self.notifiers)
@@ -215,7 +240,7 @@ class Medic:
                 name="target-health",
             ),
         ]
-        await self.plugins.acall("medic_startup", medic=self)
+        await self.plugins.acall("medic_startup", medic=self.plugin_context)
         self.started = True
 
     async def stop(self) -> None:
@@ -237,7 +262,7 @@ class Medic:
                 await self.bus.drain()
             except TimeoutError:
                 log.warning("shutting down with events not yet handled by every subscriber")
-            await self.plugins.acall("medic_shutdown", medic=self)
+            await self.plugins.acall("medic_shutdown", medic=self.plugin_context)
             await self.bus.stop()
             self.started = False
         await self._close_notifiers()

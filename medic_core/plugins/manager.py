@@ -18,6 +18,7 @@ import pluggy
 
 from medic_core.observability.metrics import Metrics
 from medic_core.plugins import hookspecs
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import HealthCheck, Integration, Notifier, StepType
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class PluginManager:
             results.append((name, result))
         return results
 
-    def _collect(self, hook: str, kind: type, medic: Any) -> dict[str, Any]:
+    def _collect(self, hook: str, kind: type, medic: PluginContext) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for plugin, items in self.call(hook, medic=medic):
             if inspect.iscoroutine(items):
@@ -145,14 +146,14 @@ class PluginManager:
                     found[name] = item
         return found
 
-    def notifiers(self, medic: Any) -> dict[str, Notifier]:
+    def notifiers(self, medic: PluginContext) -> dict[str, Notifier]:
         return self._collect("medic_notifiers", Notifier, medic)
 
-    def health_checks(self, medic: Any) -> dict[str, HealthCheck]:
+    def health_checks(self, medic: PluginContext) -> dict[str, HealthCheck]:
         return self._collect("medic_health_checks", HealthCheck, medic)
 
-    def step_types(self, medic: Any) -> dict[str, StepType]:
+    def step_types(self, medic: PluginContext) -> dict[str, StepType]:
         return self._collect("medic_step_types", StepType, medic)
 
-    def integrations(self, medic: Any) -> dict[str, Integration]:
+    def integrations(self, medic: PluginContext) -> dict[str, Integration]:
         return self._collect("medic_integrations", Integration, medic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 
 
@@ -24,5 +25,5 @@ class DatabaseCheck:
 
 
 @hookimpl
-def medic_health_checks(medic: Any) -> list[HealthCheck]:
+def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     return [DatabaseCheck(medic.db)]

@@ -8,12 +8,12 @@ reason to leave the load balancer. TLS (``rediss://``) and AUTH come from the UR
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 
 
@@ -51,6 +51,6 @@ def _safe(exc: BaseException, url: str) -> str:
 
 
 @hookimpl
-def medic_health_checks(medic: Any) -> list[HealthCheck]:
+def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     url = getattr(getattr(medic, "settings", None), "redis_url", "")
     return [RedisCheck(url)] if url else []

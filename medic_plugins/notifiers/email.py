@@ -46,6 +46,7 @@ import jsonschema
 
 from medic_core.clock import Clock, SystemClock
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import (
     DeliveryError,
     HealthCheck,
@@ -631,13 +632,13 @@ class SmtpHealthCheck:
 
 
 @hookimpl
-def medic_notifiers(medic: Any) -> list[Notifier]:
+def medic_notifiers(medic: PluginContext) -> list[Notifier]:
     options = SmtpOptions.from_settings(getattr(medic, "settings", None))
     return [EmailNotifier(options, getattr(medic, "clock", None))]
 
 
 @hookimpl
-def medic_health_checks(medic: Any) -> list[HealthCheck]:
+def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     options = SmtpOptions.from_settings(getattr(medic, "settings", None))
     if not options.host:
         return []

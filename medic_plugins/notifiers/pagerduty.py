@@ -26,6 +26,7 @@ import aiohttp
 from medic_core.clock import Clock, SystemClock, isoformat
 from medic_core.net.guard import retry_after_seconds
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import DeliveryError, HealthResult, Notification, Notifier
 from medic_core.settings import Settings
 
@@ -255,6 +256,6 @@ def _reply_detail(reply: dict[str, Any]) -> str:
 
 
 @hookimpl
-def medic_notifiers(medic: Any) -> list[Notifier]:
+def medic_notifiers(medic: PluginContext) -> list[Notifier]:
     settings = getattr(medic, "settings", None) or Settings()
     return [PagerDutyNotifier.from_settings(settings, getattr(medic, "clock", None))]

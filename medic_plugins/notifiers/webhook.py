@@ -39,6 +39,7 @@ from medic_core.net.guard import (
     retry_after_seconds,
 )
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import DeliveryError, HealthResult, Notification, Notifier
 from medic_core.settings import Settings
 
@@ -291,6 +292,6 @@ async def _excerpt(response: aiohttp.ClientResponse) -> str:
 
 
 @hookimpl
-def medic_notifiers(medic: Any) -> list[Notifier]:
+def medic_notifiers(medic: PluginContext) -> list[Notifier]:
     settings = getattr(medic, "settings", None) or Settings()
     return [WebhookNotifier.from_settings(settings, getattr(medic, "clock", None))]

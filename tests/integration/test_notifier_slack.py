@@ -26,7 +26,9 @@ from medic_core.plugins.interfaces import DeliveryError, Notification
 from medic_core.plugins.manager import PluginManager
 from medic_core.server.http.app import build_app
 from medic_core.settings import Settings
-from medic_plugins.notifiers import slack as slack_plugin
+from medic_plugins.notifiers.slack import plugin as slack_plugin
+from medic_plugins.notifiers.slack.client import SlackError
+from medic_plugins.notifiers.slack.notifier import SlackNotifier
 from support.fakes.slack import FakeSlack, block_actions_body, sign_request
 from support.postgres import free_port
 
@@ -54,7 +56,7 @@ def plugin_host(**settings: Any) -> Any:
 
 
 @pytest.fixture
-async def notifier(slack: FakeSlack) -> AsyncIterator[slack_plugin.SlackNotifier]:
+async def notifier(slack: FakeSlack) -> AsyncIterator[SlackNotifier]:
     host = plugin_host(slack_api_url=slack.api_url, slack_bot_token=TOKEN)
     [found] = slack_plugin.medic_notifiers(medic=host)
     yield found
@@ -161,7 +163,7 @@ def all_text(message: dict[str, Any]) -> str:
 
 
 async def test_an_opened_alert_is_posted_with_details_and_buttons(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     state = await notifier.send(note("opened"))
 
@@ -191,7 +193,7 @@ async def test_an_opened_alert_is_posted_with_details_and_buttons(
 
 
 async def test_acknowledge_then_resolve_edit_the_same_message(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     state = await notifier.send(note("opened"))
 
@@ -217,7 +219,7 @@ async def test_acknowledge_then_resolve_edit_the_same_message(
 
 
 async def test_a_channel_name_is_answered_with_the_channel_id_used_for_updates(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     state = await notifier.send(note("opened", config={"channel": "#alerts"}))
     assert state["channel"] == "C0ALERTS01"
@@ -226,7 +228,7 @@ async def test_a_channel_name_is_answered_with_the_channel_id_used_for_updates(
 
 
 async def test_a_transition_whose_opening_was_never_posted_posts_a_new_message(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     state = await notifier.send(note("acknowledged", alert=alert_doc(**ACKED)))
     assert [r.method for r in slack.requests] == ["chat.postMessage"]
@@ -239,14 +241,14 @@ async def test_a_transition_whose_opening_was_never_posted_posts_a_new_message(
 
 
 async def test_links_are_left_out_when_absent_or_not_http(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     await notifier.send(note("opened", links={"alert": "javascript:alert(1)"}))
     assert set(buttons(slack.requests[0].body)) == {"medic_ack", "medic_resolve"}
 
 
 async def test_the_runbook_of_the_service_is_linked_when_the_links_omit_it(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     alert = alert_doc()
     alert["service"] = {**alert["service"], "runbook_url": RUNBOOK_URL}
@@ -255,7 +257,7 @@ async def test_the_runbook_of_the_service_is_linked_when_the_links_omit_it(
 
 
 async def test_summaries_are_escaped_for_slack_mrkdwn(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     await notifier.send(note("opened", alert=alert_doc(summary="exit <!channel> & <@U1>")))
     text = all_text(slack.requests[0].body)
@@ -268,7 +270,7 @@ async def test_summaries_are_escaped_for_slack_mrkdwn(
     [("p1", "#d92d20"), ("p2", "#f79009"), ("p3", "#fdb022"), ("p4", "#2e90fa"), ("p5", "#98a2b3")],
 )
 async def test_the_colour_follows_the_priority(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier, priority: str, colour: str
+    slack: FakeSlack, notifier: SlackNotifier, priority: str, colour: str
 ) -> None:
     await notifier.send(note("opened", alert=alert_doc(priority=priority)))
     body = slack.requests[0].body
@@ -280,7 +282,7 @@ async def test_the_colour_follows_the_priority(
 
 
 async def test_the_mention_goes_with_the_opening_but_not_with_later_edits(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     config = {"channel": "C0ALERTS01", "mention": "<!subteam^S0ONCALL01>"}
     state = await notifier.send(note("opened", config=config))
@@ -291,7 +293,7 @@ async def test_the_mention_goes_with_the_opening_but_not_with_later_edits(
 
 
 async def test_without_a_mention_nobody_is_pinged(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     await notifier.send(note("opened"))
     assert "<!" not in slack.requests[0].body["text"]
@@ -299,7 +301,7 @@ async def test_without_a_mention_nobody_is_pinged(
 
 @pytest.mark.parametrize("kind", ["reminder", "escalated"])
 async def test_a_reminder_edits_the_message_and_pings_in_its_thread(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier, kind: str
+    slack: FakeSlack, notifier: SlackNotifier, kind: str
 ) -> None:
     config = {"channel": "C0ALERTS01", "mention": "<!here>"}
     state = await notifier.send(note("opened", config=config))
@@ -317,7 +319,7 @@ async def test_a_reminder_edits_the_message_and_pings_in_its_thread(
 
 
 async def test_a_first_reminder_without_a_message_posts_one_with_the_mention(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     await notifier.send(note("reminder", config={"channel": "C0ALERTS01", "mention": "<!here>"}))
     [post] = slack.calls("chat.postMessage")
@@ -325,7 +327,7 @@ async def test_a_first_reminder_without_a_message_posts_one_with_the_mention(
 
 
 async def test_a_test_notification_is_labelled_and_has_no_buttons(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     config = {"channel": "C0ALERTS01", "mention": "<!here>"}
     state = await notifier.send(note("test", config=config))
@@ -339,7 +341,7 @@ async def test_a_test_notification_is_labelled_and_has_no_buttons(
 # -- errors ----------------------------------------------------------------------------------------
 
 
-async def send_failing(notifier: slack_plugin.SlackNotifier, n: Notification) -> DeliveryError:
+async def send_failing(notifier: SlackNotifier, n: Notification) -> DeliveryError:
     with pytest.raises(DeliveryError) as caught:
         await notifier.send(n)
     return caught.value
@@ -354,12 +356,12 @@ async def send_failing(notifier: slack_plugin.SlackNotifier, n: Notification) ->
     ],
 )
 async def test_channel_problems_are_not_retried(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier, channel: str, error: str
+    slack: FakeSlack, notifier: SlackNotifier, channel: str, error: str
 ) -> None:
     failure = await send_failing(notifier, note("opened", config={"channel": channel}))
     assert failure.retryable is False
     assert error in str(failure)
-    assert isinstance(failure, slack_plugin.SlackError) and failure.error == error
+    assert isinstance(failure, SlackError) and failure.error == error
 
 
 async def test_a_wrong_token_is_not_retried(slack: FakeSlack) -> None:
@@ -374,7 +376,7 @@ async def test_a_wrong_token_is_not_retried(slack: FakeSlack) -> None:
 
 
 async def test_an_update_of_a_deleted_message_is_not_retried(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     state = {"channel": "C0ALERTS01", "ts": "1699999999.000001"}
     failure = await send_failing(
@@ -384,7 +386,7 @@ async def test_an_update_of_a_deleted_message_is_not_retried(
 
 
 async def test_rate_limits_are_retried_after_slacks_delay(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     slack.fail_next(status=429, retry_after=7)
     failure = await send_failing(notifier, note("opened"))
@@ -395,7 +397,7 @@ async def test_rate_limits_are_retried_after_slacks_delay(
 
 
 async def test_server_errors_are_retried(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     slack.fail_next(status=500)
     failure = await send_failing(notifier, note("opened"))
@@ -403,7 +405,7 @@ async def test_server_errors_are_retried(
 
 
 async def test_transient_slack_errors_are_retried(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     slack.fail_next(error="internal_error")
     failure = await send_failing(notifier, note("opened"))
@@ -451,7 +453,7 @@ async def test_without_a_token_nothing_is_sent_and_nothing_retried(slack: FakeSl
 
 
 async def test_a_target_without_channel_is_not_retried(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     failure = await send_failing(notifier, note("opened", config={}))
     assert failure.retryable is False and "channel" in str(failure)
@@ -459,7 +461,7 @@ async def test_a_target_without_channel_is_not_retried(
 
 
 async def test_the_session_is_reused_and_reopened_after_close(
-    slack: FakeSlack, notifier: slack_plugin.SlackNotifier
+    slack: FakeSlack, notifier: SlackNotifier
 ) -> None:
     await notifier.send(note("opened"))
     await notifier.send(note("opened"))
@@ -472,7 +474,7 @@ async def test_the_session_is_reused_and_reopened_after_close(
 
 
 def test_the_config_schema_is_valid_draft_2020_12() -> None:
-    Draft202012Validator.check_schema(slack_plugin.SlackNotifier.config_schema)
+    Draft202012Validator.check_schema(SlackNotifier.config_schema)
 
 
 @pytest.mark.parametrize(
@@ -490,7 +492,7 @@ def test_the_config_schema_is_valid_draft_2020_12() -> None:
 )
 def test_the_config_schema_accepts_good_targets(config: dict[str, Any]) -> None:
     assert (
-        list(Draft202012Validator(slack_plugin.SlackNotifier.config_schema).iter_errors(config))
+        list(Draft202012Validator(SlackNotifier.config_schema).iter_errors(config))
         == []
     )
 
@@ -511,7 +513,7 @@ def test_the_config_schema_accepts_good_targets(config: dict[str, Any]) -> None:
     ],
 )
 def test_the_config_schema_rejects_bad_targets(config: dict[str, Any]) -> None:
-    assert list(Draft202012Validator(slack_plugin.SlackNotifier.config_schema).iter_errors(config))
+    assert list(Draft202012Validator(SlackNotifier.config_schema).iter_errors(config))
 
 
 def test_the_plugin_loads_through_the_plugin_manager() -> None:
@@ -565,7 +567,7 @@ async def test_the_health_check_reports_an_unreachable_slack() -> None:
 )
 async def test_check_target_looks_up_the_channel(
     slack: FakeSlack,
-    notifier: slack_plugin.SlackNotifier,
+    notifier: SlackNotifier,
     channel: str,
     status: str,
     detail: str,

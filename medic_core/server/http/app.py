@@ -67,7 +67,7 @@ def build_app(medic: Medic) -> web.Application:
     app[MEDIC] = medic
     app[LIMITER] = TokenBuckets[int](settings.rate_limit, settings.rate_burst)
     route_table().install(app)
-    for name, integration in medic.plugins.integrations(medic).items():
+    for name, integration in medic.plugins.integrations(medic.plugin_context).items():
         # All of an integration's routes or none: one that raises or declares a bad route is
         # a recorded plugin failure, not a server that cannot start.
         try:

@@ -1,4 +1,9 @@
-"""Per-request helpers for handlers: the application, the caller, the body, query values."""
+"""Per-request helpers for handlers: the application, the caller, the body, query values.
+
+The request id and the JSON body readers are ``medic_core.requests``'s (plugins' integrations use
+them too, and may not import the transport); they are imported here so handlers find every
+per-request helper in one module.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,11 @@ from aiohttp import web
 
 from medic_core.audit import Actor
 from medic_core.auth import Principal
-from medic_core.errors import BadRequest, ValidationError
+from medic_core.errors import ValidationError
+from medic_core.requests import REQUEST_ID as REQUEST_ID
+from medic_core.requests import json_any as json_any
+from medic_core.requests import json_body as json_body
+from medic_core.requests import reject_nul as reject_nul
 from medic_core.server.http import schemas
 from medic_core.server.http.routing import declared_route
 from medic_core.store.pagination import Page
@@ -19,7 +28,6 @@ from medic_core.validation import conforms, instant
 
 MEDIC = web.AppKey("medic", object)
 PRINCIPAL = web.RequestKey("principal", Principal)
-REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def medic(request: web.Request) -> Any:
@@ -51,57 +59,6 @@ def json_response(
 
 def page_response(page: Page[Any]) -> web.Response:
     return json_response({"items": list(page.items), "next_cursor": page.next_cursor})
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type not in ("application/json", "application/problem+json"):
-        raise BadRequest(
-            f"send JSON with Content-Type: application/json (got {request.content_type or 'none'})"
-        )
-    raw = await request.read()
-    try:
-        data = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    reject_nul(data)
-    return data
-
-
-def reject_nul(value: Any, path: str = "") -> None:
-    """Refuse NUL (U+0000) in any string of a JSON document, naming where it is.
-
-    PostgreSQL text cannot store it: letting it through turns a client mistake into a 500 (and,
-    for heartbeats, fails the whole group-commit batch it shares with other clients).
-    """
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:  # iterative: a deeply nested document must not exhaust the recursion limit
-        item, where = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise ValidationError(
-                    f"{where or 'the body'} must not contain NUL (\\u0000) characters",
-                    field=where or None,
-                )
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                inner = f"{where}.{key}" if where else str(key)
-                stack.append((key, inner))
-                stack.append((child, inner))
-        elif isinstance(item, list):
-            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
-
-
-async def json_any(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise BadRequest(
-            f"send JSON with Content-Type: application/json (got {request.content_type or 'none'})"
-        )
-    try:
-        return orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 # -- query and path parameters ------------------------------------------------------------------

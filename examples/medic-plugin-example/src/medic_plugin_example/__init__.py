@@ -2,7 +2,8 @@
 
 The module is the plugin: the entry point ``example = "medic_plugin_example"`` (group ``medic``,
 in ``pyproject.toml``) names it, and its ``@hookimpl`` functions are the hooks Medic calls
-(their reference is ``medic_core/plugins/hookspecs.py``). It provides:
+(their reference is ``medic_core/plugins/hookspecs.py``; what they receive as ``medic`` is
+``medic_core.plugins.context.PluginContext``). It provides:
 
 - the ``example-file`` notifier, which appends each notification as one JSON line to the file a
   target names (``{"path": "/var/log/medic/alerts.jsonl"}``);
@@ -27,7 +28,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from medic_core.events import Event
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import (
     DeliveryError,
     HealthCheck,
@@ -137,18 +140,18 @@ def medic_notifiers() -> list[Notifier]:
 
 
 @hookimpl
-def medic_health_checks(medic: Any) -> list[HealthCheck]:
+def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     return [DiskSpaceCheck(Path(medic.settings.data_dir).expanduser())]
 
 
 @hookimpl
-def medic_startup(medic: Any) -> None:
+def medic_startup(medic: PluginContext) -> None:
     events.clear()
     log.info("example plugin started", extra={"data_dir": medic.settings.data_dir})
 
 
 @hookimpl
-def medic_event(event: Any) -> None:
+def medic_event(event: Event) -> None:
     events[event.type] += 1
 
 

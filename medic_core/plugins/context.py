@@ -1,0 +1,95 @@
+"""The plugin context: what every hook that takes ``medic`` receives.
+
+``PluginContext`` is the whole of what a plugin may use of the running application; Medic's own
+plugins (``medic_plugins``) use nothing else, so a third-party plugin can do everything a
+built-in does. It is a ``Protocol``: the composition root (``medic_core.app``) hands hooks an
+object holding exactly these members, and a test or a plugin's own tests may pass any object
+with the members its hooks read (``types.SimpleNamespace(settings=...)``).
+
+The infrastructure:
+
+- ``settings``: every ``MEDIC_*`` setting, read-only;
+- ``clock``: ``clock.now()``, the current instant (aware UTC); use it rather than
+  ``datetime.now()``, so tests can pass a ``FakeClock``;
+- ``db``: the database handle (``async with db.transaction() as session``: an SQLAlchemy
+  ``AsyncSession``; ``db.dialect``). Medic's tables are not a plugin API: read them if you must,
+  never write them — change things through the actions below;
+- ``bus``: the event bus (to listen, implement the ``medic_event`` hook);
+- ``metrics``: ``metrics.registry`` is the ``prometheus_client`` registry ``/metrics`` serves.
+
+The domain actions, with the rules, audit records and events of the REST API behind them:
+
+- ``alerts``: acknowledge or resolve an alert (``AlertActions``);
+- ``services``: read a service (``ServiceReader``).
+
+Playbooks are not built yet. Starting a playbook will be a member here
+(``playbooks: PlaybookActions`` with ``start(...)``) when they land, not something a plugin
+reaches for in Medic's insides.
+
+Nothing here is imported at run time (the types are for type checkers only), so importing this
+module pulls in nothing of the application.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from medic_core.audit import Actor
+    from medic_core.clock import Clock
+    from medic_core.events import EventBus
+    from medic_core.observability.metrics import Metrics
+    from medic_core.settings import Settings
+    from medic_core.store import Database
+
+
+class AlertActions(Protocol):
+    """What a plugin may do to an alert: exactly what ``POST /api/v1/alerts/{id}/ack`` and
+    ``/resolve`` do (the same rules, audit record, event and notifications).
+
+    ``actor`` says who acted, as the audit log shows it: name it after your plugin and the outside
+    user (``Actor("slack:U0123", request_id)``, with ``request_id`` from ``medic_core.requests``
+    in an integration handler). Each returns the alert document as the REST API shows it; each
+    raises ``medic_core.errors.NotFound`` for an unknown alert and ``Conflict`` when the alert's
+    state does not allow the action (already acknowledged, already resolved).
+    """
+
+    async def acknowledge(self, alert_id: int, *, actor: Actor) -> dict[str, Any]: ...
+
+    async def resolve(
+        self, alert_id: int, *, actor: Actor, note: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+class ServiceReader(Protocol):
+    """Reading a service: ``get`` returns the document ``GET /api/v1/services/{slug}`` returns,
+    and raises ``medic_core.errors.NotFound`` when there is no such service."""
+
+    async def get(self, slug: str) -> dict[str, Any]: ...
+
+
+class PluginContext(Protocol):
+    """What hooks receive as ``medic`` (see the module's documentation). Read-only members."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def alerts(self) -> AlertActions: ...
+
+    @property
+    def services(self) -> ServiceReader: ...
+
+    # Playbooks land later: ``playbooks: PlaybookActions`` (``start(...)``) will be declared here.
