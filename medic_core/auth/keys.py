@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
@@ -193,25 +194,40 @@ class ApiKeys:
             created_by=actor.name,
             expires_at=expires_at,
         )
-        async with self._db.transaction() as session:
-            exists = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
-            if exists is not None:
-                raise Conflict(f"an API key with id {quote(key_id)} already exists")
-            session.add(key)
-            await session.flush()
-            record_audit(
-                session,
-                actor=actor,
-                at=now,
-                action="apikey.create",
-                resource_type="apikey",
-                resource_id=key.id,
-                after=key_to_dict(key),
-            )
+        taken = Conflict(f"an API key with id {quote(key_id)} already exists")
+        try:
+            async with self._db.transaction() as session:
+                exists = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
+                if exists is not None:
+                    raise taken
+                session.add(key)
+                await session.flush()
+                record_audit(
+                    session,
+                    actor=actor,
+                    at=now,
+                    action="apikey.create",
+                    resource_type="apikey",
+                    resource_id=key.id,
+                    after=key_to_dict(key),
+                )
+        except IntegrityError:
+            # The check above cannot see a key another process is inserting at the same moment
+            # (two replicas bootstrapping one MEDIC_ADMIN_KEY): the unique index refuses the
+            # second. That is the same conflict -- but only if the key is there now; any other
+            # integrity error is a bug and stays one.
+            if await self._exists(key_id):
+                raise taken from None
+            raise
         # Usable here at once, even if its id was refused as unknown a moment ago.
         self._unknown.pop(key_id, None)
         self._generation += 1
         return key, token
+
+    async def _exists(self, key_id: str) -> bool:
+        async with self._db.sessions() as session:
+            found = await session.scalar(select(ApiKey.id).where(ApiKey.key_id == key_id))
+        return found is not None
 
     async def count(self) -> int:
         async with self._db.sessions() as session:

@@ -34,7 +34,7 @@ from medic_core.events import EventBus, PendingEvents
 from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat
 from medic_core.observability.metrics import Metrics
 from medic_core.schedule import Expectation, parse_expectation
-from medic_core.services.deadlines import display_state, record_beat
+from medic_core.services.deadlines import display_state, later, record_beat
 from medic_core.store import Database
 from medic_core.store.group_commit import GroupCommit
 from medic_core.store.models import Heartbeat, JobRun, Service
@@ -51,6 +51,7 @@ _BRIEF = (
     _SERVICES.c.grace,
     _SERVICES.c.recent_beats,
     _SERVICES.c.expected_at,
+    _SERVICES.c.last_heartbeat_at,
 )
 #: States in which an ``ok`` heartbeat changes nothing but the deadline (and new -> up).
 _FAST_STATES = ("new", "up")
@@ -92,8 +93,8 @@ class _Beating:
     grace: int
     recent_beats: list[str]
     expected_at: datetime | None
+    last_heartbeat_at: datetime | None
     next_due: datetime | None = None
-    last_heartbeat_at: datetime | None = None
     parsed: Expectation | None = None
 
     @classmethod
@@ -106,13 +107,16 @@ class _Beating:
             row.grace,
             list(row.recent_beats or []),
             row.expected_at,
+            row.last_heartbeat_at,
         )
 
     def beat(self, at: datetime, pending: PendingEvents, deadlines: list[datetime]) -> None:
         if self.parsed is None:
             self.parsed = parse_expectation(self.expectation)
-        record_beat(self, at, self.parsed)
-        self.last_heartbeat_at = at
+        # The row was read under its lock (FOR UPDATE / SQLite's write lock), so
+        # ``last_heartbeat_at`` is what other replicas committed: never write an older one.
+        record_beat(self, at, self.parsed, last=self.last_heartbeat_at)
+        self.last_heartbeat_at = later(self.last_heartbeat_at, at)
         if self.next_due is not None:
             deadlines.append(self.next_due)
         if self.state != "up":
@@ -398,11 +402,12 @@ class HeartbeatWriter(GroupCommit[_Item]):
             return
         if hb.status in ("success", "fail"):
             await self._close_run(session, pending, service, hb, at)
-        service.last_heartbeat_at = at
+        last = service.last_heartbeat_at
+        service.last_heartbeat_at = later(last, at)
         if service.state == "paused":
             return  # recorded, not monitored
         was = service.state
-        record_beat(service, at)
+        record_beat(service, at, last=last)
         if service.next_due is not None:
             deadlines.append(service.next_due)
         if hb.status == "fail":

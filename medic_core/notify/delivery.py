@@ -16,6 +16,12 @@ with exponential back-off and full jitter (or the receiver's Retry-After, if lon
 ``delivery_max_attempts``. Failed deliveries stay listed and can be re-driven. A per-target
 circuit breaker (in memory, per process) stops hammering a target that keeps failing: while open,
 its deliveries are deferred to the end of the cool-down without spending an attempt.
+
+Concurrency: one process has at most ``delivery_concurrency`` notifications in flight (outbox
+sends; an operator's target test is sent beside them). A pass claims no more than that, so every
+claimed delivery is sent at once: one that waited for a free slot behind slow receivers could
+outlive its lease and be sent a second time by another replica. The limit is per process, not
+per target: N replicas may have N times as many requests in flight to one receiver.
 """
 
 from __future__ import annotations
@@ -124,7 +130,14 @@ class DeliveryService:
         self._notifiers = notifiers
         self._router = router
         self._settings = settings
+        concurrency = settings.delivery_concurrency
+        if concurrency < 1:
+            raise ValueError(f"MEDIC_DELIVERY_CONCURRENCY must be at least 1, got {concurrency}")
+        # A pass claims at most what may be in flight (see the module's doc); the semaphore
+        # holds the bound should two passes ever overlap.
         self._batch = batch_size
+        self._claims = min(batch_size, concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
         self._timeout = settings.notify_timeout
         # A claimed delivery belongs to its claimer for this long; after it, anyone may retry.
         # A send is cut at notify_timeout, so twice that (plus the outcome's commit) is ample;
@@ -165,7 +178,7 @@ class DeliveryService:
         async with self._db.transaction() as session:
             paged = await self._router.page_due_in(session, now, self._batch)
         jobs, deferred = await self._claim(now)
-        outcomes = await asyncio.gather(*(self._send(job) for job in jobs))
+        outcomes = await asyncio.gather(*(self._send_in_slot(job) for job in jobs))
         sent, failed, retrying = await self._record(outcomes)
         return DeliveryPass(
             paged, len(jobs), sent, failed, retrying, deferred, await self._next_due()
@@ -192,7 +205,7 @@ class DeliveryService:
                 ~blocked,
             )
             .order_by(Delivery.next_attempt_at, Delivery.id)
-            .limit(self._batch)
+            .limit(self._claims)
         )
         if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True, of=Delivery)
@@ -260,6 +273,14 @@ class DeliveryService:
             if (alert_id, target_id) in wanted and isinstance(result, dict):
                 states.setdefault((alert_id, target_id), {}).update(result)
         return states
+
+    async def _send_in_slot(self, job: _Job) -> _Outcome:
+        async with self._slots:
+            self._metrics.deliveries_in_flight.inc()
+            try:
+                return await self._send(job)
+            finally:
+                self._metrics.deliveries_in_flight.dec()
 
     async def _send(self, job: _Job) -> _Outcome:
         notifier = self._notifiers.get(job.notifier)

@@ -96,6 +96,11 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.deliveries_in_flight = Gauge(
+            "medic_deliveries_in_flight",
+            "Outbox notifications being sent by this process (at most MEDIC_DELIVERY_CONCURRENCY).",
+            registry=r,
+        )
         self.notifications = Counter(
             "medic_notifications",
             "Notifications handed to notifier plugins, by notifier and outcome.",

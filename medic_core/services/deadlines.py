@@ -35,18 +35,37 @@ def _recent(service: Deadlined) -> list[datetime]:
     return [datetime.fromisoformat(v.replace("Z", "+00:00")) for v in service.recent_beats or []]
 
 
-def record_beat(service: Deadlined, at: datetime, expectation: Expectation | None = None) -> None:
+def later(stored: datetime | None, at: datetime) -> datetime:
+    """The newer of a stored heartbeat instant and a new one: what ``last_heartbeat_at`` becomes.
+
+    Replicas batch heartbeats before writing them, so one received at t1 may be written after
+    another replica wrote one received at t2 > t1; the row must keep t2.
+    """
+    return at if stored is None or at > stored else stored
+
+
+def record_beat(
+    service: Deadlined,
+    at: datetime,
+    expectation: Expectation | None = None,
+    *,
+    last: datetime | None = None,
+) -> None:
     """A heartbeat counted towards the expectation arrived at ``at``: move the deadline.
 
-    ``expectation`` is ``service.expectation`` already parsed, when the caller has it.
+    ``expectation`` is ``service.expectation`` already parsed, when the caller has it. ``last``
+    is the latest heartbeat already recorded (``last_heartbeat_at`` before this one): a heartbeat
+    older than it (written late, see ``later``) still counts towards a quorum, but the deadline
+    is computed from the latest heartbeat, so it never moves back.
     """
     if expectation is None:
         expectation = parse_expectation(service.expectation)
+    latest = later(last, at)
     keep = quorum_memory(expectation)
     recent = remember(_recent(service), at, keep) if keep else []
     if keep:
         service.recent_beats = [isoformat(t) or "" for t in recent]
-    due = expected_at(expectation, last=at, recent=recent or [at])
+    due = expected_at(expectation, last=latest, recent=recent or [latest])
     service.expected_at = due
     service.next_due = _plus_grace(due, service.grace)
 

@@ -71,9 +71,12 @@ class PgCluster:
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def create_database(self, name: str) -> None:
+    def create_database(self, name: str, template: str | None = None) -> None:
+        """Create database ``name``, empty or a copy of ``template`` (which nobody may be
+        connected to: PostgreSQL copies it file by file, much faster than migrating again)."""
+        copy = ["-T", template] if template else []
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                  "postgres", name)
+                  "postgres", *copy, name)
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -188,15 +188,7 @@ class ServerProcess:
         out = self._out.open("wb")
         err = self._err.open("wb")
         self._files = [out, err]
-        self.process = subprocess.Popen(
-            [str(medic_bin()), "serve"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=self.environment(),
-            cwd=self.data_dir,
-            start_new_session=True,
-        )
+        self.process = self._launch(out, err)
         deadline = time.monotonic() + timeout
         while True:
             code = self.process.poll()
@@ -213,6 +205,18 @@ class ServerProcess:
         if not self.set_admin_key:
             found = TOKEN_RE.findall(self.stdout)
             self.admin_key = found[0] if found else self.admin_key
+
+    def _launch(self, out: IO[bytes], err: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start ``medic serve`` (a subclass may start it another way: ``support.warm``)."""
+        return subprocess.Popen(
+            [str(medic_bin()), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=self.environment(),
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
 
     def _healthy(self) -> bool:
         try:
