@@ -23,7 +23,7 @@ from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat
 from medic_core.errors import NotFound, ValidationError
-from medic_core.notify.registry import SecretFields
+from medic_core.notify.secrets import SecretFields
 from medic_core.plugins import hookimpl
 from medic_core.plugins.interfaces import HealthResult, Notification
 from medic_core.store.models import AuditEntry, NotificationTarget
