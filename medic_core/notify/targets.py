@@ -34,8 +34,10 @@ from medic_core.notify.secrets import (
     MISSING,
     SECRET_MASK,
     SecretFields,
+    UnusableSchema,
     config_path,
-    value_at,
+    secret_strings,
+    touches,
 )
 from medic_core.notify.tables import after_cursor, id_of, listing, page
 from medic_core.plugins.interfaces import Notifier
@@ -105,7 +107,8 @@ class Targets:
         self._db = db
         self._clock = clock
         self._notifiers = notifiers
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._secret_fields: dict[str, SecretFields] = {}
+        self._checked: set[str] = set()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class Targets:
         if notifier is None:
             shown: Any = {key: SECRET_MASK for key in config}
         else:
-            shown = SecretFields(notifier.config_schema).redact(config)
+            shown = self._secrets(notifier).redact(config)
         return {
             "id": target.id,
             "slug": target.slug,
@@ -204,20 +207,18 @@ class Targets:
             )
         return notifier
 
-    def _validator(self, notifier: Notifier) -> Draft202012Validator:
-        validator = self._validators.get(notifier.name)
-        if validator is None:
-            try:
-                Draft202012Validator.check_schema(notifier.config_schema)
-            except SchemaError as exc:
-                raise ValidationError(
-                    f"notifier {notifier.name!r} has an invalid config_schema ({exc.message}): "
-                    "report this to the plugin's author",
-                    field="notifier",
-                ) from None
-            validator = Draft202012Validator(notifier.config_schema)
-            self._validators[notifier.name] = validator
-        return validator
+    def _secrets(self, notifier: Notifier) -> SecretFields:
+        fields = self._secret_fields.get(notifier.name)
+        if fields is None:
+            fields = self._secret_fields[notifier.name] = SecretFields(notifier.config_schema)
+        return fields
+
+    def _schema_problem(self, notifier: Notifier, reason: str) -> ValidationError:
+        return ValidationError(
+            f"notifier {notifier.name!r} has an invalid config_schema ({reason}): "
+            "report this to the plugin's author",
+            field="notifier",
+        )
 
     async def _check_config(self, notifier: Notifier, config: dict[str, Any]) -> None:
         """The notifier's schema, then its own ``validate_config``.
@@ -227,28 +228,32 @@ class Targets:
         value: jsonschema's own message (which quotes the whole value) is used only when it is
         short and names no secret; otherwise the message names the rule that was broken.
         """
-        secret_fields = SecretFields(notifier.config_schema)
-        secrets = secret_fields.strings(config)
+        if notifier.name not in self._checked:
+            try:
+                Draft202012Validator.check_schema(notifier.config_schema)
+            except SchemaError as exc:
+                raise self._schema_problem(notifier, exc.message) from None
+            self._checked.add(notifier.name)
+        fields = self._secrets(notifier)
+        try:
+            errors, places = fields.check(config)
+        except UnusableSchema as exc:
+            raise self._schema_problem(notifier, str(exc)) from None
+        secrets = secret_strings(config, places)
 
         def safe(message: str, fallback: str) -> str:
             if any(s in message for s in secrets) or len(message) > 2 * QUOTE_MAX:
                 return fallback
             return message
 
-        errors = sorted(
-            self._validator(notifier).iter_errors(config),
-            key=lambda e: [str(p) for p in e.absolute_path],
-        )
+        errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
         if errors:
             error = errors[0]
             where = config_path(error.absolute_path)
             rule = json.dumps(error.validator_value, default=str)[:QUOTE_MAX]
-            path = list(error.absolute_path)
-            # A secret of any type (an integer token is still a token) inside the failing value.
-            holds_secret = secret_fields.secret_at(path) or value_at(config, path) != value_at(
-                secret_fields.redact(config), path
-            )
-            if holds_secret:
+            # A secret of any type (an integer token is still a token) at, around or inside the
+            # failing value.
+            if touches(places, error.absolute_path):
                 message = (
                     f"the value (not shown: it holds a secret) breaks {error.validator} {rule}"
                 )
@@ -301,8 +306,9 @@ class Targets:
                 raise ValidationError("config must be a JSON object", field="config")
             notifier = self._notifier(target.notifier)
             same = not creating and stored_notifier == target.notifier
-            secret_fields = SecretFields(notifier.config_schema)
-            target.config = secret_fields.restore(config, stored_config if same else MISSING)
+            target.config = self._secrets(notifier).restore(
+                config, stored_config if same else MISSING
+            )
         loaded = self._notifiers.get(target.notifier)
         if creating or {"notifier", "config"} & data.keys() or loaded is not None:
             await self._check_config(self._notifier(target.notifier), target.config)
