@@ -308,3 +308,15 @@ async def test_a_stored_secret_never_goes_back_to_a_place_that_is_no_longer_secr
     assert updated["config"] == {"token": M}
     stored, audit = await _stored(db)
     assert stored == {"token": M} and SECRET not in audit
+
+
+async def test_a_target_of_a_schema_the_validator_cannot_apply_is_refused(
+    db: Database, clock: FakeClock
+) -> None:
+    schema = {"properties": {"token": {"$ref": "#/$defs/missing"}}}
+    targets = Targets(db, clock, {"case": Plugin(schema)})
+    with pytest.raises(ValidationError) as refused:
+        await targets.create({"slug": "t", "notifier": "case", "config": {"token": SECRET}},
+                             actor=ME)
+    assert refused.value.field == "notifier" and "invalid config_schema" in str(refused.value)
+    assert SECRET not in str(refused.value)
