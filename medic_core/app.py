@@ -33,8 +33,10 @@ from medic_core.net.guard import OutboundPolicy
 from medic_core.net.inbound import TrustedProxies
 from medic_core.notify.delivery import DeliveryService
 from medic_core.notify.dispatcher import NotificationDispatcher
-from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
+from medic_core.notify.escalations import EscalationPolicies
 from medic_core.notify.router import Router
+from medic_core.notify.schedules import Schedules
+from medic_core.notify.targets import Targets
 from medic_core.observability.metrics import Metrics
 from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult

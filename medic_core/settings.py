@@ -173,7 +173,8 @@ class Settings:
     )
     redis_url: str = _setting(
         "",
-        "Redis URL (redis:// or rediss:// for TLS); when set, /health/ready checks it.",
+        "Redis URL (redis:// or rediss:// for TLS); when set, /health/ready checks it (needs "
+        "the redis extra).",
         secret=HIDE_URL_CREDENTIALS,
     )
     notify_timeout: float = _setting(10.0, "Seconds one notification delivery may take.")

@@ -29,7 +29,7 @@ from medic_core.errors import MedicError
 from medic_core.settings import Settings
 from medic_core.validation import PRIORITIES
 
-#: ``medic_core.notify.registry.PERIODS`` (a unit test keeps them equal).
+#: ``medic_core.notify.targets.PERIODS`` (a unit test keeps them equal).
 PERIODS = ["always", "working_hours", "off_hours"]
 _COLUMNS = ["slug", "notifier", "owner", "min_priority", "period", "schedule", "enabled"]
 _TEST_COLUMNS = ["target", "notifier", "ok", "response_code", "duration_ms", "error"]

@@ -3,18 +3,32 @@
 Not critical: Medic keeps its state in the database, so an unreachable Redis is reported, not a
 reason to leave the load balancer. TLS (``rediss://``) and AUTH come from the URL
 (``rediss://:password@host:6380/0``); the password never appears in the result.
+
+The ``redis`` package is the optional extra ``medic[redis]``: without it this plugin still
+loads (so it never breaks plugin loading), and if ``MEDIC_REDIS_URL`` is set anyway the check
+is there and says, on every readiness probe and once in the log at startup, what to install.
 """
 
 from __future__ import annotations
 
 import asyncio
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+import logging
 
 from medic_core.plugins import hookimpl
 from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
+
+try:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+except ImportError:  # the optional extra is not installed: see MissingRedis
+    Redis = None
+
+log = logging.getLogger(__name__)
+MISSING_PACKAGE = (
+    "MEDIC_REDIS_URL is set but the redis package is not installed: install the extra "
+    "(pip install 'medic[redis]') or unset MEDIC_REDIS_URL"
+)
 
 
 class RedisCheck:
@@ -50,7 +64,22 @@ def _safe(exc: BaseException, url: str) -> str:
     return message[:300]
 
 
+class MissingRedis:
+    """Stands for the check when ``redis`` is not installed: always down, saying why."""
+
+    name = "redis"
+    critical = False
+
+    async def check(self) -> HealthResult:
+        return HealthResult("down", MISSING_PACKAGE)
+
+
 @hookimpl
 def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     url = getattr(getattr(medic, "settings", None), "redis_url", "")
-    return [RedisCheck(url)] if url else []
+    if not url:
+        return []
+    if Redis is None:
+        log.error("%s", MISSING_PACKAGE)
+        return [MissingRedis()]
+    return [RedisCheck(url)]

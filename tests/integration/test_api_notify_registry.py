@@ -22,8 +22,7 @@ from conftest import auth, make_settings
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat
-from medic_core.errors import NotFound, ValidationError
-from medic_core.notify.registry import SecretFields
+from medic_core.errors import NotFound
 from medic_core.plugins import hookimpl
 from medic_core.plugins.interfaces import HealthResult, Notification
 from medic_core.store.models import AuditEntry, NotificationTarget
@@ -609,32 +608,6 @@ async def test_a_masked_secret_sent_back_keeps_the_stored_value(api: Api, medic:
     # The mask means "the stored secret" only where the schema says there is a secret.
     plain = await api.ok("PATCH", f"{TARGETS}/chat", {"config": {"channel": "#" + MASK}})
     assert plain["config"] == {"channel": "#" + MASK}
-
-
-def test_secret_fields_follow_refs_combinators_patterns_and_items() -> None:
-    schema: dict[str, Any] = {
-        "definitions": {"hidden": {"writeOnly": True}},
-        "properties": {
-            "a": {"allOf": [{"type": "string"}, {"$ref": "#/definitions/hidden"}]},
-            "b": {"anyOf": [{"type": "string"}, {"type": "integer", "writeOnly": True}]},
-            "keys": {"type": "array", "items": {"$ref": "#/definitions/hidden"}},
-            "odd": {"patternProperties": {"(": {"type": "string"}}},
-            "self": {"$ref": "#"},
-            "plain": {"type": "string"},
-        },
-    }
-    fields = SecretFields(schema)
-    config = {"a": "x", "b": 1, "keys": ["k1", "k2"], "odd": {"k": "v"}, "plain": "p",
-              "self": {"plain": "nested", "a": "y"}}
-    assert fields.redact(config) == {"a": MASK, "b": MASK, "keys": [MASK, MASK],
-                                     "odd": {"k": "v"}, "plain": "p",
-                                     "self": {"plain": "nested", "a": MASK}}
-    assert fields.strings(config) == {"x", "k1", "k2", "y"}
-    restored = fields.restore({"a": MASK, "keys": ["new", MASK], "plain": MASK}, config)
-    assert restored == {"a": "x", "keys": ["new", "k2"], "plain": MASK}
-    with pytest.raises(ValidationError) as caught:
-        fields.restore({"keys": ["k", "k", MASK]}, config)
-    assert caught.value.field == "config.keys[2]"
 
 
 async def test_validation_messages_never_quote_a_secret(api: Api, medic: Medic) -> None:

@@ -21,7 +21,7 @@ from medic_core.auth.keys import SCOPES
 from medic_core.cli import build_parser, deliveries, keys, ping, services, targets
 from medic_core.heartbeats.model import STATUSES as HEARTBEAT_STATUSES
 from medic_core.notify.delivery import STATUSES as DELIVERY_STATUSES
-from medic_core.notify.registry import PERIODS
+from medic_core.notify.targets import PERIODS
 from medic_core.services.registry import STATES
 from medic_core.validation import PRIORITIES
 
