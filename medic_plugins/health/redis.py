@@ -21,8 +21,10 @@ from medic_core.plugins.interfaces import HealthCheck, HealthResult
 try:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
+
+    HAVE_REDIS = True
 except ImportError:  # the optional extra is not installed: see MissingRedis
-    Redis = None
+    HAVE_REDIS = False
 
 log = logging.getLogger(__name__)
 MISSING_PACKAGE = (
@@ -79,7 +81,7 @@ def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
     url = getattr(getattr(medic, "settings", None), "redis_url", "")
     if not url:
         return []
-    if Redis is None:
+    if not HAVE_REDIS:
         log.error("%s", MISSING_PACKAGE)
         return [MissingRedis()]
     return [RedisCheck(url)]
