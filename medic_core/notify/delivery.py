@@ -40,6 +40,7 @@ from sqlalchemy.orm import aliased
 
 from medic_core.alerts.book import alert_to_dict, service_brief
 from medic_core.audit import Actor, record_audit
+from medic_core.backoff import backoff
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import Event
@@ -368,9 +369,12 @@ class DeliveryService:
 
     def _backoff(self, attempts: int) -> float:
         """Exponential with full jitter: uniform in [base, min(max, base * 2**(attempts-1))]."""
-        base = self._settings.delivery_backoff
-        ceiling = min(self._settings.delivery_backoff_max, base * 2 ** min(attempts - 1, 30))
-        return random.uniform(base, max(base, ceiling))
+        return backoff(
+            attempts,
+            base=self._settings.delivery_backoff,
+            cap=self._settings.delivery_backoff_max,
+            jitter=random.uniform,
+        )
 
     def _breaker_ok(self, target_id: int) -> None:
         self._breakers.pop(target_id, None)
