@@ -62,9 +62,7 @@ class BusyHost:
 
     def finish(self, count: int) -> None:
         for execution_id in self.running[:count]:
-            self.agent.update(
-                execution_id, S.EXECUTION_STATE_SUCCEEDED, exit_code=0, duration_ms=5
-            )
+            self.agent.update(execution_id, S.EXECUTION_STATE_SUCCEEDED, exit_code=0, duration_ms=5)
             self.finished.append(execution_id)
         del self.running[:count]
 
@@ -86,25 +84,32 @@ Start = Callable[..., Awaitable[tuple[Medic, Medic, FakeAgent]]]
 
 @pytest.fixture
 async def start(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Start]:
-    """``start(capacity, interval=...)``: replicas ``a`` (the agent's stream; its dispatch pass
-    runs every ``interval`` seconds) and ``b`` (the requests, never the stream) on one database,
-    and the agent, welcomed by ``a`` after advertising ``capacity``."""
+    """``start(capacity, interval=..., **settings)``: replicas ``a`` (the agent's stream; its
+    dispatch pass runs every ``interval`` seconds) and ``b`` (the requests, never the stream) on
+    one database, and the agent, welcomed by ``a`` after advertising ``capacity`` (0: says
+    nothing, as older agents)."""
     apps: list[Medic] = []
     channels: list[grpc.aio.Channel] = []
     agents: list[FakeAgent] = []
 
-    async def replica(name: str, interval: float) -> Medic:
+    async def replica(name: str, interval: float, extra: dict[str, Any]) -> Medic:
         (tmp_path / name).mkdir()
         settings = make_settings(
-            db_url, tmp_path / name, grpc_port=free_port(), agent_dispatch_interval=interval
+            db_url,
+            tmp_path / name,
+            grpc_port=free_port(),
+            agent_dispatch_interval=interval,
+            **extra,
         )
         apps.append(Medic(settings, clock=clock))
         await apps[-1].start(monitor=False)
         return apps[-1]
 
-    async def make(capacity: int, *, interval: float = 0.05) -> tuple[Medic, Medic, FakeAgent]:
-        a = await replica("a", interval)
-        b = await replica("b", 3600.0)
+    async def make(
+        capacity: int, *, interval: float = 0.05, **extra: Any
+    ) -> tuple[Medic, Medic, FakeAgent]:
+        a = await replica("a", interval, extra)
+        b = await replica("b", 3600.0, extra)
         _, token = await a.keys.create(name="agents", scopes=["agent"], actor=ME)
         assert a.agent_endpoint is not None
         channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{a.agent_endpoint.port}"))
