@@ -1009,7 +1009,8 @@ class Executions:
         back -- ``pending`` again, not at the agent, sent again once its back-off has passed --
         and return the update as ``pending``; or return the refusal, final, when the agent does
         not advertise its capacity (an older agent remembers the refusal and would only repeat
-        it) or the execution was refused ``busy_retries`` times already (the detail says so).
+        it), a cancel was asked for, or the execution was refused ``busy_retries`` times
+        already (the detail says so).
 
         It happens when the server's count of the agent's slots is wrong: the agent restarted
         with a lower limit and still runs what it started, or runs a script the server gave up
@@ -1018,7 +1019,9 @@ class Executions:
         advertised = await db.scalar(
             select(Agent.max_concurrent).where(Agent.agent_id == row.agent_id)
         )
-        if advertised is None:
+        if advertised is None or row.cancel_requested_at is not None:
+            # Final: an older agent would repeat it; and nothing ran, which is what a cancel
+            # asked for (handed back, it would wait for a Cancel answer that may never come).
             return report
         row.capacity_refusals += 1
         if row.capacity_refusals > self._busy_retries:

@@ -111,6 +111,18 @@ async def test_a_refusal_from_an_agent_that_does_not_advertise_its_capacity_is_f
     assert await agent.quiet()
 
 
+async def test_a_refusal_of_an_execution_being_cancelled_ends_it(start: Start) -> None:
+    a, b, agent = await start(2, interval=3600.0)
+    eid = await request(b)
+    assert await a.agents.dispatch_once() == (1, False)
+    assert (await agent.execute()).execution_id == eid
+    await b.agents.executions.cancel(eid, actor=ME)
+    refuse(agent, eid)
+    (row,) = await settled(b)
+    assert (row.state, row.reason, row.capacity_refusals) == ("rejected", "too_many_running", 0)
+    assert metric(a, REQUEUES) == 0
+
+
 @pytest.mark.parametrize("capacity", [1025, 2**32 - 1])
 async def test_a_capacity_out_of_bounds_refuses_the_hello(
     db_url: str, tmp_path: Path, clock: FakeClock, capacity: int
