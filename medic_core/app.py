@@ -150,6 +150,7 @@ class Medic:
             batch_size=settings.monitor_batch,
             max_sleep=settings.monitor_max_sleep,
             dispatch_interval=settings.agent_dispatch_interval,
+            busy_retries=settings.agent_busy_retries,
             max_output_bytes=settings.agent_max_output_bytes,
             hello_queue=settings.agent_hello_queue,
             hello_batch=settings.agent_hello_batch,

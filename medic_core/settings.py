@@ -249,6 +249,12 @@ class Settings:
         "Seconds between two looks, on every replica with the gRPC endpoint, for executions "
         "and cancels requested on another replica for the agents connected here.",
     )
+    agent_busy_retries: int = _setting(
+        10,
+        "Times an execution an agent refused too_many_running (its limit of concurrent "
+        "executions reached) is sent again, 1 s doubling to 60 s apart, before it ends "
+        "rejected (0 to 100).",
+    )
     agent_hello_queue: int = _setting(
         10_000,
         "Agent Hellos that may wait to be stored; past it a Hello is refused (UNAVAILABLE) "

@@ -154,6 +154,7 @@ def info_of(hello: agent_pb2.Hello) -> AgentInfo:
         paused=hello.executions_paused,
         paused_reason=hello.paused_reason or None,
         containment=hello.containment,
+        max_concurrent=hello.max_concurrent_executions,
     )
 
 

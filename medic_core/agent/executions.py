@@ -6,15 +6,29 @@ execution id is an idempotency key, so either side may repeat itself and nothing
 - **Dispatch** (``execute``): the request is validated, checked against the agent's advertised
   allowlist with the Rust verifier (``verify.py``), and stored ``pending`` with its audit entry.
   Once that is committed, ``Execute`` goes out on the agent's stream if the agent is connected to
-  this process; if not, the replica holding its stream sends it (``dispatch``), or it waits for
-  the agent's next ``Welcome``. A refused request is audited and stored nowhere else.
-- **Across replicas** (``dispatch``): each replica agents connect to looks, every second or so,
-  for executions never sent and cancels not sent yet of the agents connected to it, and sends
-  them. Every send is claimed with a conditional update first, so two replicas (or a request and
-  the pass) never both send the same one, and ``sent_count`` counts what went out.
+  this process and has a free slot; if not, the replica holding its stream sends it
+  (``dispatch``), or it waits for the agent's next ``Welcome``. A refused request is audited and
+  stored nowhere else.
+- **Capacity**: an agent runs at most ``agents.max_concurrent`` executions at once (its
+  ``Hello``; ``limits.ASSUMED_CAPACITY`` when it does not say). Sent and unfinished, an
+  execution holds one of its agent's slots; what does not fit stays ``pending`` and goes out,
+  oldest first, as answers free slots (each final answer wakes the dispatch pass). Every send
+  that takes a slot happens in a transaction that first locks the agent's row (``FOR NO KEY
+  UPDATE`` on PostgreSQL; SQLite's write lock is the whole database's) and then counts the
+  agent's slots in use, so two transactions -- two replicas, or a request and the pass -- never
+  both take the last slot. ``too_many_running`` from an agent that advertises its capacity (and
+  so does not remember the refusal) hands the execution back: ``pending`` again, sent again
+  after a back-off (1 s doubling to 60 s), at most ``busy_retries`` times, then ``rejected``
+  with a detail saying so.
+- **Across replicas** (``dispatch``): each replica agents connect to looks, every second or so
+  (and at once when an answer frees a slot), for executions not at their agent and cancels not
+  sent yet of the agents connected to it, and sends them. Every send is claimed with a
+  conditional update first, so two replicas (or a request and the pass) never both send the
+  same one, and ``sent_count`` counts what went out.
 - **Redelivery** (``welcome``): after every ``Welcome`` each unanswered (``pending``) execution
-  of the agent is sent again (``Cancel`` instead, when a cancel was asked for), unless it is
-  older than the agent's memory window: then it is failed ``lost``, never sent again.
+  sent before is sent again (``Cancel`` instead, when a cancel was asked for), and those never
+  sent or handed back go out as far as the agent's free slots allow, unless older than the
+  agent's memory window: then it is failed ``lost``, never sent again.
 - **Expiry** (``expire``, run by the hub's watch): an execution still unanswered past the memory
   window fails ``lost`` even if its agent never comes back.
 - **Updates** (``update``): applied idempotently. States only move forward — ``pending`` <
@@ -41,7 +55,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,7 +63,10 @@ from prometheus_client import Counter
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
+    and_,
+    case,
     func,
+    or_,
     select,
     text,
     update,
@@ -245,6 +262,8 @@ def execution_to_dict(row: Execution) -> dict[str, Any]:
         "containment": row.containment,
         "sent_count": row.sent_count,
         "last_sent_at": isoformat(row.last_sent_at),
+        "capacity_refusals": row.capacity_refusals,
+        "send_after": isoformat(row.send_after),
         "cancel_requested_at": isoformat(row.cancel_requested_at),
         "created_at": isoformat(row.created_at),
         "updated_at": isoformat(row.updated_at),
@@ -282,6 +301,21 @@ def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def _busy_delay(refusals: int) -> timedelta:
+    """How long an execution refused ``too_many_running`` for the ``refusals``-th time waits
+    before it is sent again: 1 s, doubling, at most 60 s."""
+    return timedelta(seconds=min(2 ** (refusals - 1), 60))
+
+
+def _capacity(max_concurrent: int | None) -> int:
+    """How many executions an agent runs at once: what it advertised, else the agent's default."""
+    return max_concurrent or limits.ASSUMED_CAPACITY
+
+
+#: An owed ``Cancel``: asked for, not sent since.
+_CANCEL_OWED = and_(Execution.cancel_requested_at.is_not(None), Execution.cancel_sent_at.is_(None))
+
+
 def _moves(current: str, new: str) -> bool:
     """Whether an update from ``current`` to ``new`` is progress (else it is a no-op)."""
     if current in FINAL or new not in STATES or new == "pending":
@@ -304,7 +338,9 @@ class Executions:
         verifier: AllowlistVerifier | None = None,
         max_output_bytes: int = limits.DEFAULT_MAX_OUTPUT_BYTES,
         memory_window: timedelta = MEMORY_WINDOW,
+        busy_retries: int = 10,
         batch_size: int = 500,
+        on_slot_freed: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -314,7 +350,9 @@ class Executions:
         self._verifier = verifier or AllowlistVerifier()
         self._max_output = max_output_bytes
         self._window = memory_window
+        self._busy_retries = busy_retries
         self._batch = batch_size
+        self._on_slot_freed = on_slot_freed
         self._results = Counter(
             "medic_agent_executions",
             "Executions that reached a final state, by result (the state, lost or agent_revoked).",
@@ -325,6 +363,12 @@ class Executions:
             "medic_agent_execution_refusals",
             "Execution requests refused, by the server's check or the agent, by reason code.",
             ["reason"],
+            registry=metrics.registry,
+        )
+        self._requeues = Counter(
+            "medic_agent_execution_requeues",
+            "Executions an agent refused too_many_running (its limit of concurrent executions "
+            "was reached) that went back to the queue, to be sent again after a back-off.",
             registry=metrics.registry,
         )
 
@@ -347,20 +391,22 @@ class Executions:
     async def _claim_execute(
         self, db: AsyncSession, row: Execution, session: Session, now: datetime
     ) -> bool:
-        """Record the first send of ``row`` to ``session``, unless it was sent (or cancelled,
-        answered, or replaced) meanwhile: a conditional update, so of two replicas or two paths
-        racing for the same execution exactly one sends it."""
+        """Record the send of ``row`` (not at the agent: never sent, or handed back) to
+        ``session``, unless it was sent (or cancelled, answered, or replaced) meanwhile: a
+        conditional update, so of two replicas or two paths racing for the same execution
+        exactly one sends it. The caller holds the agent's slot (``_claim_owed``)."""
         result = await db.execute(
             update(Execution)
             .where(
                 Execution.id == row.id,
                 Execution.state == "pending",
-                Execution.sent_count == 0,
+                Execution.last_sent_at.is_(None),
                 Execution.cancel_requested_at.is_(None),
                 Execution.created_at > now - self._window,
+                or_(Execution.send_after.is_(None), Execution.send_after <= now),
                 self._current(session),
             )
-            .values(sent_count=Execution.sent_count + 1, last_sent_at=now)
+            .values(sent_count=Execution.sent_count + 1, last_sent_at=now, send_after=None)
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result) == 1
@@ -382,6 +428,112 @@ class Executions:
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result) == 1
+
+    async def _agents(
+        self, db: AsyncSession, agent_ids: Sequence[str], *, lock: bool
+    ) -> dict[str, tuple[int, str | None]]:
+        """Each agent's capacity and current session. ``lock``: its row locked (PostgreSQL:
+        ``FOR NO KEY UPDATE``, in ``agent_id`` order like every batch of agents' rows), so that
+        whoever takes slots of these agents waits for the transaction to end; ``NO KEY`` lets
+        requests for them be stored meanwhile (their foreign key takes ``KEY SHARE``)."""
+        query = select(Agent.agent_id, Agent.max_concurrent, Agent.session_id).where(
+            self._db.among(Agent.agent_id, sorted(agent_ids), "agent_ids")
+        )
+        if lock and self._db.is_postgres:
+            query = query.order_by(Agent.agent_id).with_for_update(key_share=True)
+        return {
+            row.agent_id: (_capacity(row.max_concurrent), row.session_id)
+            for row in await db.execute(query)
+        }
+
+    async def _in_flight(self, db: AsyncSession, agent_ids: Sequence[str]) -> dict[str, int]:
+        """How many slots each agent's executions hold: sent (and not handed back), unfinished
+        (``pending`` and unanswered, ``accepted``, ``running``)."""
+        rows = await db.execute(
+            select(Execution.agent_id, func.count())
+            .where(
+                self._db.among(Execution.agent_id, agent_ids, "agent_ids"),
+                Execution.finished_at.is_(None),
+                Execution.last_sent_at.is_not(None),
+            )
+            .group_by(Execution.agent_id)
+        )
+        return {agent_id: int(count) for agent_id, count in rows}
+
+    async def _claim_owed(
+        self, db: AsyncSession, live: Mapping[str, Session], agent_ids: Sequence[str], now: datetime
+    ) -> tuple[list[tuple[Session, ExecuteCommand | CancelCommand]], bool]:
+        """In the caller's transaction, claim what is owed to ``agent_ids`` (each one's stream
+        is ``live[agent_id]``): every ``Cancel`` owed, and the executions not at the agent,
+        oldest first, as many as it has free slots. ``(what to send once committed, whether a
+        batch bound was reached)``.
+
+        The agents' rows are locked first, then their slots in use are counted: whoever else
+        takes slots of these agents (another replica's stale stream, a request and the pass
+        here) waits for this transaction and then counts what it claimed. Rows are numbered per
+        agent (``row_number``) so that one batch serves every agent's oldest ones first, not
+        the first agent's whole queue.
+        """
+        agents = await self._agents(db, agent_ids, lock=True)
+        current = [
+            agent_id
+            for agent_id in agent_ids
+            if agent_id in agents
+            and agents[agent_id][1] == live[agent_id].session_id
+            and live[agent_id].welcomed
+            and live[agent_id].ended is None
+        ]
+        if not current:
+            return [], False
+        sends: list[tuple[Session, ExecuteCommand | CancelCommand]] = []
+        cancels = list(
+            await db.scalars(
+                select(Execution)
+                .where(
+                    self._db.among(Execution.agent_id, current, "agent_ids"),
+                    text(EXECUTIONS_OWED),
+                    _CANCEL_OWED,
+                )
+                .order_by(Execution.id)
+                .limit(self._batch)
+            )
+        )
+        for row in cancels:
+            if await self._claim_cancel(db, row, live[row.agent_id], now):
+                sends.append((live[row.agent_id], self._cancel_again(row)))
+        used = await self._in_flight(db, current)
+        free = {a: max(0, agents[a][0] - used.get(a, 0)) for a in current}
+        open_ = [agent_id for agent_id in current if free[agent_id] > 0]
+        executes: list[Execution] = []
+        if open_:
+            rank = func.row_number().over(partition_by=Execution.agent_id, order_by=Execution.id)
+            owed = (
+                select(Execution.id, rank.label("rank"))
+                .where(
+                    self._db.among(Execution.agent_id, open_, "agent_ids"),
+                    text(EXECUTIONS_OWED),
+                    Execution.state == "pending",
+                    Execution.last_sent_at.is_(None),
+                    Execution.cancel_requested_at.is_(None),
+                    or_(Execution.send_after.is_(None), Execution.send_after <= now),
+                )
+                .subquery()
+            )
+            executes = list(
+                await db.scalars(
+                    select(Execution)
+                    .join(owed, owed.c.id == Execution.id)
+                    .where(owed.c.rank <= max(free.values()))
+                    .order_by(owed.c.rank, Execution.id)
+                    .limit(self._batch)
+                )
+            )
+        for row in executes:
+            session = live[row.agent_id]
+            if free[row.agent_id] > 0 and await self._claim_execute(db, row, session, now):
+                free[row.agent_id] -= 1
+                sends.append((session, self._command(row)))
+        return sends, len(cancels) >= self._batch or len(executes) >= self._batch
 
     async def _find(
         self, db: AsyncSession, execution_id: str, *, agent_id: str | None = None, lock: bool
@@ -509,27 +661,33 @@ class Executions:
         )
 
     async def _send_first(self, row: Execution) -> bool:
-        """Send a just-stored execution if its agent is connected here.
+        """Send what is owed to the agent of a just-stored execution if its stream is here:
+        whether that execution went out.
 
-        The send is recorded first (``_claim_execute``), and only while the execution is still
-        unanswered, never sent and not cancelled, so a cancel never mistakes an execution on its
-        way for one never sent, and the dispatch pass never sends it a second time. Checked
-        after the commit: a stream welcomed before it re-sends nothing stored after its replay,
-        and one welcomed after it finds the execution in its replay. Otherwise the replica
-        holding the agent's stream sends it (``dispatch``).
+        Owed, not just this one: the agent's free slots go to its oldest executions waiting for
+        one (``_claim_owed``), so a new request never overtakes older ones. Each send is
+        recorded first (``_claim_execute``), and only while the execution is still unanswered,
+        not at the agent and not cancelled, so a cancel never mistakes an execution on its way
+        for one never sent, and the dispatch pass never sends it a second time. Checked after
+        the commit: a stream welcomed before it re-sends nothing stored after its replay, and
+        one welcomed after it finds the execution in its replay. Otherwise the replica holding
+        the agent's stream sends it (``dispatch``).
         """
         session = self._live(row.agent_id)
         if session is None:
             return False
         now = self._clock.now()
         async with self._db.transaction() as db:
-            claimed = await self._claim_execute(db, row, session, now)
-        if not claimed:
-            return False
-        row.sent_count += 1
-        row.last_sent_at = now
-        session.send(self._command(row))
-        return True
+            sends, _ = await self._claim_owed(db, {row.agent_id: session}, [row.agent_id], now)
+        sent = False
+        for stream, command in sends:
+            stream.send(command)
+            if isinstance(command, ExecuteCommand) and command.execution_id == row.execution_id:
+                sent = True
+        if sent:
+            row.sent_count += 1
+            row.last_sent_at = now
+        return sent
 
     # -- cancel --------------------------------------------------------------------------------
 
@@ -616,16 +774,22 @@ class Executions:
         """Send what is owed to the agents connected here: ``(messages sent, more owed)``.
 
         Requests and cancels that landed on a replica without the agent's stream are only
-        stored there (an ``Execute`` never sent, a ``Cancel`` owed); the replica holding the
-        stream finds them here: one query on the partial index ``ix_executions_owed``, filtered
-        to the ids of its welcomed agents, and before it a probe of that index, which is empty
-        when nothing is owed to anyone. Every send is claimed first with a conditional update
-        (``_claim_execute``, ``_claim_cancel``), so of two replicas (a stale stream and its
-        replacement) or two paths (a dispatch and this pass) exactly one sends, and
-        ``sent_count`` counts what went out. At most one batch per call.
+        stored there (an ``Execute`` not at the agent, a ``Cancel`` owed), as are executions
+        waiting for a free slot of their agent; the replica holding the stream finds them here.
+        First a probe of the partial index ``ix_executions_owed``, which is empty when nothing
+        is owed to anyone; then, without locks, which of its welcomed agents are owed something
+        sendable now (one grouped query on that index), and which of those have a free slot or
+        a ``Cancel`` owed; then, for at most a batch of those agents, one transaction claims
+        what fits (``_claim_owed``: the agents' rows locked, their slots counted, each send a
+        conditional update), so of two replicas (a stale stream and its replacement) or two
+        paths (a request and this pass) exactly one sends, never past the agent's capacity, and
+        ``sent_count`` counts what went out. "More" only when something was sent and a bound
+        was reached: an agent whose slots are all taken waits for an answer to free one (which
+        wakes this pass), not in a busy loop.
         """
         if not sessions:
             return 0, False
+        now = self._clock.now()
         async with self._db.sessions() as db:
             # The usual case, nothing owed to any agent, costs one probe of an empty index.
             if await db.scalar(select(Execution.id).where(text(EXECUTIONS_OWED)).limit(1)) is None:
@@ -637,33 +801,41 @@ class Executions:
             }
             if not live:
                 return 0, False
-            query = (
-                select(Execution)
+            sendable = or_(
+                _CANCEL_OWED,
+                and_(
+                    Execution.cancel_requested_at.is_(None),
+                    Execution.last_sent_at.is_(None),
+                    or_(Execution.send_after.is_(None), Execution.send_after <= now),
+                ),
+            )
+            rows = await db.execute(
+                select(Execution.agent_id, func.count(case((_CANCEL_OWED, 1))))
                 .where(
                     self._db.among(Execution.agent_id, list(live), "agent_ids"),
                     text(EXECUTIONS_OWED),
+                    sendable,
                 )
-                .order_by(Execution.id)
-                .limit(self._batch)
+                .group_by(Execution.agent_id)
             )
-            owed = list(await db.scalars(query))
-        if not owed:
+            owed = {agent_id: int(cancels) for agent_id, cancels in rows}
+            if not owed:
+                return 0, False
+            agents = await self._agents(db, list(owed), lock=False)
+            used = await self._in_flight(db, list(owed))
+        candidates = sorted(
+            agent_id
+            for agent_id, cancels in owed.items()
+            if cancels or (agent_id in agents and used.get(agent_id, 0) < agents[agent_id][0])
+        )
+        if not candidates:
             return 0, False
-        now = self._clock.now()
-        sends: list[tuple[Session, ExecuteCommand | CancelCommand]] = []
+        chosen = candidates[: self._batch]
         async with self._db.transaction() as db:
-            for row in owed:
-                session = live[row.agent_id]
-                if not session.welcomed or session.ended is not None:
-                    continue  # it ended or says Hello again while this pass ran
-                if row.cancel_requested_at is not None:
-                    if await self._claim_cancel(db, row, session, now):
-                        sends.append((session, self._cancel_again(row)))
-                elif await self._claim_execute(db, row, session, now):
-                    sends.append((session, self._command(row)))
+            sends, full = await self._claim_owed(db, live, chosen, now)
         for session, command in sends:
             session.send(command)
-        return len(sends), len(owed) >= self._batch
+        return len(sends), bool(sends) and (full or len(candidates) > len(chosen))
 
     async def expire(self) -> tuple[int, bool]:
         """Fail ``lost`` what is still unanswered past the agent's memory window, oldest first:
@@ -724,6 +896,11 @@ class Executions:
         the dispatch pass; it is left to the pass, which finds it unsent. Also notes which
         executions the server holds as ``accepted``/``running``: those the agent neither
         mentions before its first ``Heartbeat`` nor lists in it are lost.
+
+        Capacity: what was sent before and is unanswered is sent again (it holds its slot
+        already); what is not at the agent (never sent, or handed back and past its back-off)
+        goes out oldest first into the free slots, counted under the agent's row lock as in
+        ``_claim_owed``. The rest waits for the dispatch pass.
         """
         agent_id = session.agent_id
         assert agent_id is not None
@@ -735,23 +912,35 @@ class Executions:
         unfinished = Execution.agent_id == agent_id, Execution.finished_at.is_(None)
         if replay:
             async with self._db.transaction() as db:
+                agent = (await self._agents(db, [agent_id], lock=True)).get(agent_id)
+                capacity = agent[0] if agent is not None else limits.ASSUMED_CAPACITY
                 query = select(Execution).where(*unfinished).order_by(Execution.id)
                 if self._db.is_postgres:
                     query = query.with_for_update()
+                rows: list[Execution] = []
                 for row in (await db.scalars(query)).all():
+                    if row.state == "pending" and row.created_at <= now - self._window:
+                        self._lose(db, pending, row, now, self._expired)
+                    else:
+                        rows.append(row)
+                free = capacity - sum(1 for row in rows if row.last_sent_at is not None)
+                for row in rows:
                     if row.state != "pending":
                         held.add(row.execution_id)
                         if row.cancel_requested_at is not None:
                             row.cancel_sent_at = now
                             commands.append(self._cancel_again(row))
-                    elif row.created_at <= now - self._window:
-                        self._lose(db, pending, row, now, self._expired)
                     elif row.cancel_requested_at is not None:
                         row.cancel_sent_at = now
                         commands.append(self._cancel_again(row))
-                    else:
+                    elif row.last_sent_at is not None or (
+                        free > 0 and (row.send_after is None or row.send_after <= now)
+                    ):
+                        if row.last_sent_at is None:
+                            free -= 1  # not at the agent: takes a free slot
                         row.sent_count += 1
                         row.last_sent_at = now
+                        row.send_after = None
                         commands.append(self._command(row))
         session.unconfirmed = held or None
         pending.publish(self._bus)
@@ -796,13 +985,64 @@ class Executions:
                 return
             if not _moves(row.state, report.state):
                 return  # repeated or stale
-            row.state = report.state
-            row.updated_at = now
-            row.env_values = None  # answered: never sent again, so the values can go
-            if report.state in FINAL:
-                self._finish(db, pending, row, report, now, audit=session.actor)
-            pending.add("execution.updated", now, execution=execution_to_dict(row))
+            if report.state == "rejected" and report.reason == limits.TOO_MANY_RUNNING:
+                if row.last_sent_at is None:
+                    return  # handed back already and not sent since: a repeated refusal
+                report = await self._busy(db, row, report, now)
+            if report.state == "pending":
+                pending.add("execution.updated", now, execution=execution_to_dict(row))
+            else:
+                row.state = report.state
+                row.updated_at = now
+                row.env_values = None  # answered: never sent again, so the values can go
+                if report.state in FINAL:
+                    self._finish(db, pending, row, report, now, audit=session.actor)
+                pending.add("execution.updated", now, execution=execution_to_dict(row))
         pending.publish(self._bus)
+        if report.state in FINAL or report.state == "pending":
+            self._on_slot_freed()
+
+    async def _busy(
+        self, db: AsyncSession, row: Execution, report: ExecutionUpdate, now: datetime
+    ) -> ExecutionUpdate:
+        """The agent refused ``row`` for want of a free slot (``too_many_running``): hand it
+        back -- ``pending`` again, not at the agent, sent again once its back-off has passed --
+        and return the update as ``pending``; or return the refusal, final, when the agent does
+        not advertise its capacity (an older agent remembers the refusal and would only repeat
+        it), a cancel was asked for, or the execution was refused ``busy_retries`` times
+        already (the detail says so).
+
+        It happens when the server's count of the agent's slots is wrong: the agent restarted
+        with a lower limit and still runs what it started, or runs a script the server gave up
+        on (``lost``). Bounded, so no execution goes back and forth forever.
+        """
+        advertised = await db.scalar(
+            select(Agent.max_concurrent).where(Agent.agent_id == row.agent_id)
+        )
+        if advertised is None or row.cancel_requested_at is not None:
+            # Final: an older agent would repeat it; and nothing ran, which is what a cancel
+            # asked for (handed back, it would wait for a Cancel answer that may never come).
+            return report
+        row.capacity_refusals += 1
+        if row.capacity_refusals > self._busy_retries:
+            detail = (
+                f"refused {row.capacity_refusals} times for want of a free slot "
+                f"(MEDIC_AGENT_BUSY_RETRIES is {self._busy_retries}); last: {report.detail}"
+            )
+            return replace(report, detail=detail)
+        delay = _busy_delay(row.capacity_refusals)
+        row.last_sent_at = None
+        row.send_after = now + delay
+        row.updated_at = now
+        self._requeues.inc()
+        log.info(
+            "agent %s refused execution %s: too many running; sending it again in %ds",
+            row.agent_id,
+            row.execution_id,
+            int(delay.total_seconds()),
+            extra={"agent_id": row.agent_id, "execution_id": row.execution_id},
+        )
+        return replace(report, state="pending")
 
     def _after_final(self, row: Execution, what: str) -> None:
         """A message about an execution that has ended: ``what`` is the state an update
@@ -854,7 +1094,8 @@ class Executions:
             )
             if self._db.is_postgres:
                 query = query.with_for_update()
-            for row in (await db.scalars(query)).all():
+            lost = list((await db.scalars(query)).all())
+            for row in lost:
                 self._lose(
                     db,
                     pending,
@@ -863,6 +1104,8 @@ class Executions:
                     "the agent reconnected without it: not running, and no final state replayed",
                 )
         pending.publish(self._bus)
+        if lost:
+            self._on_slot_freed()
 
     async def output(self, session: Session, chunk: OutputChunk) -> None:
         """Store one output chunk; a repeated (execution, sequence) is a no-op.

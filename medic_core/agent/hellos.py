@@ -340,6 +340,7 @@ class HelloWriter(GroupCommit[_Item]):
         agent.paused = info.paused
         agent.paused_reason = info.paused_reason or None
         agent.containment = info.containment or None
+        agent.max_concurrent = info.max_concurrent or None
         if agent.session_id != session.session_id:
             agent.connected_at = now
         agent.session_id = session.session_id

@@ -96,6 +96,7 @@ class AgentInfo:
     paused: bool = False
     paused_reason: str | None = None
     containment: str = ""
+    max_concurrent: int = 0  # executions it runs at once; 0: not said (an older agent)
 
     def validated(self) -> AgentInfo:
         """Itself, once every field holds; ``ValidationError`` naming the first that does not."""
@@ -125,6 +126,7 @@ class AgentInfo:
             _bounded(self.paused_reason, "paused_reason", 500)
         _no_nul(self.allowlist, "allowlist")
         limits.containment(self.containment)
+        limits.max_concurrent(self.max_concurrent)
         return self
 
 
@@ -297,6 +299,7 @@ class AgentHub:
         batch_size: int = 500,
         max_sleep: float = 10.0,
         dispatch_interval: float = 1.0,
+        busy_retries: int = 10,
         seen_every: float = 1.0,
         max_output_bytes: int = limits.DEFAULT_MAX_OUTPUT_BYTES,
         hello_queue: int = 10_000,
@@ -345,7 +348,11 @@ class AgentHub:
             verifier=self._verifier,
             refusals=self._protocol,
             max_output_bytes=limits.check_max_output_bytes(max_output_bytes),
+            busy_retries=limits.check_busy_retries(busy_retries),
             batch_size=batch_size,
+            # An execution that ends or is handed back frees a slot on its agent: send what
+            # waits for it now, not at the next interval.
+            on_slot_freed=self._dispatch.wake,
         )
         self._connected = Gauge(
             "medic_agents_connected",

@@ -47,6 +47,17 @@ MAX_OUTPUT_BYTES = 256 * 1024 * 1024  # the agent's own upper bound for its cap
 CONTAINMENTS = ("cgroup", "subreaper", "process_group")
 #: Final states the server decides by itself: the agent may still be running the script.
 SERVER_REASONS = frozenset({"lost", "agent_revoked"})
+#: The most executions an agent may say it runs at once (``Hello.max_concurrent_executions``),
+#: the agent's own bound of its ``max_concurrent``.
+MAX_CONCURRENT = 1024
+#: What the server assumes of an agent that does not say (older agents): the agent's default.
+ASSUMED_CAPACITY = 16
+#: How an agent refuses an execution for want of a free slot: sent again, not final (when the
+#: agent advertises its capacity: such an agent does not remember the refusal).
+TOO_MANY_RUNNING = "too_many_running"
+#: The most times an execution refused ``too_many_running`` may be sent again (the setting
+#: ``MEDIC_AGENT_BUSY_RETRIES`` is bounded by it).
+MAX_BUSY_RETRIES = 100
 
 #: reason -> (whether the stream ends, what it means). docs/agent-protocol.md lists the same
 #: (a test compares them).
@@ -109,6 +120,26 @@ def containment(value: str, field: str = "containment") -> str | None:
             f"{field} must be one of {', '.join(CONTAINMENTS)} or empty (got {value[:32]!r})",
             field=field,
         )
+    return value
+
+
+def max_concurrent(value: int) -> int | None:
+    """An advertised capacity as stored: ``None`` for 0 (not said), ``ValidationError`` out of
+    bounds."""
+    if value == 0:
+        return None
+    if not 1 <= value <= MAX_CONCURRENT:
+        raise ValidationError(
+            f"max_concurrent_executions must be 0 (not said) or 1 to {MAX_CONCURRENT} "
+            f"(got {value})",
+            field="max_concurrent_executions",
+        )
+    return value
+
+
+def check_busy_retries(value: int) -> int:
+    if not 0 <= value <= MAX_BUSY_RETRIES:
+        raise ValueError(f"MEDIC_AGENT_BUSY_RETRIES must be from 0 to {MAX_BUSY_RETRIES}")
     return value
 
 

@@ -22,6 +22,7 @@ def agent_to_dict(agent: Agent, service_slug: str | None = None) -> dict[str, An
         "paused": agent.paused,
         "paused_reason": agent.paused_reason,
         "containment": agent.containment,
+        "max_concurrent_executions": agent.max_concurrent,
         "key_id": agent.key_id,
         "revoked_at": isoformat(agent.revoked_at),
         "status": agent.status,

@@ -361,6 +361,8 @@ class Agent(Base):
     not be recovered: the next ``Hello`` binds it. ``revoked_at``: an admin revoked the agent,
     so every ``Hello`` with its id is refused until it is re-assigned. ``containment``: how the
     agent says it ends a script's processes (``cgroup``, ``subreaper``, ``process_group``).
+    ``max_concurrent``: how many executions it runs at once (its ``Hello``); NULL when it does
+    not say (older agents: the server assumes the agent's default, ``limits.ASSUMED_CAPACITY``).
     """
 
     __tablename__ = "agents"
@@ -379,6 +381,7 @@ class Agent(Base):
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     paused_reason: Mapped[str | None] = mapped_column(String(500))
     containment: Mapped[str | None] = mapped_column(String(16))
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
     key_id: Mapped[str | None] = mapped_column(String(32))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(10), default="online")
@@ -394,11 +397,12 @@ class Agent(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-#: The executions something is owed for: an ``Execute`` never sent, or a ``Cancel`` asked for and
-#: not sent yet. The predicate of ``ix_executions_owed``; queries use this very text, so that
-#: SQLite (which matches a partial index's terms literally) uses the index too.
+#: The executions something is owed for: an ``Execute`` not at the agent (never sent, or handed
+#: back by it: ``too_many_running``), or a ``Cancel`` asked for and not sent yet. The predicate
+#: of ``ix_executions_owed``; queries use this very text, so that SQLite (which matches a
+#: partial index's terms literally) uses the index too.
 EXECUTIONS_OWED = (
-    "finished_at IS NULL AND (sent_count = 0 "
+    "finished_at IS NULL AND (last_sent_at IS NULL "
     "OR (cancel_requested_at IS NOT NULL AND cancel_sent_at IS NULL))"
 )
 
@@ -416,8 +420,12 @@ class Execution(Base):
     ``output_bytes`` the bytes of output stored, which the server caps per execution
     (``MEDIC_AGENT_MAX_OUTPUT_BYTES``; ``output_truncated`` once a chunk was dropped for it).
     ``containment``: how the agent ended the script's processes (final states that ran).
-    ``sent_count`` counts the ``Execute`` messages sent; ``cancel_sent_at`` is when the last
-    ``Cancel`` went out, and ``NULL`` while one is owed (``cancel_requested_at`` set).
+    ``sent_count`` counts the ``Execute`` messages sent; ``last_sent_at`` is when the last one
+    went out, and ``NULL`` while one is owed: never sent, or handed back by the agent
+    (``too_many_running``, counted in ``capacity_refusals``; not sent again before
+    ``send_after``). Sent and unfinished, an execution takes one of its agent's slots
+    (``agents.max_concurrent``). ``cancel_sent_at`` is when the last ``Cancel`` went out, and
+    ``NULL`` while one is owed (``cancel_requested_at`` set).
     """
 
     __tablename__ = "executions"
@@ -469,6 +477,8 @@ class Execution(Base):
     containment: Mapped[str | None] = mapped_column(String(16))
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    capacity_refusals: Mapped[int] = mapped_column(Integer, default=0)
+    send_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -10,7 +10,11 @@
 //! Every state change is recorded in the journal and queued on the outbox under one lock, and
 //! the replay after a `Welcome` takes its snapshot and attaches the stream under the same lock.
 //! So an update is either in the replay or sent after it, never neither: the server always
-//! learns an execution's final state.
+//! learns an execution's final state. One refusal is not recorded: `too_many_running`. It
+//! means "not now", not a final answer: the `Hello` advertises the limit, the server keeps the
+//! execution and sends it again once a slot is free, and that second `Execute` must be judged
+//! afresh. If the refusal is lost with a stream, the server still holds the execution as
+//! unanswered and sends it again after the next `Welcome`.
 //!
 //! Handling an `Execute` is synchronous from the journal look-up to the spawn: the look-up
 //! (never run an id twice), the kill switch, the limit, the allowlist verification, the
@@ -44,6 +48,8 @@ use crate::proto::{Cancel, Execute, ExecutionState, ExecutionUpdate, Heartbeat, 
 const MAX_ID_LEN: usize = 128;
 /// How much of a `Cancel`'s reason is kept (it ends up in the execution's `detail`).
 const MAX_CANCEL_REASON_LEN: usize = 256;
+/// The refusal for want of a free slot: answered, never journaled (see the module's design).
+const TOO_MANY_RUNNING: &str = "too_many_running";
 
 /// Why a request is refused before the allowlist looked at it: a reason code and a detail.
 type Refused = (&'static str, String);
@@ -269,6 +275,7 @@ impl Agent {
             live.allowlist.as_deref().ok(),
             &live.pause,
             self.containment.mode(),
+            self.config.max_concurrent,
         )
     }
 
@@ -319,6 +326,13 @@ impl Agent {
         warn!(execution_id = %id, script, reason, %detail, "execution rejected");
         self.metrics.skipped(script, reason);
         let rejected = update(id, ExecutionState::Rejected, reason, detail);
+        if reason == TOO_MANY_RUNNING {
+            // Not journaled: the Hello advertises `max_concurrent`, so the server treats this
+            // refusal as "not now" and sends the same execution again once a slot is free; a
+            // remembered refusal would answer that second send with the first one's.
+            self.outbox.send(Body::ExecutionUpdate(rejected));
+            return;
+        }
         self.publish(state, rejected, Durability::Synced);
     }
 
@@ -399,7 +413,7 @@ impl Agent {
         };
         if state.running.len() >= self.config.max_concurrent {
             return Err((
-                "too_many_running",
+                TOO_MANY_RUNNING,
                 format!(
                     "{} executions are running, the limit is {}",
                     state.running.len(),

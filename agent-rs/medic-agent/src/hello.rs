@@ -1,4 +1,6 @@
-//! The agent's `Hello`: who it is, and the allowlist it advertises.
+//! The agent's `Hello`: who it is, the allowlist it advertises, and how many executions it
+//! runs at once (`max_concurrent`), so that the server never sends more than fit: whichever
+//! replica dispatches, the rest wait on the server, not as `too_many_running` refusals.
 //!
 //! The summary carries every rule of every entry, but never a script's path: the server only
 //! ever names scripts, and checks requests against these rules (with the same verifier, through
@@ -22,13 +24,14 @@ pub struct Identity {
 }
 
 /// The `Hello` for the agent's current state. `allowlist` is `None` when none could be loaded;
-/// `containment` is the mode in force.
+/// `containment` is the mode in force; `max_concurrent` the configured limit (1 to 1024).
 pub fn hello(
     identity: &Identity,
     labels: &BTreeMap<String, String>,
     allowlist: Option<&Allowlist>,
     pause: &Pause,
     containment: Mode,
+    max_concurrent: usize,
 ) -> proto::Hello {
     proto::Hello {
         agent_id: identity.agent_id.clone(),
@@ -45,6 +48,9 @@ pub fn hello(
         paused_reason: pause.reason.clone(),
         capabilities: Vec::new(),
         containment: containment.as_str().into(),
+        // The configuration bounds it to 1..=1024; saturating keeps a bad value visible to the
+        // server's own check instead of wrapping to a small number.
+        max_concurrent_executions: u32::try_from(max_concurrent).unwrap_or(u32::MAX),
     }
 }
 
@@ -113,7 +119,14 @@ mod tests {
             paused: true,
             reason: "freeze".into(),
         };
-        let hello = hello(&identity, &labels, Some(&allowlist), &pause, Mode::Cgroup);
+        let hello = hello(
+            &identity,
+            &labels,
+            Some(&allowlist),
+            &pause,
+            Mode::Cgroup,
+            16,
+        );
         assert_eq!(hello.agent_id, identity.agent_id);
         assert_eq!(hello.hostname, "web-1");
         assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
@@ -122,6 +135,7 @@ mod tests {
         assert!(hello.executions_paused);
         assert_eq!(hello.paused_reason, "freeze");
         assert_eq!(hello.containment, "cgroup");
+        assert_eq!(hello.max_concurrent_executions, 16);
         let summary = hello.allowlist.unwrap();
         assert_eq!(summary.sha256, allowlist.sha256().to_string());
         let rules = &summary.scripts[0];
@@ -163,9 +177,11 @@ mod tests {
             None,
             &Pause::default(),
             Mode::ProcessGroup,
+            3,
         );
         assert!(hello.allowlist.is_none());
         assert!(!hello.executions_paused);
         assert_eq!(hello.containment, "process_group");
+        assert_eq!(hello.max_concurrent_executions, 3);
     }
 }

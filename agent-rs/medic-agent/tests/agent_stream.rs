@@ -45,6 +45,7 @@ async fn hello_welcome_then_an_allowlisted_script_runs_with_its_output_streamed(
     assert_eq!(hello.arch, std::env::consts::ARCH);
     assert_eq!(hello.labels, HashMap::from([("role".into(), "web".into())]));
     assert!(!hello.executions_paused);
+    assert_eq!(hello.max_concurrent_executions, 16, "the default limit");
     let allowlist = hello.allowlist.unwrap();
     let mut names: Vec<&str> = allowlist.scripts.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
@@ -316,6 +317,36 @@ async fn cancel_kills_a_running_execution_and_an_early_cancel_is_remembered() {
     session.cancel("c-1", "again");
     assert_eq!(session.update("c-1").await, cancelled);
     assert_eq!(host.runs(), 0);
+}
+
+#[tokio::test]
+async fn the_hello_advertises_the_limit_and_a_refusal_for_it_is_not_remembered() {
+    let mut server = fake_server(None).await;
+    let host = host(&format!("http://{}", server.address), "max_concurrent = 1");
+    let _agent = host.start_agent();
+    let (mut session, hello, _) = server.welcomed_session().await;
+    assert_eq!(hello.max_concurrent_executions, 1);
+
+    session.execute("b-1", "sleeper", &[]);
+    assert_eq!(
+        session.update("b-1").await.state(),
+        ExecutionState::Accepted
+    );
+    assert_eq!(session.update("b-1").await.state(), ExecutionState::Running);
+    session.execute("b-2", "count", &[]);
+    let refused = session.update("b-2").await;
+    assert_eq!(
+        (refused.state(), refused.reason.as_str()),
+        (ExecutionState::Rejected, "too_many_running")
+    );
+    session.cancel("b-1", "free the slot");
+    while session.update("b-1").await.state() != ExecutionState::Cancelled {}
+
+    // The server sends the refused execution again once the slot is free: it runs, once.
+    session.execute("b-2", "count", &[]);
+    let done = session.updates_until_final("b-2").await.pop().unwrap();
+    assert_eq!(done.state(), ExecutionState::Succeeded, "{done:?}");
+    assert_eq!(host.runs(), 1);
 }
 
 #[tokio::test]

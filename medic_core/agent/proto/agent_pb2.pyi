@@ -204,6 +204,7 @@ class Hello(_message.Message):
     PAUSED_REASON_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     CONTAINMENT_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_EXECUTIONS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Stable identity of the host's agent: generated on first start and kept in the agent's state
     directory. Lower-case UUID text.
@@ -226,6 +227,13 @@ class Hello(_message.Message):
     "subreaper" (the agent adopts every orphaned descendant and kills those of an execution
     that ended), or "process_group" (only the script's process group is signalled: a
     descendant that leaves the group can survive). Empty from agents older than this field.
+    """
+    max_concurrent_executions: _builtins.int
+    """How many executions the agent runs at once (its `max_concurrent`, 1 to 1024): the server
+    never has more than this many sent and unfinished, and holds the rest back. 0 from agents
+    older than this field: the server then assumes 16 (the agent's default). An agent that sets
+    it does not remember a `too_many_running` refusal, so the server may send that Execute
+    again once a slot is free.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -255,10 +263,11 @@ class Hello(_message.Message):
         paused_reason: _builtins.str = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         containment: _builtins.str = ...,
+        max_concurrent_executions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allowlist", b"allowlist"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "allowlist", b"allowlist", "arch", b"arch", "capabilities", b"capabilities", "containment", b"containment", "executions_paused", b"executions_paused", "hostname", b"hostname", "labels", b"labels", "os", b"os", "paused_reason", b"paused_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_version", b"agent_version", "allowlist", b"allowlist", "arch", b"arch", "capabilities", b"capabilities", "containment", b"containment", "executions_paused", b"executions_paused", "hostname", b"hostname", "labels", b"labels", "max_concurrent_executions", b"max_concurrent_executions", "os", b"os", "paused_reason", b"paused_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,6 +42,11 @@ AGENT: dict[str, Any] = {
             "description": "how the agent ends every process a script starts; null: not said "
             "(older agents)",
         },
+        "max_concurrent_executions": {
+            "type": ["integer", "null"],
+            "description": "how many executions the agent runs at once, as it advertises it: the "
+            "server never has more sent and unfinished; null: not said (older agents), 16 assumed",
+        },
         "key_id": {
             "type": ["string", "null"],
             "description": "the API key the agent id belongs to: a Hello with the id from any "

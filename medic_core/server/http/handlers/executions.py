@@ -95,7 +95,20 @@ EXECUTION: dict[str, Any] = {
             "executions that ran; null: not said)",
         },
         "sent_count": {"type": "integer"},
-        "last_sent_at": _NULLABLE_INSTANT,
+        "last_sent_at": {
+            **_NULLABLE_INSTANT,
+            "description": "when the last Execute went out; null while it is not at the agent: "
+            "never sent, or handed back by it (too_many_running)",
+        },
+        "capacity_refusals": {
+            "type": "integer",
+            "description": "times the agent refused it too_many_running; each time it went back "
+            "to the queue (at most MEDIC_AGENT_BUSY_RETRIES times)",
+        },
+        "send_after": {
+            **_NULLABLE_INSTANT,
+            "description": "handed back by the agent: not sent again before this instant",
+        },
         "cancel_requested_at": _NULLABLE_INSTANT,
         "created_at": schemas.INSTANT,
         "updated_at": schemas.INSTANT,
