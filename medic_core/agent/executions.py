@@ -79,6 +79,7 @@ from medic_core.agent import limits
 from medic_core.agent.limits import SERVER_REASONS, ProtocolRefusals
 from medic_core.agent.verify import AllowlistVerifier, Refusal, script_sha256
 from medic_core.audit import SYSTEM, Actor, record_audit
+from medic_core.backoff import backoff
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, MedicError, NotFound, ValidationError
 from medic_core.events import EventBus, PendingEvents
@@ -304,7 +305,7 @@ def _rowcount(result: Any) -> int:
 def _busy_delay(refusals: int) -> timedelta:
     """How long an execution refused ``too_many_running`` for the ``refusals``-th time waits
     before it is sent again: 1 s, doubling, at most 60 s."""
-    return timedelta(seconds=min(2 ** (refusals - 1), 60))
+    return timedelta(seconds=backoff(refusals, base=1.0, cap=60.0))
 
 
 def _capacity(max_concurrent: int | None) -> int:
