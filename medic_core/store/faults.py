@@ -64,16 +64,27 @@ _SQLITE_MESSAGES: tuple[tuple[str, DatabaseCause], ...] = (
 def classify(exc: BaseException) -> DatabaseCause | None:
     """Why the database failed this call, or None when the failure is not the database's."""
     generic = False
-    current: BaseException | None = exc
-    for _ in range(6):
-        if current is None:
-            break
-        specific = _specific(current)
+    for link in _chain(exc):
+        specific = _specific(link)
         if specific is not None:
             return specific
-        generic = generic or _generic(current)
-        current = getattr(current, "orig", None) or current.__cause__
+        generic = generic or _generic(link)
     return "unreachable" if generic else None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: SQLAlchemy's ``orig`` and the ``__cause__`` of each (the
+    driver's own error hides behind either), at most a dozen."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 12:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        todo += [e for e in (orig, current.__cause__) if isinstance(e, BaseException)]
+    return seen
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
