@@ -114,5 +114,5 @@ async def test_serve_explains_a_database_that_stayed_unreachable(tmp_path: Path)
         db_start_wait=1.0,
         port=free_port(),
     )
-    with pytest.raises(SystemExit, match="cannot prepare the database .* stayed unavailable"):
+    with pytest.raises(SystemExit, match=r"cannot prepare the database .* stayed unavailable"):
         await serve(settings)
