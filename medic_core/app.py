@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from medic_core.audit.query import AuditLog
 from medic_core.auth import ApiKeys
 from medic_core.auth.failures import AuthFailureBudget
 from medic_core.auth.gate import AuthGate
+from medic_core.bounded import within
 from medic_core.clock import Clock, SystemClock
 from medic_core.errors import Conflict
 from medic_core.events import Event, EventBus
@@ -45,6 +47,7 @@ from medic_core.server.http.listener import HttpLimits
 from medic_core.services.registry import ServiceRegistry
 from medic_core.settings import Settings
 from medic_core.store import Database
+from medic_core.store.breaker import DatabaseBreaker
 from medic_core.store.migrate import upgrade
 from medic_core.teams.registry import Teams
 
@@ -72,6 +75,7 @@ class Medic:
         clock: Clock | None = None,
         plugins: Iterable[tuple[str, object]] = (),
         entry_points: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         # Fail at start, not at the first webhook, on a malformed outbound allow-list.
@@ -83,6 +87,15 @@ class Medic:
             pool_size=settings.db_pool_size,
             connect_timeout=settings.db_connect_timeout,
             sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        # Shared by everything that answers requests from the database: the heartbeat writer,
+        # key lookups, readiness. One outage, one breaker, one set of log lines.
+        self.db_breaker = DatabaseBreaker(
+            failures=settings.db_breaker_failures,
+            probe_timeout=settings.db_request_timeout,
+            log_every=settings.db_outage_log_every,
+            metrics=self.metrics,
+            monotonic=monotonic,
         )
         self.bus = EventBus(self.metrics)
         self.plugins = PluginManager(
@@ -98,6 +111,8 @@ class Medic:
             negative_ttl=settings.key_negative_cache_ttl,
             negative_size=settings.key_negative_cache_size,
             metrics=self.metrics,
+            breaker=self.db_breaker,
+            timeout=settings.db_request_timeout,
         )
         # Before any key is looked up (HTTP and gRPC): who the client is, how many failed
         # authentications it has left, and what the HTTP port lets a connection hold.
@@ -130,6 +145,8 @@ class Medic:
             queue_size=settings.writer_queue,
             max_batch=settings.writer_batch,
             on_deadline=self.monitor.notice,
+            breaker=self.db_breaker,
+            timeout=settings.db_request_timeout,
         )
         self.services = ServiceRegistry(
             self.db, self.clock, self.bus, self.alerts, on_deadline=self.monitor.notice
@@ -299,8 +316,9 @@ class Medic:
     async def readiness(self) -> dict[str, HealthResult]:
         async def run(check: HealthCheck) -> HealthResult:
             try:
-                async with asyncio.timeout(2.0):
-                    return await check.check()
+                # within(), not asyncio.timeout: a check stuck on a frozen server must not hold
+                # the probe while it unwinds.
+                return await within(2.0, check.check(), what=f"the {check.name} check")
             except Exception as exc:
                 return HealthResult("down", f"{type(exc).__name__}: {exc}"[:300])
 

@@ -161,6 +161,30 @@ class Settings:
     )
     db_pool_size: int = _setting(10, "PostgreSQL connection pool size.")
     db_connect_timeout: float = _setting(3.0, "Seconds to wait for a database connection.")
+    db_request_timeout: float = _setting(
+        2.0,
+        "Longest a request waits on the database (a heartbeat for its commit, an API-key "
+        "lookup) before it is answered 503 'database too slow'; keep it well under clients' "
+        "timeouts.",
+    )
+    db_probe_timeout: float = _setting(
+        1.0, "Longest the database check of /health/ready waits for the database (seconds)."
+    )
+    db_breaker_failures: int = _setting(
+        1,
+        "Consecutive database failures or timeouts after which requests are refused at once "
+        "(503 + Retry-After) for 0.25 s doubling to 2 s, one probe at a time testing recovery.",
+    )
+    db_outage_log_every: float = _setting(
+        10.0,
+        "While the database fails, seconds between the summary lines logged (the first "
+        "failure and the recovery get one line each).",
+    )
+    db_start_wait: float = _setting(
+        300.0,
+        "Seconds medic serve waits for an unreachable database at start, retrying with "
+        "back-off (0: forever); then it exits.",
+    )
     sqlite_synchronous: str = _setting(
         "FULL", "SQLite synchronous mode; FULL makes every commit durable."
     )

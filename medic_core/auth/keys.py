@@ -23,6 +23,11 @@ failed authentications per source (``medic_core.auth.failures``) bounds how many
 cache), ``negative_hit`` (unknown-id cache), ``query`` (a database query was started) or
 ``joined`` (waited for a query already under way for the same id). ``last_used_at`` is written
 back in the background, at most once a minute per key.
+
+A lookup goes through the server's ``DatabaseBreaker`` (``medic_core/store/breaker.py``): while
+the database is unreachable or too slow a query is not even started (503 at once), and a
+request waits at most ``timeout`` seconds for one (503 "database too slow"; the query runs on
+for whoever joins it). A full or read-only database still serves lookups: they only read.
 """
 
 from __future__ import annotations
@@ -43,9 +48,17 @@ from sqlalchemy.exc import IntegrityError
 
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
-from medic_core.errors import Conflict, NotFound, Unauthorized, ValidationError
+from medic_core.errors import (
+    Conflict,
+    NotFound,
+    Unauthorized,
+    ValidationError,
+    database_unavailable,
+)
 from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
+from medic_core.store.breaker import DatabaseBreaker
+from medic_core.store.faults import classify
 from medic_core.store.models import ApiKey
 from medic_core.validation import MAX_ID, quote
 
@@ -60,6 +73,7 @@ _IMPLIES: dict[str, frozenset[str]] = {
     "agent": frozenset({"agent"}),
 }
 _PREFIX = "medic_"
+_NOT_CHECKED = "the API key could not be checked, retry shortly"
 _LAST_USED_EVERY = timedelta(seconds=60)
 _CACHE_MAX = 10_000
 
@@ -121,8 +135,12 @@ class ApiKeys:
         negative_size: int = 10_000,
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        breaker: DatabaseBreaker | None = None,
+        timeout: float = 2.0,
     ) -> None:
         self._db = db
+        self._breaker = breaker or DatabaseBreaker()
+        self._timeout = timeout
         self._clock = clock
         self._cache_ttl = cache_ttl
         self._negative_ttl = negative_ttl
@@ -353,6 +371,7 @@ class ApiKeys:
         """
         loading = self._loading.get(key_id)
         if loading is None:
+            self._breaker.admit(_NOT_CHECKED, writes=False)
             if before_query is not None:
                 before_query()
             self._count("query")
@@ -361,13 +380,33 @@ class ApiKeys:
             loading.add_done_callback(lambda done: self._loaded(key_id, done))
         else:
             self._count("joined")
-        # shield: a client that hangs up must not cancel the load the others are waiting for.
-        return await asyncio.shield(loading)
+        # wait(), not wait_for(): a client that hangs up, or whose wait runs out, must not
+        # cancel the load the others are waiting for.
+        await asyncio.wait({loading}, timeout=self._timeout)
+        if not loading.done():
+            self._breaker.failed("slow", f"an API-key lookup took over {self._timeout:g} s")
+            raise database_unavailable("slow", _NOT_CHECKED, retry_after=self._breaker.retry_after)
+        error = loading.exception()
+        cause = None if error is None else classify(error)
+        if cause is not None:
+            raise database_unavailable(cause, _NOT_CHECKED, retry_after=1) from error
+        return loading.result()
 
     def _loaded(self, key_id: str, done: asyncio.Future[tuple[str, Principal | None]]) -> None:
         self._loading.pop(key_id, None)
-        if not done.cancelled():
-            done.exception()  # retrieved here, so an error nobody awaited is not logged as lost
+        if done.cancelled():
+            self._breaker.released()
+            return
+        # Retrieved here, so an error nobody awaited is not logged as lost; the breaker hears
+        # of each query once, however many requests waited for it.
+        error = done.exception()
+        cause = None if error is None else classify(error)
+        if error is None:
+            self._breaker.succeeded(wrote=False)
+        elif cause is not None:
+            self._breaker.failed(cause, error)
+        else:
+            self._breaker.released()
 
     async def _load(self, key_id: str) -> tuple[str, Principal | None]:
         mono, generation = self._monotonic(), self._generation

@@ -8,9 +8,13 @@ answered. Many requests share one commit (one fsync), which is where throughput 
 Back-pressure and failure are explicit:
 - a full queue refuses at once (``Unavailable``, HTTP 503 with Retry-After) instead of letting
   connections pile up;
-- when the database cannot be reached the batch fails, everything queued behind it fails too, and
-  for a short, growing back-off new heartbeats are refused immediately. The next batch after the
-  back-off is the probe: when the database is back, ingest resumes by itself.
+- when the database fails (unreachable, full, read-only, too slow) the batch fails, everything
+  queued behind it fails too, and the server's ``DatabaseBreaker`` opens: for a short, growing
+  interval new heartbeats are refused immediately, with a problem type naming the cause. The
+  first heartbeat after it is the probe: when the database is back, ingest resumes by itself;
+- a request waits at most ``timeout`` seconds (``MEDIC_DB_REQUEST_TIMEOUT``) for its commit;
+  then it is answered 503 "database too slow" (the heartbeat may still be stored if its batch
+  was being written: the message says so) and the breaker counts a ``slow`` failure.
 """
 
 from __future__ import annotations
@@ -29,13 +33,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.alerts import AlertBook
 from medic_core.clock import Clock
-from medic_core.errors import MedicError, NotFound, Unavailable
+from medic_core.errors import (
+    DatabaseUnavailable,
+    MedicError,
+    NotFound,
+    Unavailable,
+    database_unavailable,
+)
 from medic_core.events import EventBus, PendingEvents
 from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat
 from medic_core.observability.metrics import Metrics
 from medic_core.schedule import Expectation, parse_expectation
 from medic_core.services.deadlines import display_state, later, record_beat
 from medic_core.store import Database
+from medic_core.store.breaker import DatabaseBreaker
 from medic_core.store.group_commit import GroupCommit
 from medic_core.store.models import Heartbeat, JobRun, Service
 from medic_core.validation import quote
@@ -53,6 +64,7 @@ _BRIEF = (
     _SERVICES.c.expected_at,
     _SERVICES.c.last_heartbeat_at,
 )
+_NOT_STORED = "the heartbeat was NOT stored, retry shortly"
 #: States in which an ``ok`` heartbeat changes nothing but the deadline (and new -> up).
 _FAST_STATES = ("new", "up")
 _UPDATE_BEAT = (
@@ -155,8 +167,11 @@ class HeartbeatWriter(GroupCommit[_Item]):
         queue_size: int = 10_000,
         max_batch: int = 500,
         on_deadline: Callable[[datetime], None] = lambda _at: None,
+        breaker: DatabaseBreaker | None = None,
+        timeout: float = 2.0,
     ) -> None:
-        super().__init__("heartbeats", queue_size=queue_size, max_batch=max_batch)
+        super().__init__("heartbeats", queue_size=queue_size, max_batch=max_batch, breaker=breaker)
+        self._timeout = timeout
         self._db = db
         self._clock = clock
         self._bus = bus
@@ -166,22 +181,47 @@ class HeartbeatWriter(GroupCommit[_Item]):
 
     # -- the API side --------------------------------------------------------------------------
 
-    def _check_open(self, count: int) -> None:
+    def _check_open(self, count: int) -> bool:
+        """Refuse now, or return whether this request is the breaker's probe."""
         if self.closed:
             raise Unavailable("Medic is shutting down; retry shortly", retry_after=2)
-        if self.refusing:
-            self._metrics.heartbeats_rejected.labels("db_unavailable").inc(count)
-            raise Unavailable(
-                "the database is unreachable; the heartbeat was NOT stored, retry shortly",
-                retry_after=self.refusing_for,
-            )
+        try:
+            probe = self._breaker.admit(_NOT_STORED)
+        except DatabaseUnavailable as exc:
+            self._metrics.heartbeats_rejected.labels(f"db_{exc.cause}").inc(count)
+            raise
         if count > self.free:
+            if probe:
+                self._breaker.released()
             self._metrics.heartbeats_rejected.labels("queue_full").inc(count)
             raise Unavailable(
                 "ingest is saturated (writer queue full); the heartbeat was NOT stored, "
                 "retry shortly",
                 retry_after=1,
             )
+        return probe
+
+    async def _wait(
+        self, futures: list[asyncio.Future[StoredHeartbeat]]
+    ) -> DatabaseUnavailable | None:
+        """Wait for ``futures`` at most ``timeout`` seconds; those not answered by then are
+        cancelled and the error for them ("too slow") is returned."""
+        # wait() never cancels the futures (a client hanging up must not cancel a heartbeat
+        # in a batch), and costs one callback per item instead of gather's two futures.
+        _, late = await asyncio.wait(futures, timeout=self._timeout)
+        if not late:
+            return None
+        # Not taken yet: cancelled, so never written. Taken: its batch may still commit.
+        for future in late:
+            future.cancel()
+        self._breaker.failed("slow", f"a heartbeat waited {self._timeout:g} s for its commit")
+        self._metrics.heartbeats_rejected.labels("db_slow").inc(len(late))
+        return database_unavailable(
+            "slow",
+            "the heartbeat may or may not be stored (its commit did not finish in time), "
+            "retry shortly",
+            retry_after=self._breaker.retry_after,
+        )
 
     def _enqueue(self, hb: HeartbeatIn) -> asyncio.Future[StoredHeartbeat]:
         future: asyncio.Future[StoredHeartbeat] = asyncio.get_running_loop().create_future()
@@ -192,17 +232,21 @@ class HeartbeatWriter(GroupCommit[_Item]):
         """Store one heartbeat; return once it is committed (or raise why it was not)."""
         self._check_open(1)
         future = self._enqueue(hb)
-        return await asyncio.shield(future)
+        late = await self._wait([future])
+        if late is not None:
+            raise late
+        return future.result()
 
     async def submit_many(self, hbs: list[HeartbeatIn]) -> list[StoredHeartbeat | MedicError]:
         """Store several heartbeats; each gets its own result (stored, or the error for it)."""
         self._check_open(len(hbs))
         futures = [self._enqueue(hb) for hb in hbs]
-        # wait() never cancels the futures (like shield), and costs one callback per item
-        # instead of gather's two extra futures per item.
-        await asyncio.wait(futures)
+        late = await self._wait(futures)
         results: list[StoredHeartbeat | MedicError] = []
         for future in futures:
+            if future.cancelled() and late is not None:
+                results.append(late)
+                continue
             error = future.exception()
             if error is None:
                 results.append(future.result())
@@ -238,17 +282,15 @@ class HeartbeatWriter(GroupCommit[_Item]):
             self._on_deadline(min(deadlines))
 
     def _unreachable(self) -> Unavailable:
-        return Unavailable(
-            "the database is unreachable; the heartbeat was NOT stored, retry shortly",
-            retry_after=max(1, round(self._backoff)),
-        )
+        return self._breaker.error(_NOT_STORED)
 
     def _failed_alone(self, item: _Item, exc: Exception) -> MedicError:
         log.error("heartbeat failed", exc_info=exc, extra={"service": item.hb.service})
         return MedicError("the heartbeat could not be stored (internal error)")
 
     def _count_outage(self, count: int) -> None:
-        self._metrics.heartbeats_rejected.labels("db_unavailable").inc(count)
+        cause = self._breaker.cause or "unreachable"
+        self._metrics.heartbeats_rejected.labels(f"db_{cause}").inc(count)
 
     def _depth(self, depth: int) -> None:
         self._metrics.writer_queue_depth.set(depth)

@@ -42,8 +42,27 @@ class Metrics:
         )
         self.heartbeats_rejected = Counter(
             "medic_heartbeats_rejected",
-            "Heartbeats refused before storage, by reason.",
+            "Heartbeats refused before storage, by reason: queue_full, or db_<cause> "
+            "(db_unreachable, db_full, db_read_only, db_slow).",
             ["reason"],
+            registry=r,
+        )
+        self.database_failures = Counter(
+            "medic_database_failures",
+            "Requests the database failed (medic_core/store/breaker.py), by cause: unreachable, "
+            "full, read_only, slow.",
+            ["cause"],
+            registry=r,
+        )
+        self.database_refusals = Counter(
+            "medic_database_refusals",
+            "Requests refused at once by the open database circuit breaker, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        self.database_failing = Gauge(
+            "medic_database_failing",
+            "1 while the database circuit breaker is open or probing (readiness fails), else 0.",
             registry=r,
         )
         self.writer_batch_size = Histogram(

@@ -1,4 +1,7 @@
-"""``medic serve``: one process serving HTTP and running the writer and the monitor."""
+"""``medic serve``: one process serving HTTP and running the writer and the monitor.
+
+It first waits for the database (``store/wait.py``: back-off, a log line per attempt, up to
+``MEDIC_DB_START_WAIT``), then migrates and starts."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from medic_core.app import Medic
 from medic_core.server.http.app import build_app
 from medic_core.server.http.listener import GuardedRunner
 from medic_core.settings import Settings
+from medic_core.store.wait import wait_for_database
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,9 @@ def tune_garbage_collector() -> None:
 async def serve(settings: Settings) -> None:
     medic = Medic(settings)
     try:
+        await wait_for_database(
+            medic.db, limit=settings.db_start_wait, ping_timeout=settings.db_connect_timeout + 1
+        )
         token = await medic.prepare()
     except Exception as exc:
         await medic.db.close()

@@ -9,9 +9,7 @@ holding requests, and ``pool_pre_ping`` so the pool heals by itself when the ser
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, any_, bindparam, event, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +25,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import QueryableAttribute
+
+from medic_core.bounded import within
+from medic_core.store.faults import is_transient_db_error
+
+__all__ = ["Database", "is_transient_db_error", "normalize_url"]
 
 
 def normalize_url(url: str) -> str:
@@ -156,9 +158,25 @@ class Database:
         return list(range(last + 1, last + 1 + count))
 
     async def ping(self, timeout: float = 2.0) -> None:
-        """Raise if the database cannot answer a trivial query within ``timeout`` seconds."""
-        async with asyncio.timeout(timeout), self.engine.connect() as conn:
+        """Raise if the database cannot answer a trivial query within ``timeout`` seconds
+        (``TimeoutError`` at the bound, even when the database is frozen: ``within``)."""
+        await within(timeout, self._select_one(), what="the database ping")
+
+    async def probe_write(self, timeout: float = 2.0) -> None:
+        """Raise if the database cannot commit a write within ``timeout`` seconds.
+
+        A read succeeds on a full disk and on a read-only standby; this writes a row back
+        unchanged (the schema's version: always there, one row), which needs the write lock,
+        a WAL record and a commit, and fails as a heartbeat would."""
+        await within(timeout, self._rewrite_version(), what="the database write probe")
+
+    async def _select_one(self) -> None:
+        async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def _rewrite_version(self) -> None:
+        async with self.transaction() as session:
+            await session.execute(text("UPDATE alembic_version SET version_num = version_num"))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -189,44 +207,3 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, busy_timeout: float
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """True when the failure is about reaching the database, not about the statement.
-
-    Those are the errors that make Medic answer 503 and retry later rather than 500. The driver's
-    own error may be wrapped: SQLAlchemy keeps it in ``orig``, asyncpg chains it as the cause.
-    """
-    current: BaseException | None = exc
-    for _ in range(6):
-        if current is None:
-            return False
-        if _transient(current):
-            return True
-        current = getattr(current, "orig", None) or current.__cause__
-    return False
-
-
-# asyncpg's connection errors, by name (asyncpg is an optional dependency).
-_ASYNCPG_TRANSIENT = {
-    "ConnectionDoesNotExistError",
-    "CannotConnectNowError",
-    "InterfaceError",
-    "ConnectionFailureError",
-    "TooManyConnectionsError",
-    "AdminShutdownError",
-}
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError | ConnectionError):
-        return True
-    if type(exc).__name__ in _ASYNCPG_TRANSIENT:
-        return True
-    # SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown).
-    sqlstate = str(getattr(exc, "sqlstate", "") or "")
-    return sqlstate.startswith(("08", "57P"))

@@ -7,9 +7,12 @@ Hello after a restart is welcomed in seconds (``agent/hellos.py``). What both sh
 
 - the bounded queue (its requester checks ``free`` before ``enqueue``) and the one task that
   takes up to ``max_batch`` queued items at a time;
-- the database unreachable: the batch and everything queued behind it fail ``Unavailable``,
-  and for a back-off (0.25 s doubling to 2 s, ``refusing``) new items are refused at once; the
-  first batch after it is the probe, and when it commits the back-off resets;
+- the database failing (``store/faults.py``: unreachable, full, read-only, too slow): the batch
+  and everything queued behind it fail ``Unavailable``, and the ``DatabaseBreaker`` opens: for
+  its interval (0.25 s doubling to 2 s, ``refusing``) new items are refused at once; the first
+  batch after it is the probe, and when it commits the breaker closes. The breaker is the one
+  given (the heartbeat writer shares the server's with API-key lookups and readiness) or one of
+  its own; it also logs the outage in a few lines, not one per batch;
 - any other failure of a batch (a bug, a corrupt row): the batch is retried one item per
   transaction, so only the culprit fails and its neighbours are written (with
   ``retry_conflicts``, a lone item that lost a unique-index race to another process is tried
@@ -25,14 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
 from medic_core.errors import MedicError, Unavailable
 from medic_core.observability.tracing import tracer
-from medic_core.store.database import is_transient_db_error
+from medic_core.store.breaker import DatabaseBreaker
+from medic_core.store.faults import classify
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +56,20 @@ class GroupCommit(Generic[ItemT]):
     #: ``stop`` writes what is queued (else it refuses it).
     drain_on_stop = True
 
-    def __init__(self, name: str, *, queue_size: int, max_batch: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        queue_size: int,
+        max_batch: int,
+        breaker: DatabaseBreaker | None = None,
+    ) -> None:
         self._name = name  # what is written, in logs and the span's name
         self._queue: asyncio.Queue[ItemT] = asyncio.Queue(queue_size)
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._refuse_until = 0.0
-        self._backoff = 0.0
+        self._breaker = breaker or DatabaseBreaker(subject=f"the database ({name})")
 
     # -- the requests' side --------------------------------------------------------------------
 
@@ -71,13 +80,18 @@ class GroupCommit(Generic[ItemT]):
 
     @property
     def refusing(self) -> bool:
-        """In the back-off after the database could not be reached."""
-        return time.monotonic() < self._refuse_until
+        """In the back-off after the database failed (the breaker is open)."""
+        return self._breaker.refusing
 
     @property
     def refusing_for(self) -> int:
         """Whole seconds left of the back-off (at least 1): a Retry-After."""
-        return max(1, round(self._refuse_until - time.monotonic()))
+        return self._breaker.retry_after
+
+    @property
+    def _backoff(self) -> float:
+        """The breaker's current interval (0 when the database works)."""
+        return self._breaker.interval
 
     @property
     def free(self) -> int:
@@ -136,24 +150,23 @@ class GroupCommit(Generic[ItemT]):
         return [item for item in batch if not item.future.done()]
 
     async def _write_batch(self, batch: list[ItemT], *, again: bool = False) -> None:
+        breaker = self._breaker
         if self.refusing:
-            self._count_outage(len(batch))
-            self._fail(batch, self._unreachable())
+            self._refuse(batch)
             return
         try:
             with tracer.start_as_current_span(f"{self._name}.write_batch") as span:
                 span.set_attribute("medic.batch_size", len(batch))
                 await self._commit(batch)
         except Exception as exc:
-            if is_transient_db_error(exc):
-                self._backoff = min(2.0, max(0.25, self._backoff * 2))
-                self._refuse_until = time.monotonic() + self._backoff
-                log.warning(
-                    "database unreachable, %s refused for %.2fs: %s", self._name, self._backoff, exc
-                )
-                self._fail(batch, self._unreachable())
-                self._count_outage(len(batch) + self._fail_queued(self._unreachable()))
-            elif len(batch) > 1:
+            cause = classify(exc)
+            if cause is not None:
+                breaker.failed(cause, exc)
+                self._refuse(batch)
+                self._refuse([])
+                return
+            breaker.released()  # the database answered; this batch is at fault
+            if len(batch) > 1:
                 # One bad item must not cost the others that shared its transaction: write them
                 # one by one, so only the culprit fails.
                 log.warning(
@@ -166,7 +179,18 @@ class GroupCommit(Generic[ItemT]):
             else:
                 self._fail(batch, self._failed_alone(batch[0], exc))
             return
-        self._backoff = 0.0
+        breaker.succeeded(wrote=True)
+
+    def _refuse(self, batch: list[ItemT]) -> None:
+        """Fail ``batch`` (none: everything queued) because the database is failing."""
+        error = self._unreachable()
+        if batch:
+            self._fail(batch, error)
+            count = len(batch)
+        else:
+            count = self._fail_queued(error)
+        self._count_outage(count)
+        self._breaker.refused(self._breaker.cause or "unreachable", count)
 
     def _fail(self, batch: list[ItemT], error: MedicError) -> None:
         for item in batch:
@@ -192,7 +216,8 @@ class GroupCommit(Generic[ItemT]):
         raise NotImplementedError
 
     def _unreachable(self) -> Unavailable:
-        """The error of an item refused because the database cannot be reached."""
+        """The error of an item refused because the database is failing (the breaker's
+        ``cause`` says how)."""
         raise NotImplementedError
 
     def _failed_alone(self, item: ItemT, exc: Exception) -> MedicError:
@@ -204,7 +229,7 @@ class GroupCommit(Generic[ItemT]):
         return Unavailable("Medic is shutting down; retry shortly", retry_after=2)
 
     def _count_outage(self, count: int) -> None:
-        """``count`` items were refused because the database cannot be reached."""
+        """``count`` items were refused because the database is failing."""
 
     def _depth(self, depth: int) -> None:
         """The queue holds ``depth`` items now."""

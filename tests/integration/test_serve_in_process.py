@@ -106,9 +106,13 @@ async def test_serve_explains_a_grpc_port_in_use(tmp_path: Path) -> None:
         await blocker.wait_closed()
 
 
-async def test_serve_explains_an_unreachable_database(tmp_path: Path) -> None:
+async def test_serve_explains_a_database_that_stayed_unreachable(tmp_path: Path) -> None:
     settings = Settings.load(
-        {}, database_url="postgresql://x@127.0.0.1:1/none", db_connect_timeout=0.5, port=free_port()
+        {},
+        database_url="postgresql://x@127.0.0.1:1/none",
+        db_connect_timeout=0.5,
+        db_start_wait=1.0,
+        port=free_port(),
     )
-    with pytest.raises(SystemExit, match="cannot prepare the database"):
+    with pytest.raises(SystemExit, match=r"cannot prepare the database .* stayed unavailable"):
         await serve(settings)

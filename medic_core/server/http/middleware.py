@@ -23,7 +23,7 @@ from medic_core.errors import (
     MedicError,
     RateLimited,
     Unauthorized,
-    Unavailable,
+    database_unavailable,
 )
 from medic_core.net.inbound import source_of
 from medic_core.observability.tracing import tracer, tracing_enabled
@@ -32,6 +32,7 @@ from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, client_address
 from medic_core.server.http.problems import from_error, from_http_exception, problem
 from medic_core.server.http.routing import PUBLIC, Handler, declared_route
 from medic_core.store import is_transient_db_error
+from medic_core.store.faults import classify
 
 log = logging.getLogger(__name__)
 LIMITER = web.AppKey("rate_limiter", TokenBuckets)
@@ -93,10 +94,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return from_http_exception(exc, request_id)
     except Exception as exc:
-        if is_transient_db_error(exc):
-            log.warning("database unreachable: %s", exc, extra={"request_id": request_id})
-            unavailable = Unavailable("the database is unreachable; retry shortly", retry_after=1)
-            return from_error(unavailable, request_id)
+        cause = classify(exc)
+        if cause is not None:
+            # Told to the breaker, which logs the outage in a few lines (not one per request)
+            # and refuses the next requests at once.
+            medic(request).db_breaker.failed(cause, exc)
+            return from_error(database_unavailable(cause, "retry shortly"), request_id)
         log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
         return problem(
             500,

@@ -14,10 +14,16 @@ PROBLEM_TYPE = "application/problem+json"
 
 
 def problem_document(
-    status: int, title: str, detail: str, *, request_id: str | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    request_id: str | None = None,
+    problem_type: str = "about:blank",
+    **extra: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "type": "about:blank",
+        "type": problem_type,
         "title": title,
         "status": status,
         "detail": detail,
@@ -35,11 +41,15 @@ def problem(
     *,
     request_id: str | None = None,
     headers: dict[str, str] | None = None,
+    problem_type: str = "about:blank",
     **extra: Any,
 ) -> web.Response:
+    document = problem_document(
+        status, title, detail, request_id=request_id, problem_type=problem_type, **extra
+    )
     return web.Response(
         status=status,
-        body=orjson.dumps(problem_document(status, title, detail, request_id=request_id, **extra)),
+        body=orjson.dumps(document),
         content_type=PROBLEM_TYPE,
         headers=headers,
     )
@@ -77,6 +87,7 @@ def from_error(error: MedicError, request_id: str | None) -> web.Response:
         error.message,
         request_id=request_id,
         headers=headers or None,
+        problem_type=error.type,
         **extra,
     )
 
