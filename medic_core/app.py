@@ -43,6 +43,7 @@ from medic_core.observability.metrics import Metrics
 from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
+from medic_core.readiness import DatabaseCheck
 from medic_core.server.http.listener import HttpLimits
 from medic_core.services.registry import ServiceRegistry
 from medic_core.settings import Settings
@@ -196,7 +197,14 @@ class Medic:
             services=self.services,
         )
         self.notifiers = self.plugins.notifiers(self.plugin_context)
-        self.health_checks: dict[str, HealthCheck] = self.plugins.health_checks(self.plugin_context)
+        self.health_checks: dict[str, HealthCheck] = {
+            "database": DatabaseCheck(self.db, self.db_breaker, settings.db_probe_timeout)
+        }
+        for name, check in self.plugins.health_checks(self.plugin_context).items():
+            if name in self.health_checks:
+                log.error("plugin health check %r ignored: the name is Medic's own check", name)
+            else:
+                self.health_checks[name] = check
         self.schedules = Schedules(self.db, self.clock)
         self.escalations = EscalationPolicies(self.db, self.clock)
         self.targets = Targets(self.db, self.clock, self.notifiers)

@@ -16,7 +16,7 @@ faults other handlers meet), so an outage seen by one is known to all:
 Causes are not all alike. A full disk or a read-only database still answers reads: callers
 that only read (``writes=False``, key lookups) are not refused for them, and only a successful
 *write* ends such an outage (a read proves nothing about space). While the breaker is not
-closed, ``failing`` is true: readiness reports it (``medic_plugins/health/database.py``).
+closed, ``failing`` is true: readiness reports it (``medic_core/readiness.py``).
 
 An outage is logged by an ``OutageLog`` (first failure, a summary every ``log_every`` s, the
 recovery) and counted: ``medic_database_failures_total{cause}``,

@@ -153,7 +153,7 @@ def test_db_apikey_plugins_config(tmp_path: Path) -> None:
     fails(sh("apikey create --name x --scope root", env), "invalid choice")
 
     plugins = ok(sh("plugins list", env))
-    assert "log_notifier" in plugins and "database_health" in plugins
+    assert "log_notifier" in plugins and "redis_health" in plugins
     markdown = ok(sh("config --markdown", env))
     assert markdown.startswith("| variable | default | meaning |")
     for name in vars(Settings.load({})):
@@ -387,9 +387,9 @@ def test_in_process_plugins_and_config(cli: Cli) -> None:
     code, out, _ = cli("plugins", "list", "--json")
     assert code == 0
     names = {p["name"] for p in json.loads(out)}
-    assert {"log_notifier", "database_health"} <= names
+    assert {"log_notifier", "redis_health"} <= names
     code, out, _ = cli("plugins", "list")
-    assert code == 0 and "log_notifier" in out and "database_health" in out
+    assert code == 0 and "log_notifier" in out and "redis_health" in out
 
     code, out, _ = cli("config", "--markdown")
     assert code == 0 and "`MEDIC_DATABASE_URL`" in out
@@ -481,6 +481,7 @@ def test_in_process_serve_fails_clearly(cli: Cli, tmp_path: Path) -> None:
 
     cli.monkeypatch.setenv("MEDIC_DATABASE_URL", f"postgresql://medic@127.0.0.1:{free_port()}/x")
     cli.monkeypatch.setenv("MEDIC_DB_CONNECT_TIMEOUT", "2")
+    cli.monkeypatch.setenv("MEDIC_DB_START_WAIT", "1")  # serve waits for a database; not long here
     code, out, err = cli("serve", "--port", str(free_port()))
     assert code == 1, (out, err)
     assert "medic: cannot prepare the database postgresql+asyncpg://medic@127.0.0.1" in err

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "medic-plugin-example"
 PROJECT = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
 HOOKS = "medic_event, medic_health_checks, medic_notifiers, medic_shutdown, medic_startup"
-BUILTINS = {"log_notifier", "database_health"}
+BUILTINS = {"log_notifier", "redis_health"}
 
 # A plugin whose every hook raises, and an entry point whose module cannot be imported. Written
 # as pip leaves an installed distribution: the package next to its ``.dist-info``.

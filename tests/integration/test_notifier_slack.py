@@ -608,13 +608,11 @@ def slack_settings(db_url: str, tmp_path: Path, slack: FakeSlack, **extra: Any) 
 async def wired(
     db_url: str, tmp_path: Path, clock: FakeClock, slack: FakeSlack
 ) -> AsyncIterator[tuple[Medic, TestClient[Any, Any]]]:
-    """Medic with only the Slack plugin (and the database check), served in-process."""
-    from medic_plugins.health import database
-
+    """Medic with only the Slack plugin (and Medic's own database check), served in-process."""
     app = Medic(
         slack_settings(db_url, tmp_path, slack),
         clock=clock,
-        plugins=[("slack", slack_plugin), ("database", database)],
+        plugins=[("slack", slack_plugin)],
         entry_points=False,
     )
     await app.start(monitor=False)

@@ -20,9 +20,9 @@ from medic_core.errors import (
     DatabaseUnreachable,
 )
 from medic_core.observability.metrics import Metrics
+from medic_core.readiness import DatabaseCheck
 from medic_core.store.breaker import DatabaseBreaker
 from medic_core.store.faults import classify
-from medic_plugins.health.database import DatabaseCheck
 
 WHAT = "the heartbeat was NOT stored"
 

@@ -20,6 +20,8 @@ from medic_core.errors import Conflict, NotFound
 from medic_core.heartbeats import HeartbeatIn
 from medic_core.plugins import hookimpl
 from medic_core.plugins.context import PluginContext
+from medic_core.plugins.interfaces import HealthResult
+from medic_core.readiness import DatabaseCheck
 from medic_core.server.http.app import build_app
 from medic_core.settings import Settings
 
@@ -106,3 +108,23 @@ async def test_the_context_acts_on_alerts_and_reads_services_as_the_api_does(
             await context.alerts.resolve(alert["id"], actor=actor)
     finally:
         await medic.stop()
+
+
+async def test_the_database_check_is_medics_own_and_no_plugin_replaces_it(tmp_path: Path) -> None:
+    class Impostor:
+        name = "database"
+        critical = False
+
+        async def check(self) -> HealthResult:
+            return HealthResult("ok", "all is well, honestly")
+
+    @hookimpl
+    def medic_health_checks(medic: Any) -> list[Any]:
+        return [Impostor()]
+
+    plugin = types.SimpleNamespace(medic_health_checks=medic_health_checks)
+    settings = Settings.load({}, data_dir=str(tmp_path), auto_migrate=True, notifiers="")
+    medic = Medic(settings, entry_points=False, plugins=[("impostor", plugin)])
+    assert isinstance(medic.health_checks["database"], DatabaseCheck)
+    assert list(medic.health_checks) == ["database"]
+    await medic.db.close()

@@ -35,7 +35,7 @@ class GoodNotifier:
 def test_builtins_are_found_through_the_entry_point_group() -> None:
     manager = PluginManager(Metrics())
     names = {p.name for p in manager.describe()}
-    assert {"log_notifier", "database_health"} <= names
+    assert {"log_notifier", "redis_health"} <= names
     builtin = next(p for p in manager.describe() if p.name == "log_notifier")
     assert builtin.distribution == "medic"
     assert builtin.hooks == ("medic_notifiers",)
@@ -124,8 +124,8 @@ def test_a_plugin_that_fails_to_import_is_recorded(monkeypatch: pytest.MonkeyPat
 
 
 async def test_health_check_plugin_reports_database_state(tmp_path: Any) -> None:
+    from medic_core.readiness import DatabaseCheck
     from medic_core.store import Database
-    from medic_plugins.health.database import DatabaseCheck
 
     db = Database(f"sqlite:///{tmp_path}/x.db")
     try:

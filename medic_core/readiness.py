@@ -1,4 +1,7 @@
-"""The ``database`` health check: can this server store a heartbeat now?
+"""The ``database`` readiness check: can this server store a heartbeat now?
+
+Medic's own, not a plugin: it is bound to the server's circuit breaker, and readiness without it
+would be meaningless, so it cannot be disabled and no plugin check may take its name.
 
 It reads the server's ``DatabaseBreaker`` first (``medic_core/store/breaker.py``): while the
 last outcome of the writer, a key lookup or this check was a failure (unreachable, full,
@@ -15,9 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from medic_core.errors import DatabaseUnavailable
-from medic_core.plugins import hookimpl
-from medic_core.plugins.context import PluginContext
-from medic_core.plugins.interfaces import HealthCheck, HealthResult
+from medic_core.plugins.interfaces import HealthResult
 from medic_core.store.breaker import DatabaseBreaker
 from medic_core.store.faults import classify, describe
 
@@ -55,10 +56,3 @@ class DatabaseCheck:
         if breaker.failing:  # a read cannot end a full disk's outage
             return HealthResult("down", breaker.detail())
         return HealthResult("ok", self._db.dialect)
-
-
-@hookimpl
-def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
-    settings = getattr(medic, "settings", None)
-    timeout = getattr(settings, "db_probe_timeout", 1.0)
-    return [DatabaseCheck(medic.db, getattr(medic, "db_breaker", None), timeout)]
