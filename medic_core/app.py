@@ -93,7 +93,9 @@ class Medic:
         self.auth_gate = AuthGate(self.keys, self.auth_failures, self.metrics)
         self.http_limits = HttpLimits.from_settings(settings)
         self.router = Router(self.db)
-        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, self.router)
+        # The router is the alert book's outbox: each transition queues its deliveries in
+        # its own transaction (alerts declare the interface, notify implements it).
+        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, outbox=self.router)
         self.monitor = Monitor(
             self.db,
             self.clock,
