@@ -29,8 +29,8 @@ from medic_core.maintenance.windows import MaintenanceWindows
 from medic_core.monitor import Monitor
 from medic_core.net.guard import OutboundPolicy
 from medic_core.net.inbound import TrustedProxies
+from medic_core.notify.broadcast import Broadcast
 from medic_core.notify.delivery import DeliveryService
-from medic_core.notify.dispatcher import NotificationDispatcher
 from medic_core.notify.registry import EscalationPolicies, Schedules, Targets
 from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
@@ -157,13 +157,12 @@ class Medic:
         self.schedules = Schedules(self.db, self.clock)
         self.escalations = EscalationPolicies(self.db, self.clock)
         self.targets = Targets(self.db, self.clock, self.notifiers)
-        self.dispatcher = NotificationDispatcher(
-            self.notifiers, settings.notifier_names, self.metrics
-        )
+        # MEDIC_NOTIFIERS: in process, best effort, beside the outbox (notify/broadcast.py).
+        self.broadcast = Broadcast(self.notifiers, settings.notifier_names, self.metrics)
         self.delivery = DeliveryService(
             self.db, self.clock, self.metrics, self.notifiers, self.router, settings
         )
-        self.bus.subscribe("notifications", self.dispatcher.handle)
+        self.bus.subscribe("notifications", self.broadcast.handle)
         self.bus.subscribe("deliveries", self.delivery.on_event)
         self.bus.subscribe("plugins", self._plugin_event)
         self._background: list[asyncio.Task[None]] = []
