@@ -33,8 +33,9 @@ from medic_core.maintenance.windows import MaintenanceWindows
 from medic_core.monitor import Monitor
 from medic_core.net.guard import OutboundPolicy
 from medic_core.net.inbound import TrustedProxies
+from medic_core.notify.broadcast import Broadcast
 from medic_core.notify.delivery import DeliveryService
-from medic_core.notify.dispatcher import NotificationDispatcher
+from medic_core.notify.broadcast import Broadcast
 from medic_core.notify.escalations import EscalationPolicies
 from medic_core.notify.router import Router
 from medic_core.notify.schedules import Schedules
@@ -127,7 +128,9 @@ class Medic:
         self.auth_gate = AuthGate(self.keys, self.auth_failures, self.metrics)
         self.http_limits = HttpLimits.from_settings(settings)
         self.router = Router(self.db)
-        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, self.router)
+        # The router is the alert book's outbox: each transition queues its deliveries in
+        # its own transaction (alerts declare the interface, notify implements it).
+        self.alerts = AlertBook(self.db, self.clock, self.bus, self.metrics, outbox=self.router)
         self.monitor = Monitor(
             self.db,
             self.clock,
@@ -208,13 +211,12 @@ class Medic:
         self.schedules = Schedules(self.db, self.clock)
         self.escalations = EscalationPolicies(self.db, self.clock)
         self.targets = Targets(self.db, self.clock, self.notifiers)
-        self.dispatcher = NotificationDispatcher(
-            self.notifiers, settings.notifier_names, self.metrics
-        )
+        # MEDIC_NOTIFIERS: in process, best effort, beside the outbox (notify/broadcast.py).
+        self.broadcast = Broadcast(self.notifiers, settings.notifier_names, self.metrics)
         self.delivery = DeliveryService(
             self.db, self.clock, self.metrics, self.notifiers, self.router, settings
         )
-        self.bus.subscribe("notifications", self.dispatcher.handle)
+        self.bus.subscribe("notifications", self.broadcast.handle)
         self.bus.subscribe("deliveries", self.delivery.on_event)
         self.bus.subscribe("plugins", self._plugin_event)
         self._background: list[asyncio.Task[None]] = []

@@ -8,6 +8,9 @@ The ``*_in`` methods work inside a transaction the caller owns (the heartbeat wr
 the monitor's claim), so an alert and the state change that caused it commit together. Opening
 relies on the caller holding the service row (``FOR UPDATE`` on PostgreSQL, the single writer on
 SQLite); the partial unique index is the backstop, caught in a savepoint.
+
+Each transition also queues its notifications in the same transaction, through the ``Outbox``
+the book is given (``outbox.py``; the composition root passes ``notify.router.Router``).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from medic_core.alerts.documents import alert_to_dict
+from medic_core.alerts.outbox import Outbox
 from medic_core.alerts.suppression import any_window_active, mute_active, suppression_for
 from medic_core.audit import SYSTEM, Actor, AuditRecord, record_audit, record_audit_many
-from medic_core.clock import Clock, isoformat
+from medic_core.clock import Clock
 from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import EventBus, PendingEvents
-from medic_core.notify.router import Router
 from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import Alert, Service
@@ -56,40 +60,6 @@ def _alert_row(alert: Alert) -> dict[str, Any]:
     return {name: getattr(alert, name) for name in _ALERT_COLUMNS}
 
 
-def service_brief(service: Service) -> dict[str, Any]:
-    return {
-        "id": service.id,
-        "slug": service.slug,
-        "name": service.name,
-        "priority": service.priority,
-        "team_id": service.team_id,
-        "tags": list(service.tags or []),
-        "runbook_url": service.runbook_url,
-    }
-
-
-def alert_to_dict(alert: Alert, service: Service) -> dict[str, Any]:
-    return {
-        "id": alert.id,
-        "service": service_brief(service),
-        "cause": alert.cause,
-        "state": alert.state,
-        "priority": alert.priority,
-        "summary": alert.summary,
-        "details": alert.details or {},
-        "opened_at": isoformat(alert.opened_at),
-        "acknowledged_at": isoformat(alert.acknowledged_at),
-        "acknowledged_by": alert.acknowledged_by,
-        "resolved_at": isoformat(alert.resolved_at),
-        "resolved_by": alert.resolved_by,
-        "resolution": alert.resolution,
-        "suppressed": alert.suppressed,
-        "suppressed_reason": alert.suppressed_reason,
-        "notify_at": isoformat(alert.notify_at),
-        "notified_at": isoformat(alert.notified_at),
-    }
-
-
 class AlertBook:
     def __init__(
         self,
@@ -97,14 +67,14 @@ class AlertBook:
         clock: Clock,
         bus: EventBus,
         metrics: Metrics,
-        router: Router | None = None,
+        outbox: Outbox,
     ) -> None:
         self._db = db
         self._clock = clock
         self._bus = bus
         self._metrics = metrics
         # Queues the notifications of each transition in the transition's own transaction.
-        self._router = router or Router(db)
+        self._outbox = outbox
 
     # -- inside a caller's transaction -------------------------------------------------------
 
@@ -181,7 +151,7 @@ class AlertBook:
         # entries and events can name them, and the first escalation instant is known before
         # the insert. The objects stay transient; later reads in the transaction load rows.
         unsuppressed = [(a, s) for a, s in fresh if not a.suppressed]
-        book = await self._router.book(session) if unsuppressed else None
+        routes = await self._outbox.routes(session) if unsuppressed else None
         try:
             async with session.begin_nested():
                 ids = await self._db.take_ids(session, Alert, len(fresh))
@@ -191,8 +161,8 @@ class AlertBook:
                     alert.reminders_sent = 0
                     alert.page_at = (
                         None
-                        if book is None or alert.suppressed
-                        else self._router.first_page(book, service, alert, now)
+                        if routes is None or alert.suppressed
+                        else routes.first_page(service, alert, now)
                     )
                 await session.execute(insert(_ALERTS), [_alert_row(a) for a, _ in fresh])
         except IntegrityError:
@@ -210,8 +180,8 @@ class AlertBook:
             pending.add("alert.opened", now, alert=body)
             self._metrics.alerts.labels(alert.cause, "open").inc()
         await record_audit_many(session, actor=SYSTEM, at=now, entries=records)
-        if book is not None:
-            await self._router.queue_opened(session, pending, book, unsuppressed, now)
+        if routes is not None:
+            await routes.queue_opened(session, pending, unsuppressed, now)
         return [a for a, _ in fresh]
 
     async def resolve_in(
@@ -269,7 +239,7 @@ class AlertBook:
                 note=resolution,
             )
         alerts = [alert for alert, _ in rows]
-        await self._router.closed_in(session, pending, "resolved", alerts, now)
+        await self._outbox.closed_in(session, pending, "resolved", alerts, now)
         return alerts
 
     def _resolve(
@@ -330,7 +300,7 @@ class AlertBook:
             alert.notified_at = now
             released.append((alert, service))
             pending.add("alert.released", now, alert=alert_to_dict(alert, service))
-        await self._router.opened_in(session, pending, released, now)
+        await self._outbox.opened_in(session, pending, released, now)
         return len(rows)
 
     # -- whole operations (own transaction) --------------------------------------------------
@@ -372,7 +342,7 @@ class AlertBook:
                 after=after,
             )
             pending.add("alert.acknowledged", now, alert=after)
-            await self._router.closed_in(session, pending, "acknowledged", [alert], now)
+            await self._outbox.closed_in(session, pending, "acknowledged", [alert], now)
         self._metrics.alerts.labels(alert.cause, "acknowledged").inc()
         pending.publish(self._bus)
         return after
@@ -395,7 +365,7 @@ class AlertBook:
                 actor=actor,
                 note=note or f"resolved by {actor.name}",
             )
-            await self._router.closed_in(session, pending, "resolved", [alert], now)
+            await self._outbox.closed_in(session, pending, "resolved", [alert], now)
             body = alert_to_dict(alert, service)
         pending.publish(self._bus)
         return body

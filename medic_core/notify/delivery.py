@@ -38,7 +38,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from medic_core.alerts.book import alert_to_dict, service_brief
+from medic_core.alerts.documents import alert_to_dict, service_brief
 from medic_core.audit import Actor, record_audit
 from medic_core.backoff import backoff
 from medic_core.clock import Clock, isoformat

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, insert, select, update
@@ -74,8 +74,12 @@ class _Policy:
     max_reminders: int
 
 
-class _Book:
-    """The routing tables, read once per transaction that needs them (they are small)."""
+class _Routes:
+    """The routing tables, read once per transaction that needs them (they are small).
+
+    Satisfies ``medic_core.alerts.outbox.Routes``: the alert book opens a batch of alerts with
+    it (``first_page`` before the rows are inserted, ``queue_opened`` after).
+    """
 
     def __init__(
         self,
@@ -103,12 +107,36 @@ class _Book:
         policy_id = self._team_policy.get(service.team_id)
         return None if policy_id is None else self._policies.get(policy_id)
 
+    def first_page(self, service: Service, alert: Alert, now: datetime) -> datetime | None:
+        """When an alert first notified ``now`` is next escalated or reminded (None: never)."""
+        return _next_page(self.policy(service), alert, now)
+
+    async def queue_opened(
+        self,
+        session: AsyncSession,
+        pending: PendingEvents,
+        alerts: Sequence[tuple[Alert, Service]],
+        now: datetime,
+    ) -> int:
+        """Queue the ``opened`` deliveries of alerts already inserted (their ids are known)."""
+        rows: list[dict[str, Any]] = []
+        for alert, service in alerts:
+            for target in self.for_service(service):
+                if target.accepts(alert.priority, now):
+                    rows.append(_row(alert.id, target.id, "opened", 0, now))
+        await _insert(session, pending, rows, now)
+        return len(rows)
+
 
 class Router:
+    """Writes the outbox: satisfies ``medic_core.alerts.outbox.Outbox`` (the composition root
+    hands it to the alert book) and pages due alerts for the delivery service."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def _book(self, session: AsyncSession) -> _Book:
+    async def routes(self, session: AsyncSession) -> _Routes:
+        """The routing tables, for opening alerts (``first_page``, ``queue_opened``)."""
         schedules: dict[int, tuple[list[WeeklyRange], ZoneInfo]] = {}
         for schedule in (await session.scalars(select(Schedule))).all():
             schedules[schedule.id] = (
@@ -152,7 +180,7 @@ class Router:
             ).all()
             if policy_id is not None
         }
-        return _Book(targets, policies, team_policy)
+        return _Routes(targets, policies, team_policy)
 
     # -- transitions (inside the caller's transaction) ------------------------------------------
 
@@ -166,43 +194,16 @@ class Router:
         """First notification of alerts (released from suppression): page now, plan paging."""
         if not alerts:
             return 0
-        book = await self.book(session)
+        routes = await self.routes(session)
         for alert, service in alerts:
-            alert.page_at = self.first_page(book, service, alert, now)
-        return await self.queue_opened(session, pending, book, alerts, now)
-
-    async def book(self, session: AsyncSession) -> _Book:
-        """The routing tables, for ``first_page`` and ``queue_opened``."""
-        return await self._book(session)
-
-    def first_page(
-        self, book: _Book, service: Service, alert: Alert, now: datetime
-    ) -> datetime | None:
-        """When an alert first notified ``now`` is next escalated or reminded (None: never)."""
-        return _next_page(book.policy(service), alert, now)
-
-    async def queue_opened(
-        self,
-        session: AsyncSession,
-        pending: PendingEvents,
-        book: _Book,
-        alerts: Sequence[tuple[Alert, Service]],
-        now: datetime,
-    ) -> int:
-        """Queue the ``opened`` deliveries of alerts already inserted (their ids are known)."""
-        rows: list[dict[str, Any]] = []
-        for alert, service in alerts:
-            for target in book.for_service(service):
-                if target.accepts(alert.priority, now):
-                    rows.append(_row(alert.id, target.id, "opened", 0, now))
-        await self._insert(session, pending, rows, now)
-        return len(rows)
+            alert.page_at = routes.first_page(service, alert, now)
+        return await routes.queue_opened(session, pending, alerts, now)
 
     async def closed_in(
         self,
         session: AsyncSession,
         pending: PendingEvents,
-        kind: str,
+        kind: Literal["acknowledged", "resolved"],
         alerts: Sequence[Alert],
         now: datetime,
     ) -> int:
@@ -234,7 +235,7 @@ class Router:
             )
         ).all()
         rows = [_row(alert_id, target_id, kind, 0, now) for alert_id, target_id in paged]
-        await self._insert(session, pending, rows, now)
+        await _insert(session, pending, rows, now)
         return len(rows)
 
     # -- escalation and reminders (the delivery service calls this) -----------------------------
@@ -253,10 +254,10 @@ class Router:
         due = (await session.execute(query)).all()
         if not due:
             return 0
-        book = await self._book(session)
+        routes = await self.routes(session)
         rows: list[dict[str, Any]] = []
         for alert, service in due:
-            policy = book.policy(service)
+            policy = routes.policy(service)
             if alert.state != "open" or alert.suppressed or policy is None:
                 alert.page_at = None
                 continue
@@ -268,7 +269,7 @@ class Router:
                     break
                 alert.escalation_level += 1
                 for slug in slugs:
-                    target = book.by_slug.get(slug)
+                    target = routes.by_slug.get(slug)
                     if target is not None and target.accepts(alert.priority, now):
                         rows.append(
                             _row(alert.id, target.id, "escalated", alert.escalation_level, now)
@@ -295,23 +296,23 @@ class Router:
                         for target_id in sorted(targets)
                     ]
             alert.page_at = _next_page(policy, alert, now)
-        await self._insert(session, None, rows, now)
+        await _insert(session, None, rows, now)
         return len(due)
 
-    async def _insert(
-        self,
-        session: AsyncSession,
-        pending: PendingEvents | None,
-        rows: list[dict[str, Any]],
-        now: datetime,
-    ) -> None:
-        if not rows:
-            return
-        await session.execute(insert(_DELIVERIES), rows)
-        if pending is not None:
-            # After commit: wakes the delivery service. Transitions that queue nothing (no
-            # targets) do not wake it, so an outage's alert storm costs it nothing.
-            pending.add("deliveries.queued", now, count=len(rows))
+
+async def _insert(
+    session: AsyncSession,
+    pending: PendingEvents | None,
+    rows: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    if not rows:
+        return
+    await session.execute(insert(_DELIVERIES), rows)
+    if pending is not None:
+        # After commit: wakes the delivery service. Transitions that queue nothing (no
+        # targets) do not wake it, so an outage's alert storm costs it nothing.
+        pending.add("deliveries.queued", now, count=len(rows))
 
 
 def _row(alert_id: int, target_id: int, kind: str, level: int, now: datetime) -> dict[str, Any]:

@@ -1,9 +1,16 @@
-"""Turns alert events into notifications for notifier plugins.
+"""The ``MEDIC_NOTIFIERS`` broadcast: every alert change people were told of, handed to the
+config-less notifiers named in that setting (default: the built-in ``log`` notifier).
 
-This is the core's minimal path: every alert transition that is not suppressed goes to the
-notifiers named in ``MEDIC_NOTIFIERS`` (default: the built-in ``log`` notifier). Routing by team,
-schedules, escalation and the durable outbox replace this in the alert-delivery work; the plugin
-interface (``Notifier.send(Notification)``) stays the same.
+It is the zero-configuration path (``make run`` logs alerts before anyone creates a target) and
+it is in process and best effort: it listens to ``alert.*`` events after commit, calls each
+notifier once, counts and logs failures, and never retries. Routed targets
+(``router.py`` writes them to the outbox, ``delivery.py`` sends them) are the durable path.
+
+Decision (issue 17): kept beside the outbox rather than folded into it. As deliveries, the
+default ``log`` would cost one outbox row and one claim-send-record cycle per alert change for a
+log line, so an outage's alert storm (thousands of alerts a pass) would load the delivery service
+that today does nothing when no target is routed; and deliveries hang on a target row, which a
+setting-named notifier does not have. What the notifier receives is the same ``Notification``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ _KINDS: dict[str, NotificationKind] = {
 }
 
 
-class NotificationDispatcher:
+class Broadcast:
     def __init__(
         self, notifiers: Mapping[str, Notifier], targets: Sequence[str], metrics: Metrics
     ) -> None:
