@@ -35,7 +35,6 @@ from medic_core.net.guard import OutboundPolicy
 from medic_core.net.inbound import TrustedProxies
 from medic_core.notify.broadcast import Broadcast
 from medic_core.notify.delivery import DeliveryService
-from medic_core.notify.broadcast import Broadcast
 from medic_core.notify.escalations import EscalationPolicies
 from medic_core.notify.router import Router
 from medic_core.notify.schedules import Schedules
