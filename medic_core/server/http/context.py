@@ -20,6 +20,8 @@ from medic_core.validation import conforms, instant
 MEDIC = web.AppKey("medic", object)
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
+#: The request body, checked against its route's schema (``middleware.check_body``).
+BODY = web.RequestKey("body", dict)
 
 
 def medic(request: web.Request) -> Any:
@@ -53,7 +55,14 @@ def page_response(page: Page[Any]) -> web.Response:
     return json_response({"items": list(page.items), "next_cursor": page.next_cursor})
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+def checked_body(request: web.Request) -> dict[str, Any]:
+    """The body of a route that declares one, already checked against its schema."""
+    return request[BODY]
+
+
+async def json_body(request: web.Request, *, nul: bool = True) -> dict[str, Any]:
+    """The body as a JSON object (400 when it is not one); NUL characters refused unless
+    ``nul`` is False (then the caller refuses them where it can say which part)."""
     if request.content_type not in ("application/json", "application/problem+json"):
         raise BadRequest(
             f"send JSON with Content-Type: application/json (got {request.content_type or 'none'})"
@@ -65,7 +74,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    reject_nul(data)
+    if nul:
+        reject_nul(data)
     return data
 
 
@@ -91,17 +101,6 @@ def reject_nul(value: Any, path: str = "") -> None:
                 stack.append((child, inner))
         elif isinstance(item, list):
             stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
-
-
-async def json_any(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise BadRequest(
-            f"send JSON with Content-Type: application/json (got {request.content_type or 'none'})"
-        )
-    try:
-        return orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 # -- query and path parameters ------------------------------------------------------------------

@@ -67,7 +67,7 @@ def _operation(route: Route) -> dict[str, Any]:
         op["parameters"] = params
     if route.body is not None:
         op["requestBody"] = {
-            "required": route.method != "POST" or "mute" not in route.path,
+            "required": route.body_required,
             "content": {"application/json": {"schema": route.body}},
         }
     if route.scope != PUBLIC:
@@ -108,7 +108,7 @@ def build_document(declared: list[Route]) -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
             },
-            "schemas": {"Problem": schemas.PROBLEM, "Heartbeat": schemas.HEARTBEAT},
+            "schemas": {"Problem": schemas.PROBLEM, "HeartbeatIn": schemas.HEARTBEAT},
         },
     }
 

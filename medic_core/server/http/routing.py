@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from medic_core.server.http.bodies import BodySchema
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = "public"
 SCOPE_VALUES = (PUBLIC, "read", "write", "admin", "heartbeat", "agent")
@@ -33,7 +35,13 @@ class Route:
     scope: str
     summary: str
     tag: str
+    #: The JSON Schema of the body: documented in OpenAPI *and* enforced before the handler
+    #: runs (``middleware.check_body``); the handler reads the checked body with ``body()``.
     body: dict[str, Any] | None = None
+    #: False: the body may be left out (then it is ``{}``).
+    body_required: bool = True
+    #: False: NUL characters are refused by the handler, item by item (the heartbeat batch).
+    body_nul_checked: bool = True
     query: tuple[QueryParam, ...] = ()
     #: JSON Schemas of path parameters, by name; undeclared: ``slug`` is a slug, others strings.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -41,6 +49,11 @@ class Route:
     response: dict[str, Any] | None = None
     content_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
+    body_schema: BodySchema | None = field(init=False, default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.body is not None:  # compiled once, when the route is declared
+            object.__setattr__(self, "body_schema", BodySchema(self.body))
 
 
 class RouteTable:

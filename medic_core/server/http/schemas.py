@@ -66,13 +66,20 @@ _SERVICE_FIELDS: dict[str, Any] = {
 }
 
 SERVICE_CREATE = {
+    "title": "service",
     "type": "object",
     "required": ["slug", "expectation"],
     "properties": {"slug": SLUG, **_SERVICE_FIELDS},
     "additionalProperties": False,
 }
-SERVICE_UPDATE = {"type": "object", "properties": _SERVICE_FIELDS, "additionalProperties": False}
+SERVICE_UPDATE = {
+    "title": "service update (the slug cannot change)",
+    "type": "object",
+    "properties": _SERVICE_FIELDS,
+    "additionalProperties": False,
+}
 MUTE = {
+    "title": "mute",
     "type": "object",
     "properties": {
         "until": {
@@ -84,18 +91,27 @@ MUTE = {
     "additionalProperties": False,
 }
 HEARTBEAT = {
+    "title": "heartbeat",
     "type": "object",
     "required": ["service"],
     "properties": {
-        "service": SLUG,
-        "status": {"enum": ["ok", "start", "success", "fail"], "default": "ok"},
-        "run_id": {"type": "string", "maxLength": 200},
+        "service": {**SLUG, "description": "the slug of a registered service"},
+        # No default: left out, the server decides (ok, or the exit code's success/fail). A
+        # default of "ok" would make generated clients send ok for a job that exited 3.
+        "status": {
+            "enum": ["ok", "start", "success", "fail"],
+            "description": "left out: ok, or with an exit_code success (0) / fail (non-zero); "
+            "a status the exit_code contradicts (ok or success with a non-zero code, fail with "
+            "0, start with any) is a 422",
+        },
+        "run_id": {"type": "string", "minLength": 1, "maxLength": 200},
         "exit_code": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
         "message": {"type": "string", "description": "Cut to 4000 characters (flagged)."},
     },
     "additionalProperties": False,
 }
 HEARTBEAT_BATCH = {
+    "title": "batch",
     "type": "object",
     "required": ["heartbeats"],
     "properties": {
@@ -105,7 +121,7 @@ HEARTBEAT_BATCH = {
             # bad one is refused in its result, not by refusing the batch (one malformed line
             # of a collector must not cost the other 999 heartbeats).
             "items": {
-                "description": "a heartbeat (components/schemas/Heartbeat), checked on its own: "
+                "description": "a heartbeat (components/schemas/HeartbeatIn), checked on its own: "
                 "a bad item is refused in its result (ok: false) and the others are stored"
             },
             "minItems": 1,
@@ -115,6 +131,7 @@ HEARTBEAT_BATCH = {
     "additionalProperties": False,
 }
 RESOLVE = {
+    "title": "resolve",
     "type": "object",
     "properties": {"note": {"type": "string", "maxLength": 500}},
     "additionalProperties": False,
@@ -128,13 +145,20 @@ _TEAM_FIELDS: dict[str, Any] = {
     },
 }
 TEAM_CREATE = {
+    "title": "team",
     "type": "object",
     "required": ["slug"],
     "properties": {"slug": SLUG, **_TEAM_FIELDS},
     "additionalProperties": False,
 }
-TEAM_UPDATE = {"type": "object", "properties": _TEAM_FIELDS, "additionalProperties": False}
+TEAM_UPDATE = {
+    "title": "team update (the slug cannot change)",
+    "type": "object",
+    "properties": _TEAM_FIELDS,
+    "additionalProperties": False,
+}
 MAINTENANCE = {
+    "title": "maintenance window",
     "type": "object",
     "required": ["name", "selector", "starts_at", "ends_at"],
     "properties": {
@@ -174,6 +198,7 @@ MAINTENANCE = {
 }
 MAINTENANCE_UPDATE = {**MAINTENANCE, "required": []}
 API_KEY_CREATE = {
+    "title": "API key",
     "type": "object",
     "required": ["name", "scopes"],
     "properties": {
@@ -200,11 +225,17 @@ WEEKLY_RANGE = {
             "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
             "minItems": 1,
         },
-        "start": {"type": "string", "pattern": f"^{_CLOCK}$", "examples": ["09:00"]},
+        "start": {
+            "type": "string",
+            "pattern": f"^{_CLOCK}$",
+            "description": "HH:MM, 00:00 to 23:59",
+            "examples": ["09:00"],
+        },
         "end": {
             "type": "string",
             "pattern": f"^({_CLOCK}|24:00)$",
-            "description": "exclusive; at or before start: the range runs past midnight",
+            "description": "HH:MM, 00:00 to 24:00; exclusive; at or before start: the range "
+            "runs past midnight",
             "examples": ["17:30"],
         },
     },
@@ -212,16 +243,32 @@ WEEKLY_RANGE = {
 }
 _SCHEDULE_FIELDS: dict[str, Any] = {
     "name": {"type": "string", "maxLength": 200},
-    "timezone": {"type": "string", "examples": ["Europe/Berlin"]},
-    "weekly": {"type": "array", "items": WEEKLY_RANGE, "minItems": 1, "maxItems": 50},
+    "timezone": {
+        "type": "string",
+        "description": "an IANA time zone such as 'Europe/Berlin'",
+        "examples": ["Europe/Berlin"],
+    },
+    "weekly": {
+        "type": "array",
+        "items": WEEKLY_RANGE,
+        "minItems": 1,
+        "maxItems": 50,
+        "description": "a list of 1 to 50 ranges",
+    },
 }
 SCHEDULE_CREATE = {
+    "title": "schedule",
     "type": "object",
     "required": ["slug", "timezone", "weekly"],
     "properties": {"slug": SLUG, **_SCHEDULE_FIELDS},
     "additionalProperties": False,
 }
-SCHEDULE_UPDATE = {"type": "object", "properties": _SCHEDULE_FIELDS, "additionalProperties": False}
+SCHEDULE_UPDATE = {
+    "title": "schedule update (the slug cannot change)",
+    "type": "object",
+    "properties": _SCHEDULE_FIELDS,
+    "additionalProperties": False,
+}
 SCHEDULE = {
     "type": "object",
     "properties": {
@@ -264,12 +311,14 @@ _POLICY_FIELDS: dict[str, Any] = {
     "max_reminders": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
 }
 ESCALATION_POLICY_CREATE = {
+    "title": "escalation policy",
     "type": "object",
     "required": ["slug"],
     "properties": {"slug": SLUG, **_POLICY_FIELDS},
     "additionalProperties": False,
 }
 ESCALATION_POLICY_UPDATE = {
+    "title": "escalation policy update (the slug cannot change)",
     "type": "object",
     "properties": _POLICY_FIELDS,
     "additionalProperties": False,
@@ -302,12 +351,18 @@ _TARGET_FIELDS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
 }
 TARGET_CREATE = {
+    "title": "target",
     "type": "object",
     "required": ["slug", "notifier"],
     "properties": {"slug": SLUG, **_TARGET_FIELDS},
     "additionalProperties": False,
 }
-TARGET_UPDATE = {"type": "object", "properties": _TARGET_FIELDS, "additionalProperties": False}
+TARGET_UPDATE = {
+    "title": "target update (the slug cannot change)",
+    "type": "object",
+    "properties": _TARGET_FIELDS,
+    "additionalProperties": False,
+}
 TARGET = {
     "type": "object",
     "properties": {

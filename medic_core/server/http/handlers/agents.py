@@ -11,7 +11,7 @@ from medic_core.agent.limits import CONTAINMENTS
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -19,7 +19,6 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import only_keys
 
 routes = RouteTable()
 TAG = "agents"
@@ -128,11 +127,10 @@ REASSIGN: dict[str, Any] = {
     response=AGENT,
 )
 async def reassign_agent(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    only_keys(data, {"key_id"}, "reassign")
     agents = medic(request).agents
     agent_id = request.match_info["id"]
-    await agents.enrollment.reassign(agent_id, data.get("key_id"), actor=actor(request))
+    key_id = checked_body(request)["key_id"]
+    await agents.enrollment.reassign(agent_id, key_id, actor=actor(request))
     return json_response(await agents.get(agent_id))
 
 

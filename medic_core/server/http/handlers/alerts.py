@@ -7,7 +7,7 @@ from aiohttp import web
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -17,7 +17,6 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import only_keys, text
 
 routes = RouteTable()
 TAG = "alerts"
@@ -76,11 +75,10 @@ async def ack(request: web.Request) -> web.Response:
     tag=TAG,
     path_params=schemas.ID_PATH,
     body=schemas.RESOLVE,
+    body_required=False,
 )
 async def resolve(request: web.Request) -> web.Response:
-    data = await json_body(request) if request.can_read_body else {}
-    only_keys(data, {"note"}, "resolve")
-    note = text(data["note"], "note", max_len=500) if data.get("note") else None
+    note = str(checked_body(request).get("note") or "").strip() or None
     body = await medic(request).alerts.resolve(
         path_int(request, "id"), actor=actor(request), note=note
     )

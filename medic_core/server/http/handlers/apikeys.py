@@ -5,11 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from medic_core.auth.keys import key_to_dict
-from medic_core.errors import ValidationError
 from medic_core.server.http import schemas
-from medic_core.server.http.context import actor, json_body, json_response, medic, q_bool
+from medic_core.server.http.context import actor, checked_body, json_response, medic, q_bool
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import instant, only_keys
+from medic_core.validation import instant
 
 routes = RouteTable()
 TAG = "api-keys"
@@ -24,17 +23,10 @@ TAG = "api-keys"
     status=201,
 )
 async def create_key(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    only_keys(data, {"name", "scopes", "expires_at"}, "API key")
-    scopes = data.get("scopes")
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise ValidationError("scopes must be a list of scope names", field="scopes")
-    name = data.get("name")
-    if not isinstance(name, str):
-        raise ValidationError("name is required", field="name")
-    expires = instant(data["expires_at"], "expires_at") if data.get("expires_at") else None
+    data = checked_body(request)
+    expires = instant(data["expires_at"], "expires_at") if "expires_at" in data else None
     key, token = await medic(request).keys.create(
-        name=name, scopes=scopes, expires_at=expires, actor=actor(request)
+        name=data["name"], scopes=data["scopes"], expires_at=expires, actor=actor(request)
     )
     return json_response({**key_to_dict(key), "token": token}, status=201)
 

@@ -11,7 +11,7 @@ from medic_core.agent.limits import CONTAINMENTS
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -19,7 +19,6 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import only_keys
 
 routes = RouteTable()
 TAG = "executions"
@@ -150,8 +149,7 @@ _LIST_QUERY = (
     response=EXECUTION_CREATED,
 )
 async def create_execution(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    only_keys(data, {"script", "args", "env", "timeout_seconds"}, "execution")
+    data = checked_body(request)
     body = await medic(request).agents.executions.execute(
         request.match_info["id"],
         data.get("script"),

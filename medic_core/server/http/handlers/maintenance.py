@@ -7,7 +7,7 @@ from aiohttp import web
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -52,7 +52,7 @@ async def list_windows(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_window(request: web.Request) -> web.Response:
-    body = await medic(request).maintenance.create(await json_body(request), actor=actor(request))
+    body = await medic(request).maintenance.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -77,7 +77,7 @@ async def get_window(request: web.Request) -> web.Response:
 )
 async def update_window(request: web.Request) -> web.Response:
     body = await medic(request).maintenance.update(
-        path_int(request, "id"), await json_body(request), actor=actor(request)
+        path_int(request, "id"), checked_body(request), actor=actor(request)
     )
     return json_response(body)
 

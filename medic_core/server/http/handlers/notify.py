@@ -11,7 +11,7 @@ from aiohttp import web
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -53,7 +53,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_schedule(request: web.Request) -> web.Response:
-    body = await medic(request).schedules.create(await json_body(request), actor=actor(request))
+    body = await medic(request).schedules.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -78,7 +78,7 @@ async def get_schedule(request: web.Request) -> web.Response:
 )
 async def update_schedule(request: web.Request) -> web.Response:
     body = await medic(request).schedules.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -123,7 +123,7 @@ async def list_escalation_policies(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_escalation_policy(request: web.Request) -> web.Response:
-    body = await medic(request).escalations.create(await json_body(request), actor=actor(request))
+    body = await medic(request).escalations.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -148,7 +148,7 @@ async def get_escalation_policy(request: web.Request) -> web.Response:
 )
 async def update_escalation_policy(request: web.Request) -> web.Response:
     body = await medic(request).escalations.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -204,7 +204,7 @@ async def list_targets(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_target(request: web.Request) -> web.Response:
-    body = await medic(request).targets.create(await json_body(request), actor=actor(request))
+    body = await medic(request).targets.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -230,7 +230,7 @@ async def get_target(request: web.Request) -> web.Response:
 )
 async def update_target(request: web.Request) -> web.Response:
     body = await medic(request).targets.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 

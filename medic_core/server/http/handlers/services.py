@@ -7,7 +7,7 @@ from aiohttp import web
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -16,7 +16,7 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import instant, only_keys
+from medic_core.validation import instant
 
 routes = RouteTable()
 TAG = "services"
@@ -60,7 +60,7 @@ async def list_services(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_service(request: web.Request) -> web.Response:
-    body = await medic(request).services.create(await json_body(request), actor=actor(request))
+    body = await medic(request).services.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -78,7 +78,7 @@ async def get_service(request: web.Request) -> web.Response:
 )
 async def update_service(request: web.Request) -> web.Response:
     body = await medic(request).services.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -101,15 +101,15 @@ async def delete_service(request: web.Request) -> web.Response:
     summary="Mute: alerts are recorded but not notified until `until` (or unmute).",
     tag=TAG,
     body=schemas.MUTE,
+    body_required=False,
 )
 async def mute(request: web.Request) -> web.Response:
-    data = await json_body(request) if request.can_read_body else {}
-    only_keys(data, {"until", "reason"}, "mute")
+    data = checked_body(request)
     until = instant(data["until"], "until") if data.get("until") is not None else None
-    body = await medic(request).services.mute(
+    muted = await medic(request).services.mute(
         request.match_info["slug"], until=until, reason=data.get("reason"), actor=actor(request)
     )
-    return json_response(body)
+    return json_response(muted)
 
 
 @routes.post(

@@ -7,7 +7,7 @@ from aiohttp import web
 from medic_core.server.http import schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -44,7 +44,7 @@ async def list_teams(request: web.Request) -> web.Response:
     status=201,
 )
 async def create_team(request: web.Request) -> web.Response:
-    body = await medic(request).teams.create(await json_body(request), actor=actor(request))
+    body = await medic(request).teams.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -62,7 +62,7 @@ async def get_team(request: web.Request) -> web.Response:
 )
 async def update_team(request: web.Request) -> web.Response:
     body = await medic(request).teams.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
