@@ -35,6 +35,9 @@ def _is_instant(value: object) -> bool:
     return True
 
 
+#: How an error message names a body ("unknown field(s) in schedule update ..."): an OpenAPI
+#: extension, not ``title``, which client generators take as the model's name.
+NAME = "x-medic-name"
 _KINDS = {
     "array": "a list",
     "object": "a JSON object",
@@ -94,7 +97,7 @@ def _problem(error: SchemaError, prefix: str, where: str) -> ValidationError:
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(key for key in value if key not in allowed)
         return ValidationError(
-            f"unknown field(s) in {schema.get('title', name)}: {', '.join(unknown)}; "
+            f"unknown field(s) in {schema.get(NAME, name)}: {', '.join(unknown)}; "
             f"allowed: {', '.join(allowed)}",
             field=field_path([unknown[0]], field + "." if field else prefix),
         )

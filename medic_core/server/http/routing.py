@@ -7,6 +7,7 @@ disagree. ``scope="public"`` is the explicit way to say a route needs no key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from medic_core.server.http.bodies import BodySchema
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = "public"
 SCOPE_VALUES = (PUBLIC, "read", "write", "admin", "heartbeat", "agent")
+_OPERATION_ID = re.compile(r"[a-z][A-Za-z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Route:
     scope: str
     summary: str
     tag: str
+    #: The stable OpenAPI operationId (camelCase): generated clients name their functions by it.
+    operation_id: str
     #: The JSON Schema of the body: documented in OpenAPI *and* enforced before the handler
     #: runs (``middleware.check_body``); the handler reads the checked body with ``body()``.
     body: dict[str, Any] | None = None
@@ -63,6 +67,11 @@ class RouteTable:
     def add(self, method: str, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
         if kwargs.get("scope") not in SCOPE_VALUES:
             raise ValueError(f"route {method} {path} must declare a scope from {SCOPE_VALUES}")
+        if not _OPERATION_ID.fullmatch(kwargs.get("operation_id", "")):
+            raise ValueError(f"route {method} {path} must declare a camelCase operation_id")
+        json_answer = kwargs.get("content_type", "application/json") == "application/json"
+        if json_answer and kwargs.get("status", 200) != 204 and kwargs.get("response") is None:
+            raise ValueError(f"route {method} {path} must declare its response schema")
 
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(method=method, path=path, handler=handler, **kwargs))

@@ -1,7 +1,9 @@
-"""JSON Schemas of request bodies and common responses, for the OpenAPI document.
+"""JSON Schemas of request bodies and parameters: documented in OpenAPI and enforced.
 
-The rules themselves (ranges, formats, cross-field checks) are enforced by the domain modules,
-which give the field-precise error messages; these schemas describe the shapes for clients.
+A route's ``body`` schema is checked before its handler runs (``bodies.py``), so what clients
+read here is what the server holds them to. Rules a schema cannot say (a team that must exist,
+a known time zone, ``ends_at`` after ``starts_at``) stay with the domain modules. The shapes of
+answers are the named components of ``components.py``.
 """
 
 from __future__ import annotations
@@ -66,20 +68,20 @@ _SERVICE_FIELDS: dict[str, Any] = {
 }
 
 SERVICE_CREATE = {
-    "title": "service",
+    "x-medic-name": "service",
     "type": "object",
     "required": ["slug", "expectation"],
     "properties": {"slug": SLUG, **_SERVICE_FIELDS},
     "additionalProperties": False,
 }
 SERVICE_UPDATE = {
-    "title": "service update (the slug cannot change)",
+    "x-medic-name": "service update (the slug cannot change)",
     "type": "object",
     "properties": _SERVICE_FIELDS,
     "additionalProperties": False,
 }
 MUTE = {
-    "title": "mute",
+    "x-medic-name": "mute",
     "type": "object",
     "properties": {
         "until": {
@@ -91,7 +93,7 @@ MUTE = {
     "additionalProperties": False,
 }
 HEARTBEAT = {
-    "title": "heartbeat",
+    "x-medic-name": "heartbeat",
     "type": "object",
     "required": ["service"],
     "properties": {
@@ -111,7 +113,7 @@ HEARTBEAT = {
     "additionalProperties": False,
 }
 HEARTBEAT_BATCH = {
-    "title": "batch",
+    "x-medic-name": "batch",
     "type": "object",
     "required": ["heartbeats"],
     "properties": {
@@ -131,7 +133,7 @@ HEARTBEAT_BATCH = {
     "additionalProperties": False,
 }
 RESOLVE = {
-    "title": "resolve",
+    "x-medic-name": "resolve",
     "type": "object",
     "properties": {"note": {"type": "string", "maxLength": 500}},
     "additionalProperties": False,
@@ -145,20 +147,20 @@ _TEAM_FIELDS: dict[str, Any] = {
     },
 }
 TEAM_CREATE = {
-    "title": "team",
+    "x-medic-name": "team",
     "type": "object",
     "required": ["slug"],
     "properties": {"slug": SLUG, **_TEAM_FIELDS},
     "additionalProperties": False,
 }
 TEAM_UPDATE = {
-    "title": "team update (the slug cannot change)",
+    "x-medic-name": "team update (the slug cannot change)",
     "type": "object",
     "properties": _TEAM_FIELDS,
     "additionalProperties": False,
 }
 MAINTENANCE = {
-    "title": "maintenance window",
+    "x-medic-name": "maintenance window",
     "type": "object",
     "required": ["name", "selector", "starts_at", "ends_at"],
     "properties": {
@@ -198,7 +200,7 @@ MAINTENANCE = {
 }
 MAINTENANCE_UPDATE = {**MAINTENANCE, "required": []}
 API_KEY_CREATE = {
-    "title": "API key",
+    "x-medic-name": "API key",
     "type": "object",
     "required": ["name", "scopes"],
     "properties": {
@@ -208,7 +210,7 @@ API_KEY_CREATE = {
             "items": {"enum": ["read", "write", "admin", "heartbeat", "agent"]},
             "minItems": 1,
         },
-        "expires_at": INSTANT,
+        "expires_at": {"oneOf": [INSTANT, {"type": "null"}], "description": "null: never"},
     },
     "additionalProperties": False,
 }
@@ -257,29 +259,18 @@ _SCHEDULE_FIELDS: dict[str, Any] = {
     },
 }
 SCHEDULE_CREATE = {
-    "title": "schedule",
+    "x-medic-name": "schedule",
     "type": "object",
     "required": ["slug", "timezone", "weekly"],
     "properties": {"slug": SLUG, **_SCHEDULE_FIELDS},
     "additionalProperties": False,
 }
 SCHEDULE_UPDATE = {
-    "title": "schedule update (the slug cannot change)",
+    "x-medic-name": "schedule update (the slug cannot change)",
     "type": "object",
     "properties": _SCHEDULE_FIELDS,
     "additionalProperties": False,
 }
-SCHEDULE = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "slug": SLUG,
-        **_SCHEDULE_FIELDS,
-        "created_at": INSTANT,
-        "updated_at": INSTANT,
-    },
-}
-
 ESCALATION_LEVEL = {
     "type": "object",
     "required": ["after", "targets"],
@@ -311,29 +302,18 @@ _POLICY_FIELDS: dict[str, Any] = {
     "max_reminders": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
 }
 ESCALATION_POLICY_CREATE = {
-    "title": "escalation policy",
+    "x-medic-name": "escalation policy",
     "type": "object",
     "required": ["slug"],
     "properties": {"slug": SLUG, **_POLICY_FIELDS},
     "additionalProperties": False,
 }
 ESCALATION_POLICY_UPDATE = {
-    "title": "escalation policy update (the slug cannot change)",
+    "x-medic-name": "escalation policy update (the slug cannot change)",
     "type": "object",
     "properties": _POLICY_FIELDS,
     "additionalProperties": False,
 }
-ESCALATION_POLICY = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "slug": SLUG,
-        **_POLICY_FIELDS,
-        "created_at": INSTANT,
-        "updated_at": INSTANT,
-    },
-}
-
 _NULLABLE_SLUG = {"oneOf": [SLUG, {"type": "null"}]}
 _TARGET_FIELDS: dict[str, Any] = {
     "name": {"type": "string", "maxLength": 200},
@@ -351,48 +331,18 @@ _TARGET_FIELDS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
 }
 TARGET_CREATE = {
-    "title": "target",
+    "x-medic-name": "target",
     "type": "object",
     "required": ["slug", "notifier"],
     "properties": {"slug": SLUG, **_TARGET_FIELDS},
     "additionalProperties": False,
 }
 TARGET_UPDATE = {
-    "title": "target update (the slug cannot change)",
+    "x-medic-name": "target update (the slug cannot change)",
     "type": "object",
     "properties": _TARGET_FIELDS,
     "additionalProperties": False,
 }
-TARGET = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "slug": SLUG,
-        **_TARGET_FIELDS,
-        "created_at": INSTANT,
-        "updated_at": INSTANT,
-    },
-}
-TARGET_TEST = {
-    "type": "object",
-    "properties": {
-        "target": SLUG,
-        "notifier": {"type": "string"},
-        "ok": {"type": "boolean"},
-        "error": {"type": ["string", "null"]},
-        "response_code": {"type": ["integer", "null"]},
-        "duration_ms": {"type": "number"},
-    },
-}
-TARGET_CHECK = {
-    "type": "object",
-    "properties": {
-        "status": {"enum": ["ok", "degraded", "down"]},
-        "detail": {"type": "string"},
-    },
-    "required": ["status", "detail"],
-}
-
 PROBLEM = {
     "type": "object",
     "properties": {
@@ -418,6 +368,5 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-OBJECT: dict[str, Any] = {"type": "object"}
 #: The path parameters of routes addressing a row by its integer id.
 ID_PATH: dict[str, dict[str, Any]] = {"id": ROW_ID}

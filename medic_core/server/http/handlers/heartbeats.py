@@ -7,7 +7,7 @@ from aiohttp import web
 from medic_core.errors import BadRequest, MedicError, ValidationError
 from medic_core.heartbeats import HeartbeatIn, heartbeat_in
 from medic_core.heartbeats.model import MAX_MESSAGE, bounded, outcome_of
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.bodies import BodySchema
 from medic_core.server.http.context import (
     checked_body,
@@ -40,6 +40,8 @@ def _source(request: web.Request) -> str | None:
     tag="heartbeats",
     body=schemas.HEARTBEAT,
     status=201,
+    operation_id="sendHeartbeat",
+    response=components.ref("HeartbeatAccepted"),
 )
 async def post_heartbeat(request: web.Request) -> web.Response:
     hb = heartbeat_in(checked_body(request), source=_source(request))
@@ -54,6 +56,8 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     tag="heartbeats",
     body=schemas.HEARTBEAT_BATCH,
     body_nul_checked=False,
+    operation_id="sendHeartbeatBatch",
+    response=components.ref("BatchResult"),
 )
 async def post_batch(request: web.Request) -> web.Response:
     items = checked_body(request)["heartbeats"]
@@ -126,6 +130,7 @@ _PING_DOC = "Curl-friendly heartbeat for cron lines; answers 'OK' once committed
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="ping",
 )
 @routes.post(
     "/api/v1/ping/{slug}",
@@ -134,6 +139,7 @@ _PING_DOC = "Curl-friendly heartbeat for cron lines; answers 'OK' once committed
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="pingWithMessage",
 )
 async def ping(request: web.Request) -> web.Response:
     return await _ping(request, None, None)
@@ -149,6 +155,7 @@ _SIGNAL_DOC = "Job signal: {signal} is start, success, fail or a process exit co
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="pingSignal",
 )
 @routes.post(
     "/api/v1/ping/{slug}/{signal}",
@@ -157,6 +164,7 @@ _SIGNAL_DOC = "Job signal: {signal} is start, success, fail or a process exit co
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="pingSignalWithMessage",
 )
 async def ping_signal(request: web.Request) -> web.Response:
     signal = request.match_info["signal"]
@@ -179,7 +187,8 @@ async def ping_signal(request: web.Request) -> web.Response:
     summary="Heartbeats of a service, newest first.",
     tag="heartbeats",
     query=(QueryParam("status", {"enum": ["ok", "start", "success", "fail"]}), *_PAGE),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listHeartbeats",
+    response=components.page("Heartbeat"),
 )
 async def list_heartbeats(request: web.Request) -> web.Response:
     page = await medic(request).history.heartbeats(
@@ -197,7 +206,8 @@ async def list_heartbeats(request: web.Request) -> web.Response:
     summary="Job runs of a service (start to success/fail), newest first.",
     tag="heartbeats",
     query=(QueryParam("status", {"enum": ["running", "succeeded", "failed"]}), *_PAGE),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listRuns",
+    response=components.page("Run"),
 )
 async def list_runs(request: web.Request) -> web.Response:
     page = await medic(request).history.runs(
