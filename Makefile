@@ -69,7 +69,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict medic_core medic_plugins
 
-pytest: install server-binaries infra-tools agent-bin
+pytest: install server-binaries infra-tools agent-bin client-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=medic_core --cov=medic_plugins --cov-report=term-missing:skip-covered \
 		--cov-fail-under=85
@@ -80,6 +80,21 @@ test: lint typecheck pytest agent-test
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache
+
+# ---- Generated-client check (tests/integration/test_generated_clients.py) ------------------
+# The Python generator (openapi-python-client) is pinned in the dev extra; the TypeScript one
+# (openapi-typescript, with tsc) in tests/clients/package.json and its lock file, installed
+# here with npm ci (Node 20), again only when the lock file changes.
+CLIENT_TOOLS_STAMP := tests/clients/node_modules/.medic-installed
+
+.PHONY: client-tools
+
+$(CLIENT_TOOLS_STAMP): tests/clients/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "client-tools: Node 20 and npm are needed" >&2; exit 1; }
+	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(CLIENT_TOOLS_STAMP)
+
+client-tools: $(CLIENT_TOOLS_STAMP)
 
 # ---- Infrastructure checks (tests/infra: workflows, image, Helm chart, Terraform) ------------
 # `make infra-check` installs the tools tests/infra needs, runs those tests, then

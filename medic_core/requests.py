@@ -24,7 +24,9 @@ from medic_core.errors import BadRequest, ValidationError
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, *, nul: bool = True) -> dict[str, Any]:
+    """The body as a JSON object (400 when it is not one); NUL characters refused unless
+    ``nul`` is False (then the caller refuses them where it can say which part)."""
     if request.content_type not in ("application/json", "application/problem+json"):
         raise BadRequest(
             f"send JSON with Content-Type: application/json (got {request.content_type or 'none'})"
@@ -36,7 +38,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    reject_nul(data)
+    if nul:
+        reject_nul(data)
     return data
 
 

@@ -26,6 +26,7 @@ from medic_core.store import Database
 from medic_core.store.migrate import upgrade
 from medic_core.store.models import Base
 from support.postgres import PgCluster
+from support.response_check import ResponseCheck
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -136,9 +137,15 @@ async def admin_token(medic: Medic) -> str:
 
 @pytest.fixture
 async def client(medic: Medic) -> AsyncIterator[TestClient[Any, Any]]:
-    server = TestServer(build_app(medic))
+    """A client of the app; every success it gets is checked against the documented response
+    schema (tests/support/response_check.py), and a mismatch fails the test."""
+    app = build_app(medic)
+    check = ResponseCheck()
+    app.middlewares.append(check.middleware)
+    server = TestServer(app)
     async with TestClient(server) as test_client:
         yield test_client
+    assert check.failures == [], "answers the OpenAPI document does not describe"
 
 
 def auth(token: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Heartbeat ingest: validation, the group-commit writer and what a heartbeat changes."""
 
-from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat, parse_heartbeat
+from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat, heartbeat_in
 from medic_core.heartbeats.writer import HeartbeatWriter
 
-__all__ = ["HeartbeatIn", "HeartbeatWriter", "StoredHeartbeat", "parse_heartbeat"]
+__all__ = ["HeartbeatIn", "HeartbeatWriter", "StoredHeartbeat", "heartbeat_in"]

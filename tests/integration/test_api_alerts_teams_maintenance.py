@@ -452,7 +452,7 @@ async def test_active_filter_lists_only_windows_covering_now(
         ({"selector": {"all": True, "tags": ["db"]}}, "selector"),
         ({"selector": {"services": []}}, "selector"),
         ({"selector": {"colour": "red"}}, "selector"),
-        ({"selector": {"services": ["Bad Slug"]}}, "selector.services"),
+        ({"selector": {"services": ["Bad Slug"]}}, "selector.services[0]"),
         ({"recurrence": "0 2 * * *"}, "duration"),  # recurrence needs a duration
         ({"duration": 600}, "duration"),  # a duration needs a recurrence
         ({"recurrence": "every night", "duration": 600}, "recurrence"),

@@ -22,10 +22,11 @@ Checks (each failure is a server fix -- validation or schema accuracy -- never a
 - ``errors_quote_no_long_value`` (tests/support/fuzz_checks.py): an error response never hands
   back more than 200 characters of a value that was sent;
 - ``content_type_conformance`` and ``status_code_conformance``: every answer is one the
-  document declares, with its declared media type.
+  document declares, with its declared media type;
+- ``response_schema_conformance``: every answer matches its documented schema (the named
+  components of medic_core/server/http/components.py), agents and executions included.
 
-Not checked, deliberately: ``response_schema_conformance`` (issue 17 makes the response schemas
-complete; most are still ``{"type": "object"}``) and ``positive_data_acceptance`` (the document
+Not checked, deliberately: ``positive_data_acceptance`` (the document
 does not yet carry every cross-field rule -- ``ends_at`` after ``starts_at``, known time zones --
 so valid-by-schema data is legitimately refused; issue 17 derives validation from the schemas).
 
@@ -67,6 +68,7 @@ CHECKS = (
     "negative_data_rejection",
     "content_type_conformance",
     "status_code_conformance",
+    "response_schema_conformance",
     "errors_quote_no_long_value",
 )
 

@@ -278,7 +278,7 @@ async def test_batch_over_1000_items_is_a_422_and_stores_nothing(
 
 
 @pytest.mark.parametrize(
-    "payload", [{"heartbeats": []}, {"heartbeats": {"service": "backup"}}, {}, [{"x": 1}]]
+    "payload", [{"heartbeats": []}, {"heartbeats": {"service": "backup"}}, {}]
 )
 async def test_batch_without_a_list_of_heartbeats_is_a_422(
     client: TestClient, medic: Medic, beat_token: str, payload: object
@@ -300,6 +300,9 @@ async def test_batch_with_malformed_json_or_wrong_type_is_a_400(
                                                      "Content-Type": "text/plain"}
     )
     await problem_of(wrong_type, 400)
+    # Not an object, as on POST /api/v1/heartbeats: the body cannot be read as a batch.
+    a_list = await client.post(BATCH, json=[{"x": 1}], headers=auth(beat_token))
+    assert "JSON object" in (await problem_of(a_list, 400))["detail"]
 
 
 # -- the ping form -------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ async def test_duplicate_slug_is_a_409_conflict(client: TestClient, admin_token:
         ({"slug": "svc", "expectation": {"kind": "interval", "period": 60},
           "runbook_url": "ftp://x"}, "runbook_url"),
         ({"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "tags": ["Bad Tag"]},
-         "tag"),
+         "tags[0]"),
     ],
 )
 async def test_invalid_service_is_a_422_naming_the_field(

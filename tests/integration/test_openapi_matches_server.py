@@ -53,7 +53,7 @@ async def test_batch_documents_that_any_item_is_taken_and_judged_on_its_own(
 
 async def test_the_heartbeat_shape_is_still_documented_as_a_component(client: TestClient) -> None:
     document = await (await client.get("/api/v1/openapi.json")).json()
-    heartbeat = document["components"]["schemas"]["Heartbeat"]
+    heartbeat = document["components"]["schemas"]["HeartbeatIn"]
     assert heartbeat["required"] == ["service"]
     assert heartbeat["additionalProperties"] is False
 

@@ -23,7 +23,13 @@ from medic_core.server.http.handlers import (
     services,
     teams,
 )
-from medic_core.server.http.middleware import LIMITER, authenticate, errors, observe
+from medic_core.server.http.middleware import (
+    LIMITER,
+    authenticate,
+    check_body,
+    errors,
+    observe,
+)
 from medic_core.server.http.routing import RouteTable
 
 if TYPE_CHECKING:
@@ -61,7 +67,7 @@ def build_app(medic: Medic) -> web.Application:
     """
     settings = medic.settings
     app = web.Application(
-        middlewares=[observe, errors, authenticate],
+        middlewares=[observe, errors, authenticate, check_body],
         client_max_size=settings.max_body_bytes,
     )
     app[MEDIC] = medic

@@ -18,7 +18,6 @@ from medic_core.audit import Actor
 from medic_core.auth import Principal
 from medic_core.errors import ValidationError
 from medic_core.requests import REQUEST_ID as REQUEST_ID
-from medic_core.requests import json_any as json_any
 from medic_core.requests import json_body as json_body
 from medic_core.requests import reject_nul as reject_nul
 from medic_core.server.http import schemas
@@ -28,6 +27,8 @@ from medic_core.validation import conforms, instant
 
 MEDIC = web.AppKey("medic", object)
 PRINCIPAL = web.RequestKey("principal", Principal)
+#: The request body, checked against its route's schema (``middleware.check_body``).
+BODY = web.RequestKey("body", dict)
 
 
 def medic(request: web.Request) -> Any:
@@ -59,6 +60,11 @@ def json_response(
 
 def page_response(page: Page[Any]) -> web.Response:
     return json_response({"items": list(page.items), "next_cursor": page.next_cursor})
+
+
+def checked_body(request: web.Request) -> dict[str, Any]:
+    """The body of a route that declares one, already checked against its schema."""
+    return request[BODY]
 
 
 # -- query and path parameters ------------------------------------------------------------------

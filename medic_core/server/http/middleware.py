@@ -1,4 +1,6 @@
-"""Cross-cutting request handling, in order: request id and metrics, errors, auth, rate limit.
+"""Cross-cutting request handling, in order: request id and metrics, errors, auth, rate limit,
+then the body checked against the route's schema (after auth: an unauthenticated caller learns
+nothing about a body's rules).
 
 Authentication reads the route's declared scope and goes through ``medic_core.auth.gate``: the
 client's budget of failed authentications first, its key second. Keys are accepted as
@@ -28,7 +30,14 @@ from medic_core.errors import (
 from medic_core.net.inbound import source_of
 from medic_core.observability.tracing import tracer, tracing_enabled
 from medic_core.ratelimit import TokenBuckets
-from medic_core.server.http.context import PRINCIPAL, REQUEST_ID, client_address, medic
+from medic_core.server.http.context import (
+    BODY,
+    PRINCIPAL,
+    REQUEST_ID,
+    client_address,
+    json_body,
+    medic,
+)
 from medic_core.server.http.problems import from_error, from_http_exception, problem
 from medic_core.server.http.routing import PUBLIC, Handler, declared_route
 from medic_core.store import is_transient_db_error
@@ -184,3 +193,21 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         response = from_error(exc, request.get(REQUEST_ID))
     response.headers.update(verdict.headers())
     return response
+
+
+@web.middleware
+async def check_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read the body of a route that declares one and check it against that schema.
+
+    The one place request bodies are parsed: a 400 when it is not a JSON object, a 422 naming
+    the field when it breaks the documented schema; the handler reads it with ``body()``.
+    """
+    route = declared_route(request)
+    if route is not None and route.body_schema is not None:
+        if route.body_required or request.can_read_body:
+            data = await json_body(request, nul=route.body_nul_checked)
+        else:
+            data = {}
+        route.body_schema.check(data)
+        request[BODY] = data
+    return await handler(request)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from medic_core import __version__
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import json_response
 from medic_core.server.http.routing import DECLARED, PUBLIC, Route, RouteTable
 
@@ -45,7 +45,7 @@ def _path_schema(route: Route, name: str) -> dict[str, Any]:
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": f"{route.method.lower()}_{route.handler.__name__}",
+        "operationId": route.operation_id,
         "tags": [route.tag],
         "x-medic-scope": route.scope,
     }
@@ -67,21 +67,79 @@ def _operation(route: Route) -> dict[str, Any]:
         op["parameters"] = params
     if route.body is not None:
         op["requestBody"] = {
-            "required": route.method != "POST" or "mute" not in route.path,
-            "content": {"application/json": {"schema": route.body}},
+            "required": route.body_required,
+            "content": {"application/json": {"schema": _named(route.body)}},
         }
     if route.scope != PUBLIC:
         op["security"] = [{"bearer": []}, {"apiKeyHeader": []}]
-    success: dict[str, Any] = {"description": "Success"}
+    success: dict[str, Any] = {"description": "Success", "headers": _headers(route, "2xx")}
     if route.status != 204:
-        success["content"] = {route.content_type: {"schema": route.response or {}}}
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        text = {"type": "string"}
+        schema = route.response if route.content_type == "application/json" else text
+        success["content"] = {route.content_type: {"schema": schema}}
+    problem = {"application/problem+json": {"schema": components.ref("Problem")}}
     op["responses"] = {str(route.status): success} | {
-        code: {"description": text, "content": problem}
+        code: {"description": text, "headers": _headers(route, code), "content": problem}
         for code, text in _ERRORS.items()
         if route.scope != PUBLIC or code in _ANY_ROUTE
     }
     return op
+
+
+def _named(schema: dict[str, Any]) -> dict[str, Any]:
+    """A reference to the component that *is* ``schema`` (``HeartbeatIn``), else the schema."""
+    for name, component in components.SCHEMAS.items():
+        if component is schema:
+            return components.ref(name)
+    return schema
+
+
+def _header(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _headers(route: Route, code: str) -> dict[str, Any]:
+    """The headers an answer carries: the request id always; the rate limit's on keyed routes
+    (when limiting is on); Retry-After on 429 and 503; the auth challenge on 401."""
+    headers = {"X-Request-Id": _header("X-Request-Id")}
+    if route.scope != PUBLIC and code not in ("401", "403", "408", "414", "431"):
+        headers |= {name: _header(name) for name in _RATE_LIMIT}
+    if code in ("429", "503"):
+        headers["Retry-After"] = _header("Retry-After")
+    if code == "401":
+        headers["WWW-Authenticate"] = _header("WWW-Authenticate")
+    return headers
+
+
+_RATE_LIMIT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+_INTEGER = {"type": "integer", "minimum": 0}
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-Id": {
+        "description": "The request's id: the client's X-Request-Id (first 100 characters) or "
+        "one Medic made; also in problem documents as request_id, and in the logs.",
+        "schema": {"type": "string", "maxLength": 100},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "WWW-Authenticate": {
+        "description": 'The challenge: Bearer realm="medic".',
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Limit": {
+        "description": "The key's burst (sent when rate limiting is on).",
+        "schema": _INTEGER,
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the burst (sent when rate limiting is on).",
+        "schema": _INTEGER,
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the burst is full again (sent when rate limiting is on).",
+        "schema": _INTEGER,
+    },
+}
 
 
 def _is_string(schema: dict[str, Any]) -> bool:
@@ -108,11 +166,19 @@ def build_document(declared: list[Route]) -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
             },
-            "schemas": {"Problem": schemas.PROBLEM, "Heartbeat": schemas.HEARTBEAT},
+            "schemas": dict(sorted(components.SCHEMAS.items())),
+            "headers": HEADERS,
         },
     }
 
 
-@routes.get("/api/v1/openapi.json", scope=PUBLIC, summary="This OpenAPI 3.1 document.", tag="meta")
+@routes.get(
+    "/api/v1/openapi.json",
+    scope=PUBLIC,
+    summary="This OpenAPI 3.1 document.",
+    tag="meta",
+    operation_id="getOpenApiDocument",
+    response=components.ref("OpenApiDocument"),
+)
 async def openapi(request: web.Request) -> web.Response:
     return json_response(build_document(list(request.app[DECLARED].values())))

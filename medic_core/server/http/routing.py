@@ -7,15 +7,19 @@ disagree. ``scope="public"`` is the explicit way to say a route needs no key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from medic_core.server.http.bodies import BodySchema
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = "public"
 SCOPE_VALUES = (PUBLIC, "read", "write", "admin", "heartbeat", "agent")
+_OPERATION_ID = re.compile(r"[a-z][A-Za-z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,15 @@ class Route:
     scope: str
     summary: str
     tag: str
+    #: The stable OpenAPI operationId (camelCase): generated clients name their functions by it.
+    operation_id: str
+    #: The JSON Schema of the body: documented in OpenAPI *and* enforced before the handler
+    #: runs (``middleware.check_body``); the handler reads the checked body with ``body()``.
     body: dict[str, Any] | None = None
+    #: False: the body may be left out (then it is ``{}``).
+    body_required: bool = True
+    #: False: NUL characters are refused by the handler, item by item (the heartbeat batch).
+    body_nul_checked: bool = True
     query: tuple[QueryParam, ...] = ()
     #: JSON Schemas of path parameters, by name; undeclared: ``slug`` is a slug, others strings.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -41,6 +53,11 @@ class Route:
     response: dict[str, Any] | None = None
     content_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
+    body_schema: BodySchema | None = field(init=False, default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.body is not None:  # compiled once, when the route is declared
+            object.__setattr__(self, "body_schema", BodySchema(self.body))
 
 
 class RouteTable:
@@ -50,6 +67,11 @@ class RouteTable:
     def add(self, method: str, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
         if kwargs.get("scope") not in SCOPE_VALUES:
             raise ValueError(f"route {method} {path} must declare a scope from {SCOPE_VALUES}")
+        if not _OPERATION_ID.fullmatch(kwargs.get("operation_id", "")):
+            raise ValueError(f"route {method} {path} must declare a camelCase operation_id")
+        json_answer = kwargs.get("content_type", "application/json") == "application/json"
+        if json_answer and kwargs.get("status", 200) != 204 and kwargs.get("response") is None:
+            raise ValueError(f"route {method} {path} must declare its response schema")
 
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(method=method, path=path, handler=handler, **kwargs))

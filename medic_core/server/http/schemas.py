@@ -1,7 +1,9 @@
-"""JSON Schemas of request bodies and common responses, for the OpenAPI document.
+"""JSON Schemas of request bodies and parameters: documented in OpenAPI and enforced.
 
-The rules themselves (ranges, formats, cross-field checks) are enforced by the domain modules,
-which give the field-precise error messages; these schemas describe the shapes for clients.
+A route's ``body`` schema is checked before its handler runs (``bodies.py``), so what clients
+read here is what the server holds them to. Rules a schema cannot say (a team that must exist,
+a known time zone, ``ends_at`` after ``starts_at``) stay with the domain modules. The shapes of
+answers are the named components of ``components.py``.
 """
 
 from __future__ import annotations
@@ -66,13 +68,20 @@ _SERVICE_FIELDS: dict[str, Any] = {
 }
 
 SERVICE_CREATE = {
+    "x-medic-name": "service",
     "type": "object",
     "required": ["slug", "expectation"],
     "properties": {"slug": SLUG, **_SERVICE_FIELDS},
     "additionalProperties": False,
 }
-SERVICE_UPDATE = {"type": "object", "properties": _SERVICE_FIELDS, "additionalProperties": False}
+SERVICE_UPDATE = {
+    "x-medic-name": "service update (the slug cannot change)",
+    "type": "object",
+    "properties": _SERVICE_FIELDS,
+    "additionalProperties": False,
+}
 MUTE = {
+    "x-medic-name": "mute",
     "type": "object",
     "properties": {
         "until": {
@@ -84,18 +93,27 @@ MUTE = {
     "additionalProperties": False,
 }
 HEARTBEAT = {
+    "x-medic-name": "heartbeat",
     "type": "object",
     "required": ["service"],
     "properties": {
-        "service": SLUG,
-        "status": {"enum": ["ok", "start", "success", "fail"], "default": "ok"},
-        "run_id": {"type": "string", "maxLength": 200},
+        "service": {**SLUG, "description": "the slug of a registered service"},
+        # No default: left out, the server decides (ok, or the exit code's success/fail). A
+        # default of "ok" would make generated clients send ok for a job that exited 3.
+        "status": {
+            "enum": ["ok", "start", "success", "fail"],
+            "description": "left out: ok, or with an exit_code success (0) / fail (non-zero); "
+            "a status the exit_code contradicts (ok or success with a non-zero code, fail with "
+            "0, start with any) is a 422",
+        },
+        "run_id": {"type": "string", "minLength": 1, "maxLength": 200},
         "exit_code": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
         "message": {"type": "string", "description": "Cut to 4000 characters (flagged)."},
     },
     "additionalProperties": False,
 }
 HEARTBEAT_BATCH = {
+    "x-medic-name": "batch",
     "type": "object",
     "required": ["heartbeats"],
     "properties": {
@@ -105,7 +123,7 @@ HEARTBEAT_BATCH = {
             # bad one is refused in its result, not by refusing the batch (one malformed line
             # of a collector must not cost the other 999 heartbeats).
             "items": {
-                "description": "a heartbeat (components/schemas/Heartbeat), checked on its own: "
+                "description": "a heartbeat (components/schemas/HeartbeatIn), checked on its own: "
                 "a bad item is refused in its result (ok: false) and the others are stored"
             },
             "minItems": 1,
@@ -115,6 +133,7 @@ HEARTBEAT_BATCH = {
     "additionalProperties": False,
 }
 RESOLVE = {
+    "x-medic-name": "resolve",
     "type": "object",
     "properties": {"note": {"type": "string", "maxLength": 500}},
     "additionalProperties": False,
@@ -128,13 +147,20 @@ _TEAM_FIELDS: dict[str, Any] = {
     },
 }
 TEAM_CREATE = {
+    "x-medic-name": "team",
     "type": "object",
     "required": ["slug"],
     "properties": {"slug": SLUG, **_TEAM_FIELDS},
     "additionalProperties": False,
 }
-TEAM_UPDATE = {"type": "object", "properties": _TEAM_FIELDS, "additionalProperties": False}
+TEAM_UPDATE = {
+    "x-medic-name": "team update (the slug cannot change)",
+    "type": "object",
+    "properties": _TEAM_FIELDS,
+    "additionalProperties": False,
+}
 MAINTENANCE = {
+    "x-medic-name": "maintenance window",
     "type": "object",
     "required": ["name", "selector", "starts_at", "ends_at"],
     "properties": {
@@ -174,6 +200,7 @@ MAINTENANCE = {
 }
 MAINTENANCE_UPDATE = {**MAINTENANCE, "required": []}
 API_KEY_CREATE = {
+    "x-medic-name": "API key",
     "type": "object",
     "required": ["name", "scopes"],
     "properties": {
@@ -183,7 +210,7 @@ API_KEY_CREATE = {
             "items": {"enum": ["read", "write", "admin", "heartbeat", "agent"]},
             "minItems": 1,
         },
-        "expires_at": INSTANT,
+        "expires_at": {"oneOf": [INSTANT, {"type": "null"}], "description": "null: never"},
     },
     "additionalProperties": False,
 }
@@ -200,11 +227,17 @@ WEEKLY_RANGE = {
             "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
             "minItems": 1,
         },
-        "start": {"type": "string", "pattern": f"^{_CLOCK}$", "examples": ["09:00"]},
+        "start": {
+            "type": "string",
+            "pattern": f"^{_CLOCK}$",
+            "description": "HH:MM, 00:00 to 23:59",
+            "examples": ["09:00"],
+        },
         "end": {
             "type": "string",
             "pattern": f"^({_CLOCK}|24:00)$",
-            "description": "exclusive; at or before start: the range runs past midnight",
+            "description": "HH:MM, 00:00 to 24:00; exclusive; at or before start: the range "
+            "runs past midnight",
             "examples": ["17:30"],
         },
     },
@@ -212,27 +245,32 @@ WEEKLY_RANGE = {
 }
 _SCHEDULE_FIELDS: dict[str, Any] = {
     "name": {"type": "string", "maxLength": 200},
-    "timezone": {"type": "string", "examples": ["Europe/Berlin"]},
-    "weekly": {"type": "array", "items": WEEKLY_RANGE, "minItems": 1, "maxItems": 50},
+    "timezone": {
+        "type": "string",
+        "description": "an IANA time zone such as 'Europe/Berlin'",
+        "examples": ["Europe/Berlin"],
+    },
+    "weekly": {
+        "type": "array",
+        "items": WEEKLY_RANGE,
+        "minItems": 1,
+        "maxItems": 50,
+        "description": "a list of 1 to 50 ranges",
+    },
 }
 SCHEDULE_CREATE = {
+    "x-medic-name": "schedule",
     "type": "object",
     "required": ["slug", "timezone", "weekly"],
     "properties": {"slug": SLUG, **_SCHEDULE_FIELDS},
     "additionalProperties": False,
 }
-SCHEDULE_UPDATE = {"type": "object", "properties": _SCHEDULE_FIELDS, "additionalProperties": False}
-SCHEDULE = {
+SCHEDULE_UPDATE = {
+    "x-medic-name": "schedule update (the slug cannot change)",
     "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "slug": SLUG,
-        **_SCHEDULE_FIELDS,
-        "created_at": INSTANT,
-        "updated_at": INSTANT,
-    },
+    "properties": _SCHEDULE_FIELDS,
+    "additionalProperties": False,
 }
-
 ESCALATION_LEVEL = {
     "type": "object",
     "required": ["after", "targets"],
@@ -264,27 +302,18 @@ _POLICY_FIELDS: dict[str, Any] = {
     "max_reminders": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
 }
 ESCALATION_POLICY_CREATE = {
+    "x-medic-name": "escalation policy",
     "type": "object",
     "required": ["slug"],
     "properties": {"slug": SLUG, **_POLICY_FIELDS},
     "additionalProperties": False,
 }
 ESCALATION_POLICY_UPDATE = {
+    "x-medic-name": "escalation policy update (the slug cannot change)",
     "type": "object",
     "properties": _POLICY_FIELDS,
     "additionalProperties": False,
 }
-ESCALATION_POLICY = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "slug": SLUG,
-        **_POLICY_FIELDS,
-        "created_at": INSTANT,
-        "updated_at": INSTANT,
-    },
-}
-
 _NULLABLE_SLUG = {"oneOf": [SLUG, {"type": "null"}]}
 _TARGET_FIELDS: dict[str, Any] = {
     "name": {"type": "string", "maxLength": 200},
@@ -302,42 +331,18 @@ _TARGET_FIELDS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
 }
 TARGET_CREATE = {
+    "x-medic-name": "target",
     "type": "object",
     "required": ["slug", "notifier"],
     "properties": {"slug": SLUG, **_TARGET_FIELDS},
     "additionalProperties": False,
 }
-TARGET_UPDATE = {"type": "object", "properties": _TARGET_FIELDS, "additionalProperties": False}
-TARGET = {
+TARGET_UPDATE = {
+    "x-medic-name": "target update (the slug cannot change)",
     "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "slug": SLUG,
-        **_TARGET_FIELDS,
-        "created_at": INSTANT,
-        "updated_at": INSTANT,
-    },
+    "properties": _TARGET_FIELDS,
+    "additionalProperties": False,
 }
-TARGET_TEST = {
-    "type": "object",
-    "properties": {
-        "target": SLUG,
-        "notifier": {"type": "string"},
-        "ok": {"type": "boolean"},
-        "error": {"type": ["string", "null"]},
-        "response_code": {"type": ["integer", "null"]},
-        "duration_ms": {"type": "number"},
-    },
-}
-TARGET_CHECK = {
-    "type": "object",
-    "properties": {
-        "status": {"enum": ["ok", "degraded", "down"]},
-        "detail": {"type": "string"},
-    },
-    "required": ["status", "detail"],
-}
-
 PROBLEM = {
     "type": "object",
     "properties": {
@@ -363,6 +368,5 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-OBJECT: dict[str, Any] = {"type": "object"}
 #: The path parameters of routes addressing a row by its integer id.
 ID_PATH: dict[str, dict[str, Any]] = {"id": ROW_ID}

@@ -7,11 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from medic_core.agent.limits import CONTAINMENTS
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -19,57 +18,9 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import only_keys
 
 routes = RouteTable()
 TAG = "agents"
-
-AGENT: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "description": "the agent's stable id (a UUID)"},
-        "hostname": {"type": "string"},
-        "version": {"type": "string"},
-        "os": {"type": "string"},
-        "arch": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "allowlist": {"type": "object", "description": "the advertised allowlist summary"},
-        "capabilities": {"type": "array", "items": {"type": "string"}},
-        "paused": {"type": "boolean", "description": "the agent's kill switch is on"},
-        "paused_reason": {"type": ["string", "null"]},
-        "containment": {
-            "enum": [*CONTAINMENTS, None],
-            "description": "how the agent ends every process a script starts; null: not said "
-            "(older agents)",
-        },
-        "max_concurrent_executions": {
-            "type": ["integer", "null"],
-            "description": "how many executions the agent runs at once, as it advertises it: the "
-            "server never has more sent and unfinished; null: not said (older agents), 16 assumed",
-        },
-        "key_id": {
-            "type": ["string", "null"],
-            "description": "the API key the agent id belongs to: a Hello with the id from any "
-            "other key is refused (null: registered before ids were bound, and no key known "
-            "yet: its next Hello binds it)",
-        },
-        "revoked_at": {
-            "oneOf": [schemas.INSTANT, {"type": "null"}],
-            "description": "set: an admin revoked the agent; it may not connect until re-assigned",
-        },
-        "status": {"enum": ["online", "offline"]},
-        "session_id": {"type": ["string", "null"]},
-        "connected_at": {"oneOf": [schemas.INSTANT, {"type": "null"}]},
-        "last_seen": {"oneOf": [schemas.INSTANT, {"type": "null"}]},
-        "offline_since": {"oneOf": [schemas.INSTANT, {"type": "null"}]},
-        "service": {
-            "type": ["string", "null"],
-            "description": "slug of the service that carries the agent's agent_offline alerts",
-        },
-        "created_at": schemas.INSTANT,
-        "updated_at": schemas.INSTANT,
-    },
-}
 
 
 @routes.get(
@@ -88,7 +39,8 @@ AGENT: dict[str, Any] = {
         QueryParam("cursor", schemas.CURSOR),
         QueryParam("limit", schemas.LIMIT),
     ),
-    response=schemas.page_of(AGENT),
+    operation_id="listAgents",
+    response=components.page("Agent"),
 )
 async def list_agents(request: web.Request) -> web.Response:
     page = await medic(request).agents.list(
@@ -102,7 +54,12 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 @routes.get(
-    "/api/v1/agents/{id}", scope="read", summary="One agent, by its id.", tag=TAG, response=AGENT
+    "/api/v1/agents/{id}",
+    scope="read",
+    summary="One agent, by its id.",
+    tag=TAG,
+    operation_id="getAgent",
+    response=components.ref("Agent"),
 )
 async def get_agent(request: web.Request) -> web.Response:
     return json_response(await medic(request).agents.get(request.match_info["id"]))
@@ -130,14 +87,14 @@ REASSIGN: dict[str, Any] = {
     "open with another key ends; only this key may connect as the agent from now on.",
     tag=TAG,
     body=REASSIGN,
-    response=AGENT,
+    operation_id="reassignAgent",
+    response=components.ref("Agent"),
 )
 async def reassign_agent(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    only_keys(data, {"key_id"}, "reassign")
     agents = medic(request).agents
     agent_id = request.match_info["id"]
-    await agents.enrollment.reassign(agent_id, data.get("key_id"), actor=actor(request))
+    key_id = checked_body(request)["key_id"]
+    await agents.enrollment.reassign(agent_id, key_id, actor=actor(request))
     return json_response(await agents.get(agent_id))
 
 
@@ -147,7 +104,8 @@ async def reassign_agent(request: web.Request) -> web.Response:
     summary="Revoke the agent: its stream ends, every Hello with its id is refused until it is "
     "re-assigned, its unfinished executions fail (agent_revoked). 409 when already revoked.",
     tag=TAG,
-    response=AGENT,
+    operation_id="revokeAgent",
+    response=components.ref("Agent"),
 )
 async def revoke_agent(request: web.Request) -> web.Response:
     agents = medic(request).agents

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -17,7 +17,6 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import only_keys, text
 
 routes = RouteTable()
 TAG = "alerts"
@@ -36,7 +35,8 @@ TAG = "alerts"
         QueryParam("cursor", schemas.CURSOR),
         QueryParam("limit", schemas.LIMIT),
     ),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listAlerts",
+    response=components.page("Alert"),
 )
 async def list_alerts(request: web.Request) -> web.Response:
     page = await medic(request).alerts.list(
@@ -51,7 +51,13 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 @routes.get(
-    "/api/v1/alerts/{id}", scope="read", summary="One alert.", tag=TAG, path_params=schemas.ID_PATH
+    "/api/v1/alerts/{id}",
+    scope="read",
+    summary="One alert.",
+    tag=TAG,
+    path_params=schemas.ID_PATH,
+    operation_id="getAlert",
+    response=components.ref("Alert"),
 )
 async def get_alert(request: web.Request) -> web.Response:
     return json_response(await medic(request).alerts.get(path_int(request, "id")))
@@ -63,6 +69,8 @@ async def get_alert(request: web.Request) -> web.Response:
     summary="Acknowledge an open alert (409 if it is not open).",
     tag=TAG,
     path_params=schemas.ID_PATH,
+    operation_id="acknowledgeAlert",
+    response=components.ref("Alert"),
 )
 async def ack(request: web.Request) -> web.Response:
     body = await medic(request).alerts.acknowledge(path_int(request, "id"), actor=actor(request))
@@ -76,11 +84,12 @@ async def ack(request: web.Request) -> web.Response:
     tag=TAG,
     path_params=schemas.ID_PATH,
     body=schemas.RESOLVE,
+    body_required=False,
+    operation_id="resolveAlert",
+    response=components.ref("Alert"),
 )
 async def resolve(request: web.Request) -> web.Response:
-    data = await json_body(request) if request.can_read_body else {}
-    only_keys(data, {"note"}, "resolve")
-    note = text(data["note"], "note", max_len=500) if data.get("note") else None
+    note = str(checked_body(request).get("note") or "").strip() or None
     body = await medic(request).alerts.resolve(
         path_int(request, "id"), actor=actor(request), note=note
     )

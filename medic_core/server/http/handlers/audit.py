@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     json_response,
     medic,
@@ -35,7 +35,8 @@ TAG = "audit"
         QueryParam("cursor", schemas.CURSOR),
         QueryParam("limit", schemas.LIMIT),
     ),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listAuditEntries",
+    response=components.page("AuditEntry"),
 )
 async def list_audit(request: web.Request) -> web.Response:
     page = await medic(request).audit.list(
@@ -57,6 +58,8 @@ async def list_audit(request: web.Request) -> web.Response:
     summary="One audit entry with its before and after documents.",
     tag=TAG,
     path_params=schemas.ID_PATH,
+    operation_id="getAuditEntry",
+    response=components.ref("AuditEntry"),
 )
 async def get_audit(request: web.Request) -> web.Response:
     return json_response(await medic(request).audit.get(path_int(request, "id")))

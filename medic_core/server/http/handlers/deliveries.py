@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
     json_response,
@@ -32,7 +32,8 @@ TAG = "deliveries"
         QueryParam("cursor", schemas.CURSOR),
         QueryParam("limit", schemas.LIMIT),
     ),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listDeliveries",
+    response=components.page("Delivery"),
 )
 async def list_deliveries(request: web.Request) -> web.Response:
     page = await medic(request).delivery.list(
@@ -51,6 +52,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     summary="One delivery.",
     tag=TAG,
     path_params=schemas.ID_PATH,
+    operation_id="getDelivery",
+    response=components.ref("Delivery"),
 )
 async def get_delivery(request: web.Request) -> web.Response:
     return json_response(await medic(request).delivery.get(path_int(request, "id")))
@@ -62,6 +65,8 @@ async def get_delivery(request: web.Request) -> web.Response:
     summary="Re-drive a failed delivery with a fresh set of attempts (409 unless failed).",
     tag=TAG,
     path_params=schemas.ID_PATH,
+    operation_id="retryDelivery",
+    response=components.ref("Delivery"),
 )
 async def retry_delivery(request: web.Request) -> web.Response:
     body = await medic(request).delivery.redrive(path_int(request, "id"), actor=actor(request))
@@ -74,6 +79,8 @@ async def retry_delivery(request: web.Request) -> web.Response:
     summary="Re-drive every failed delivery, or those of one target (?target=slug).",
     tag=TAG,
     query=(QueryParam("target", schemas.SLUG),),
+    operation_id="retryFailedDeliveries",
+    response=components.ref("Redriven"),
 )
 async def retry_failed(request: web.Request) -> web.Response:
     count = await medic(request).delivery.redrive_failed(

@@ -7,11 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from medic_core.agent.executions import MAX_ARGS, MAX_ENV, MAX_TIMEOUT, STATES
-from medic_core.agent.limits import CONTAINMENTS
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -19,7 +18,6 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import only_keys
 
 routes = RouteTable()
 TAG = "executions"
@@ -57,94 +55,6 @@ EXECUTION_CREATE: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-_NULLABLE_INSTANT = {"oneOf": [schemas.INSTANT, {"type": "null"}]}
-EXECUTION: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "description": "the execution id (a UUID)"},
-        "agent_id": {"type": "string"},
-        "script": {"type": "string"},
-        "args": {"type": "array", "items": {"type": "string"}},
-        "env": {
-            "type": "object",
-            "additionalProperties": {"const": "********"},
-            "description": "the names set; values are never returned",
-        },
-        "timeout_seconds": {"type": ["integer", "null"]},
-        "expected_sha256": {"type": "string"},
-        "requested_by": {"type": "string"},
-        "state": {"enum": list(STATES)},
-        "reason": {"type": ["string", "null"], "description": "reason code (final states)"},
-        "detail": {"type": ["string", "null"]},
-        "exit_code": {"type": ["integer", "null"]},
-        "signal": {"type": ["integer", "null"]},
-        "output_chunks": {
-            "type": ["integer", "null"],
-            "description": "output chunks the agent says it sent (final states)",
-        },
-        "output_truncated": {
-            "type": "boolean",
-            "description": "output was cut: by the agent's cap, or the server dropped chunks "
-            "past MEDIC_AGENT_MAX_OUTPUT_BYTES",
-        },
-        "output_bytes": {"type": "integer", "description": "bytes of output stored"},
-        "duration_ms": {"type": ["integer", "null"]},
-        "containment": {
-            "enum": [*CONTAINMENTS, None],
-            "description": "how the agent ended the script's processes (final states of "
-            "executions that ran; null: not said)",
-        },
-        "sent_count": {"type": "integer"},
-        "last_sent_at": {
-            **_NULLABLE_INSTANT,
-            "description": "when the last Execute went out; null while it is not at the agent: "
-            "never sent, or handed back by it (too_many_running)",
-        },
-        "capacity_refusals": {
-            "type": "integer",
-            "description": "times the agent refused it too_many_running; each time it went back "
-            "to the queue (at most MEDIC_AGENT_BUSY_RETRIES times)",
-        },
-        "send_after": {
-            **_NULLABLE_INSTANT,
-            "description": "handed back by the agent: not sent again before this instant",
-        },
-        "cancel_requested_at": _NULLABLE_INSTANT,
-        "created_at": schemas.INSTANT,
-        "updated_at": schemas.INSTANT,
-        "finished_at": _NULLABLE_INSTANT,
-    },
-}
-EXECUTION_CREATED: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        **EXECUTION["properties"],
-        "delivery": {
-            "enum": ["sent", "queued"],
-            "description": "sent: on the agent's stream now; queued: sent when it connects",
-        },
-    },
-}
-EXECUTION_WITH_OUTPUT: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        **EXECUTION["properties"],
-        "output_complete": {
-            "type": "boolean",
-            "description": "final, and every chunk the agent sent is stored (false when "
-            "chunks were lost on a broken stream or dropped past the output cap)",
-        },
-        "output": {
-            "type": "object",
-            "properties": {
-                "encoding": {"enum": ["text", "base64"]},
-                "stdout": {"type": "string"},
-                "stderr": {"type": "string"},
-                "chunks_received": {"type": "integer"},
-            },
-        },
-    },
-}
 _LIST_QUERY = (
     QueryParam("state", {"enum": list(STATES)}),
     QueryParam("cursor", schemas.CURSOR),
@@ -160,11 +70,11 @@ _LIST_QUERY = (
     tag=TAG,
     body=EXECUTION_CREATE,
     status=201,
-    response=EXECUTION_CREATED,
+    operation_id="createExecution",
+    response=components.ref("ExecutionCreated"),
 )
 async def create_execution(request: web.Request) -> web.Response:
-    data = await json_body(request)
-    only_keys(data, {"script", "args", "env", "timeout_seconds"}, "execution")
+    data = checked_body(request)
     body = await medic(request).agents.executions.execute(
         request.match_info["id"],
         data.get("script"),
@@ -182,7 +92,8 @@ async def create_execution(request: web.Request) -> web.Response:
     summary="One agent's executions, newest first (filter: state).",
     tag=TAG,
     query=_LIST_QUERY,
-    response=schemas.page_of(EXECUTION),
+    operation_id="listAgentExecutions",
+    response=components.page("Execution"),
 )
 async def list_agent_executions(request: web.Request) -> web.Response:
     page = await medic(request).agents.executions.list(
@@ -201,7 +112,8 @@ async def list_agent_executions(request: web.Request) -> web.Response:
     summary="Executions, newest first (filters: agent, state).",
     tag=TAG,
     query=(QueryParam("agent", {"type": "string"}, "an agent id"), *_LIST_QUERY),
-    response=schemas.page_of(EXECUTION),
+    operation_id="listExecutions",
+    response=components.page("Execution"),
 )
 async def list_executions(request: web.Request) -> web.Response:
     page = await medic(request).agents.executions.list(
@@ -225,7 +137,8 @@ async def list_executions(request: web.Request) -> web.Response:
             "text: UTF-8 with invalid bytes replaced; raw: the bytes, base64",
         ),
     ),
-    response=EXECUTION_WITH_OUTPUT,
+    operation_id="getExecution",
+    response=components.ref("ExecutionWithOutput"),
 )
 async def get_execution(request: web.Request) -> web.Response:
     body = await medic(request).agents.executions.get(
@@ -240,7 +153,8 @@ async def get_execution(request: web.Request) -> web.Response:
     summary="Cancel an execution: at once if it was never sent, else through the agent "
     "(409 once it has ended).",
     tag=TAG,
-    response=EXECUTION,
+    operation_id="cancelExecution",
+    response=components.ref("Execution"),
 )
 async def cancel_execution(request: web.Request) -> web.Response:
     body = await medic(request).agents.executions.cancel(

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from medic_core import __version__
 from medic_core.auth import grants
+from medic_core.server.http import components
 from medic_core.server.http.context import json_response, medic
 from medic_core.server.http.middleware import optional_principal
 from medic_core.server.http.routing import PUBLIC, RouteTable
@@ -16,7 +17,14 @@ from medic_core.server.http.routing import PUBLIC, RouteTable
 routes = RouteTable()
 
 
-@routes.get("/health", scope=PUBLIC, summary="Liveness: the process answers.", tag="health")
+@routes.get(
+    "/health",
+    scope=PUBLIC,
+    summary="Liveness: the process answers.",
+    tag="health",
+    operation_id="getHealth",
+    response=components.ref("Health"),
+)
 async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
@@ -32,6 +40,8 @@ DETAILS_SCOPE = "read"
     "one is down). Without a key: the overall status and each check's name with ok or "
     "failing; with a key granting read: each check's status, detail and criticality.",
     tag="health",
+    operation_id="getReadiness",
+    response=components.ref("Readiness"),
 )
 async def ready(request: web.Request) -> web.Response:
     app = medic(request)
@@ -77,6 +87,7 @@ def _public(body: dict[str, Any]) -> dict[str, Any]:
     summary="Prometheus metrics.",
     tag="health",
     content_type="text/plain",
+    operation_id="getMetrics",
 )
 async def metrics(request: web.Request) -> web.Response:
     body = medic(request).metrics.render()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from medic_core.errors import BadRequest, MedicError, ValidationError
-from medic_core.heartbeats import HeartbeatIn, parse_heartbeat
-from medic_core.heartbeats.model import MAX_MESSAGE, bounded
-from medic_core.server.http import schemas
+from medic_core.heartbeats import HeartbeatIn, heartbeat_in
+from medic_core.heartbeats.model import MAX_MESSAGE, bounded, outcome_of
+from medic_core.server.http import components, schemas
+from medic_core.server.http.bodies import BodySchema
 from medic_core.server.http.context import (
+    checked_body,
     client_address,
-    json_any,
-    json_body,
     json_response,
     medic,
     page_response,
@@ -20,10 +20,11 @@ from medic_core.server.http.context import (
     reject_nul,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import SLUG_RE, only_keys, quote
+from medic_core.validation import SLUG_RE, quote
 
 routes = RouteTable()
-MAX_BATCH = 1000
+#: Each batch item is checked against the same schema as a single heartbeat.
+_ITEM = BodySchema(schemas.HEARTBEAT)
 _PAGE = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMIT))
 RUN_ID = {"type": "string", "maxLength": 200}
 
@@ -39,9 +40,11 @@ def _source(request: web.Request) -> str | None:
     tag="heartbeats",
     body=schemas.HEARTBEAT,
     status=201,
+    operation_id="sendHeartbeat",
+    response=components.ref("HeartbeatAccepted"),
 )
 async def post_heartbeat(request: web.Request) -> web.Response:
-    hb = parse_heartbeat(await json_body(request), source=_source(request))
+    hb = heartbeat_in(checked_body(request), source=_source(request))
     stored = await medic(request).writer.submit(hb)
     return json_response(stored.to_dict(), status=201)
 
@@ -52,28 +55,20 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     summary="Record up to 1,000 heartbeats; each item gets its own result.",
     tag="heartbeats",
     body=schemas.HEARTBEAT_BATCH,
+    body_nul_checked=False,
+    operation_id="sendHeartbeatBatch",
+    response=components.ref("BatchResult"),
 )
 async def post_batch(request: web.Request) -> web.Response:
-    data = await json_any(request)
-    if isinstance(data, dict):
-        only_keys(data, {"heartbeats"}, "batch")
-    items = data.get("heartbeats") if isinstance(data, dict) else None
-    if not isinstance(items, list) or not items:
-        raise ValidationError(
-            'send {"heartbeats": [ ... ]} with at least one heartbeat', field="heartbeats"
-        )
-    if len(items) > MAX_BATCH:
-        raise ValidationError(
-            f"a batch holds at most {MAX_BATCH} heartbeats, got {len(items)}", field="heartbeats"
-        )
+    items = checked_body(request)["heartbeats"]
     results: list[dict[str, object] | None] = [None] * len(items)
     valid: list[tuple[int, HeartbeatIn]] = []
     for index, item in enumerate(items):
+        prefix = f"heartbeats[{index}]"
         try:
-            hb = parse_heartbeat(
-                item, source=_source(request), field_prefix=f"heartbeats[{index}]."
-            )
-            reject_nul(item, f"heartbeats[{index}]")
+            _ITEM.check(item, prefix=prefix)
+            reject_nul(item, prefix)
+            hb = heartbeat_in(item, source=_source(request), field_prefix=f"{prefix}.")
             valid.append((index, hb))
         except MedicError as exc:
             results[index] = _error(index, exc)
@@ -102,7 +97,7 @@ async def _ping(request: web.Request, status: str | None, exit_code: int | None)
     if not SLUG_RE.match(slug):
         raise ValidationError(f"{quote(slug)} is not a valid service slug", field="slug")
     if status is None:
-        status = "ok" if exit_code is None else ("success" if exit_code == 0 else "fail")
+        status = "ok" if exit_code is None else outcome_of(exit_code)
     run_id = q_str(request, "run_id")
     if run_id is not None and len(run_id) > 200:
         raise ValidationError("run_id must be at most 200 characters", field="run_id")
@@ -135,6 +130,7 @@ _PING_DOC = "Curl-friendly heartbeat for cron lines; answers 'OK' once committed
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="ping",
 )
 @routes.post(
     "/api/v1/ping/{slug}",
@@ -143,6 +139,7 @@ _PING_DOC = "Curl-friendly heartbeat for cron lines; answers 'OK' once committed
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="pingWithMessage",
 )
 async def ping(request: web.Request) -> web.Response:
     return await _ping(request, None, None)
@@ -158,6 +155,7 @@ _SIGNAL_DOC = "Job signal: {signal} is start, success, fail or a process exit co
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="pingSignal",
 )
 @routes.post(
     "/api/v1/ping/{slug}/{signal}",
@@ -166,6 +164,7 @@ _SIGNAL_DOC = "Job signal: {signal} is start, success, fail or a process exit co
     tag="heartbeats",
     content_type="text/plain",
     query=(QueryParam("run_id", RUN_ID),),
+    operation_id="pingSignalWithMessage",
 )
 async def ping_signal(request: web.Request) -> web.Response:
     signal = request.match_info["signal"]
@@ -188,7 +187,8 @@ async def ping_signal(request: web.Request) -> web.Response:
     summary="Heartbeats of a service, newest first.",
     tag="heartbeats",
     query=(QueryParam("status", {"enum": ["ok", "start", "success", "fail"]}), *_PAGE),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listHeartbeats",
+    response=components.page("Heartbeat"),
 )
 async def list_heartbeats(request: web.Request) -> web.Response:
     page = await medic(request).history.heartbeats(
@@ -206,7 +206,8 @@ async def list_heartbeats(request: web.Request) -> web.Response:
     summary="Job runs of a service (start to success/fail), newest first.",
     tag="heartbeats",
     query=(QueryParam("status", {"enum": ["running", "succeeded", "failed"]}), *_PAGE),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listRuns",
+    response=components.page("Run"),
 )
 async def list_runs(request: web.Request) -> web.Response:
     page = await medic(request).history.runs(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -32,7 +32,8 @@ TAG = "maintenance"
         QueryParam("cursor", schemas.CURSOR),
         QueryParam("limit", schemas.LIMIT),
     ),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listMaintenanceWindows",
+    response=components.page("MaintenanceWindow"),
 )
 async def list_windows(request: web.Request) -> web.Response:
     page = await medic(request).maintenance.list(
@@ -50,9 +51,11 @@ async def list_windows(request: web.Request) -> web.Response:
     tag=TAG,
     body=schemas.MAINTENANCE,
     status=201,
+    operation_id="createMaintenanceWindow",
+    response=components.ref("MaintenanceWindow"),
 )
 async def create_window(request: web.Request) -> web.Response:
-    body = await medic(request).maintenance.create(await json_body(request), actor=actor(request))
+    body = await medic(request).maintenance.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -62,6 +65,8 @@ async def create_window(request: web.Request) -> web.Response:
     summary="One window.",
     tag=TAG,
     path_params=schemas.ID_PATH,
+    operation_id="getMaintenanceWindow",
+    response=components.ref("MaintenanceWindow"),
 )
 async def get_window(request: web.Request) -> web.Response:
     return json_response(await medic(request).maintenance.get(path_int(request, "id")))
@@ -74,10 +79,12 @@ async def get_window(request: web.Request) -> web.Response:
     tag=TAG,
     path_params=schemas.ID_PATH,
     body=schemas.MAINTENANCE_UPDATE,
+    operation_id="updateMaintenanceWindow",
+    response=components.ref("MaintenanceWindow"),
 )
 async def update_window(request: web.Request) -> web.Response:
     body = await medic(request).maintenance.update(
-        path_int(request, "id"), await json_body(request), actor=actor(request)
+        path_int(request, "id"), checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -89,6 +96,7 @@ async def update_window(request: web.Request) -> web.Response:
     tag=TAG,
     path_params=schemas.ID_PATH,
     status=204,
+    operation_id="deleteMaintenanceWindow",
 )
 async def delete_window(request: web.Request) -> web.Response:
     await medic(request).maintenance.delete(path_int(request, "id"), actor=actor(request))

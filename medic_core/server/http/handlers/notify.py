@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -34,7 +34,8 @@ PAGING = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMI
     summary="List schedules (weekly hours in a time zone), oldest first.",
     tag=SCHEDULES,
     query=PAGING,
-    response=schemas.page_of(schemas.SCHEDULE),
+    operation_id="listSchedules",
+    response=components.page("Schedule"),
 )
 async def list_schedules(request: web.Request) -> web.Response:
     page = await medic(request).schedules.list(
@@ -49,11 +50,12 @@ async def list_schedules(request: web.Request) -> web.Response:
     summary="Create a schedule.",
     tag=SCHEDULES,
     body=schemas.SCHEDULE_CREATE,
-    response=schemas.SCHEDULE,
     status=201,
+    operation_id="createSchedule",
+    response=components.ref("Schedule"),
 )
 async def create_schedule(request: web.Request) -> web.Response:
-    body = await medic(request).schedules.create(await json_body(request), actor=actor(request))
+    body = await medic(request).schedules.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -62,7 +64,8 @@ async def create_schedule(request: web.Request) -> web.Response:
     scope="read",
     summary="One schedule.",
     tag=SCHEDULES,
-    response=schemas.SCHEDULE,
+    operation_id="getSchedule",
+    response=components.ref("Schedule"),
 )
 async def get_schedule(request: web.Request) -> web.Response:
     return json_response(await medic(request).schedules.get(request.match_info["slug"]))
@@ -74,11 +77,12 @@ async def get_schedule(request: web.Request) -> web.Response:
     summary="Change a schedule's name, time zone or hours.",
     tag=SCHEDULES,
     body=schemas.SCHEDULE_UPDATE,
-    response=schemas.SCHEDULE,
+    operation_id="updateSchedule",
+    response=components.ref("Schedule"),
 )
 async def update_schedule(request: web.Request) -> web.Response:
     body = await medic(request).schedules.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -89,6 +93,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     summary="Delete a schedule no target's period uses (409 names the targets).",
     tag=SCHEDULES,
     status=204,
+    operation_id="deleteSchedule",
 )
 async def delete_schedule(request: web.Request) -> web.Response:
     await medic(request).schedules.delete(request.match_info["slug"], actor=actor(request))
@@ -104,7 +109,8 @@ async def delete_schedule(request: web.Request) -> web.Response:
     summary="List escalation policies, oldest first.",
     tag=POLICIES,
     query=PAGING,
-    response=schemas.page_of(schemas.ESCALATION_POLICY),
+    operation_id="listEscalationPolicies",
+    response=components.page("EscalationPolicy"),
 )
 async def list_escalation_policies(request: web.Request) -> web.Response:
     page = await medic(request).escalations.list(
@@ -119,11 +125,12 @@ async def list_escalation_policies(request: web.Request) -> web.Response:
     summary="Create an escalation policy (its targets must exist).",
     tag=POLICIES,
     body=schemas.ESCALATION_POLICY_CREATE,
-    response=schemas.ESCALATION_POLICY,
     status=201,
+    operation_id="createEscalationPolicy",
+    response=components.ref("EscalationPolicy"),
 )
 async def create_escalation_policy(request: web.Request) -> web.Response:
-    body = await medic(request).escalations.create(await json_body(request), actor=actor(request))
+    body = await medic(request).escalations.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -132,7 +139,8 @@ async def create_escalation_policy(request: web.Request) -> web.Response:
     scope="read",
     summary="One escalation policy.",
     tag=POLICIES,
-    response=schemas.ESCALATION_POLICY,
+    operation_id="getEscalationPolicy",
+    response=components.ref("EscalationPolicy"),
 )
 async def get_escalation_policy(request: web.Request) -> web.Response:
     return json_response(await medic(request).escalations.get(request.match_info["slug"]))
@@ -144,11 +152,12 @@ async def get_escalation_policy(request: web.Request) -> web.Response:
     summary="Change an escalation policy (levels are replaced as a whole).",
     tag=POLICIES,
     body=schemas.ESCALATION_POLICY_UPDATE,
-    response=schemas.ESCALATION_POLICY,
+    operation_id="updateEscalationPolicy",
+    response=components.ref("EscalationPolicy"),
 )
 async def update_escalation_policy(request: web.Request) -> web.Response:
     body = await medic(request).escalations.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -159,6 +168,7 @@ async def update_escalation_policy(request: web.Request) -> web.Response:
     summary="Delete an escalation policy no team uses (409 names the teams).",
     tag=POLICIES,
     status=204,
+    operation_id="deleteEscalationPolicy",
 )
 async def delete_escalation_policy(request: web.Request) -> web.Response:
     await medic(request).escalations.delete(request.match_info["slug"], actor=actor(request))
@@ -180,7 +190,8 @@ async def delete_escalation_policy(request: web.Request) -> web.Response:
         QueryParam("enabled", {"type": "boolean"}),
         *PAGING,
     ),
-    response=schemas.page_of(schemas.TARGET),
+    operation_id="listTargets",
+    response=components.page("Target"),
 )
 async def list_targets(request: web.Request) -> web.Response:
     page = await medic(request).targets.list(
@@ -200,11 +211,12 @@ async def list_targets(request: web.Request) -> web.Response:
     summary="Create a notification target (config is checked against the notifier's schema).",
     tag=TARGETS,
     body=schemas.TARGET_CREATE,
-    response=schemas.TARGET,
     status=201,
+    operation_id="createTarget",
+    response=components.ref("Target"),
 )
 async def create_target(request: web.Request) -> web.Response:
-    body = await medic(request).targets.create(await json_body(request), actor=actor(request))
+    body = await medic(request).targets.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
@@ -213,7 +225,8 @@ async def create_target(request: web.Request) -> web.Response:
     scope="read",
     summary="One notification target (secrets shown as ********).",
     tag=TARGETS,
-    response=schemas.TARGET,
+    operation_id="getTarget",
+    response=components.ref("Target"),
 )
 async def get_target(request: web.Request) -> web.Response:
     return json_response(await medic(request).targets.get(request.match_info["slug"]))
@@ -226,11 +239,12 @@ async def get_target(request: web.Request) -> web.Response:
     "secret to keep it.",
     tag=TARGETS,
     body=schemas.TARGET_UPDATE,
-    response=schemas.TARGET,
+    operation_id="updateTarget",
+    response=components.ref("Target"),
 )
 async def update_target(request: web.Request) -> web.Response:
     body = await medic(request).targets.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -241,6 +255,7 @@ async def update_target(request: web.Request) -> web.Response:
     summary="Delete a target no escalation policy names (409 names the policies).",
     tag=TARGETS,
     status=204,
+    operation_id="deleteTarget",
 )
 async def delete_target(request: web.Request) -> web.Response:
     await medic(request).targets.delete(request.match_info["slug"], actor=actor(request))
@@ -252,7 +267,8 @@ async def delete_target(request: web.Request) -> web.Response:
     scope="admin",
     summary="Send a test notification to a target now (not through the outbox).",
     tag=TARGETS,
-    response=schemas.TARGET_TEST,
+    operation_id="testTarget",
+    response=components.ref("TargetTestResult"),
 )
 async def test_target(request: web.Request) -> web.Response:
     return json_response(await medic(request).delivery.test_target(request.match_info["slug"]))
@@ -263,7 +279,8 @@ async def test_target(request: web.Request) -> web.Response:
     scope="read",
     summary="Check a target's configuration without notifying anyone.",
     tag=TARGETS,
-    response=schemas.TARGET_CHECK,
+    operation_id="checkTarget",
+    response=components.ref("TargetCheck"),
 )
 async def check_target(request: web.Request) -> web.Response:
     result = await medic(request).delivery.check_target(request.match_info["slug"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -16,7 +16,7 @@ from medic_core.server.http.context import (
     q_str,
 )
 from medic_core.server.http.routing import QueryParam, RouteTable
-from medic_core.validation import instant, only_keys
+from medic_core.validation import instant
 
 routes = RouteTable()
 TAG = "services"
@@ -36,7 +36,8 @@ TAG = "services"
         QueryParam("cursor", schemas.CURSOR),
         QueryParam("limit", schemas.LIMIT),
     ),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listServices",
+    response=components.page("Service"),
 )
 async def list_services(request: web.Request) -> web.Response:
     page = await medic(request).services.list(
@@ -58,13 +59,22 @@ async def list_services(request: web.Request) -> web.Response:
     tag=TAG,
     body=schemas.SERVICE_CREATE,
     status=201,
+    operation_id="createService",
+    response=components.ref("Service"),
 )
 async def create_service(request: web.Request) -> web.Response:
-    body = await medic(request).services.create(await json_body(request), actor=actor(request))
+    body = await medic(request).services.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
-@routes.get("/api/v1/services/{slug}", scope="read", summary="One service.", tag=TAG)
+@routes.get(
+    "/api/v1/services/{slug}",
+    scope="read",
+    summary="One service.",
+    tag=TAG,
+    operation_id="getService",
+    response=components.ref("Service"),
+)
 async def get_service(request: web.Request) -> web.Response:
     return json_response(await medic(request).services.get(request.match_info["slug"]))
 
@@ -75,10 +85,12 @@ async def get_service(request: web.Request) -> web.Response:
     summary="Change a service; a new expectation or grace recomputes its deadline.",
     tag=TAG,
     body=schemas.SERVICE_UPDATE,
+    operation_id="updateService",
+    response=components.ref("Service"),
 )
 async def update_service(request: web.Request) -> web.Response:
     body = await medic(request).services.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -89,6 +101,7 @@ async def update_service(request: web.Request) -> web.Response:
     summary="Delete a service with its heartbeats, runs and alerts.",
     tag=TAG,
     status=204,
+    operation_id="deleteService",
 )
 async def delete_service(request: web.Request) -> web.Response:
     await medic(request).services.delete(request.match_info["slug"], actor=actor(request))
@@ -101,15 +114,17 @@ async def delete_service(request: web.Request) -> web.Response:
     summary="Mute: alerts are recorded but not notified until `until` (or unmute).",
     tag=TAG,
     body=schemas.MUTE,
+    body_required=False,
+    operation_id="muteService",
+    response=components.ref("Service"),
 )
 async def mute(request: web.Request) -> web.Response:
-    data = await json_body(request) if request.can_read_body else {}
-    only_keys(data, {"until", "reason"}, "mute")
+    data = checked_body(request)
     until = instant(data["until"], "until") if data.get("until") is not None else None
-    body = await medic(request).services.mute(
+    muted = await medic(request).services.mute(
         request.match_info["slug"], until=until, reason=data.get("reason"), actor=actor(request)
     )
-    return json_response(body)
+    return json_response(muted)
 
 
 @routes.post(
@@ -117,6 +132,8 @@ async def mute(request: web.Request) -> web.Response:
     scope="write",
     summary="Unmute; unresolved alerts held by the mute are notified now.",
     tag=TAG,
+    operation_id="unmuteService",
+    response=components.ref("Service"),
 )
 async def unmute(request: web.Request) -> web.Response:
     return json_response(
@@ -129,6 +146,8 @@ async def unmute(request: web.Request) -> web.Response:
     scope="write",
     summary="Pause monitoring (heartbeats are still recorded).",
     tag=TAG,
+    operation_id="pauseService",
+    response=components.ref("Service"),
 )
 async def pause(request: web.Request) -> web.Response:
     return json_response(
@@ -141,6 +160,8 @@ async def pause(request: web.Request) -> web.Response:
     scope="write",
     summary="Resume monitoring with a fresh deadline from now.",
     tag=TAG,
+    operation_id="resumeService",
+    response=components.ref("Service"),
 )
 async def resume(request: web.Request) -> web.Response:
     return json_response(

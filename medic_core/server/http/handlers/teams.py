@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from medic_core.server.http import schemas
+from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,
-    json_body,
+    checked_body,
     json_response,
     medic,
     page_response,
@@ -26,7 +26,8 @@ TAG = "teams"
     summary="List teams.",
     tag=TAG,
     query=(QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMIT)),
-    response=schemas.page_of(schemas.OBJECT),
+    operation_id="listTeams",
+    response=components.page("Team"),
 )
 async def list_teams(request: web.Request) -> web.Response:
     page = await medic(request).teams.list(
@@ -42,13 +43,22 @@ async def list_teams(request: web.Request) -> web.Response:
     tag=TAG,
     body=schemas.TEAM_CREATE,
     status=201,
+    operation_id="createTeam",
+    response=components.ref("Team"),
 )
 async def create_team(request: web.Request) -> web.Response:
-    body = await medic(request).teams.create(await json_body(request), actor=actor(request))
+    body = await medic(request).teams.create(checked_body(request), actor=actor(request))
     return json_response(body, status=201)
 
 
-@routes.get("/api/v1/teams/{slug}", scope="read", summary="One team.", tag=TAG)
+@routes.get(
+    "/api/v1/teams/{slug}",
+    scope="read",
+    summary="One team.",
+    tag=TAG,
+    operation_id="getTeam",
+    response=components.ref("Team"),
+)
 async def get_team(request: web.Request) -> web.Response:
     return json_response(await medic(request).teams.get(request.match_info["slug"]))
 
@@ -59,10 +69,12 @@ async def get_team(request: web.Request) -> web.Response:
     summary="Rename or describe a team.",
     tag=TAG,
     body=schemas.TEAM_UPDATE,
+    operation_id="updateTeam",
+    response=components.ref("Team"),
 )
 async def update_team(request: web.Request) -> web.Response:
     body = await medic(request).teams.update(
-        request.match_info["slug"], await json_body(request), actor=actor(request)
+        request.match_info["slug"], checked_body(request), actor=actor(request)
     )
     return json_response(body)
 
@@ -73,6 +85,7 @@ async def update_team(request: web.Request) -> web.Response:
     summary="Delete a team that owns no services.",
     tag=TAG,
     status=204,
+    operation_id="deleteTeam",
 )
 async def delete_team(request: web.Request) -> web.Response:
     await medic(request).teams.delete(request.match_info["slug"], actor=actor(request))
