@@ -19,7 +19,7 @@ from medic_core.agent.endpoint import AgentEndpoint, ServerTls
 from medic_core.agent.hub import AgentHub
 from medic_core.alerts import AlertBook
 from medic_core.audit import SYSTEM
-from medic_core.audit.query import AuditLog
+from medic_core.audit.reader import AuditLog
 from medic_core.auth import ApiKeys
 from medic_core.auth.failures import AuthFailureBudget
 from medic_core.auth.gate import AuthGate

@@ -53,7 +53,7 @@ def add_parser(sub: Subcommands) -> None:
 def _days(text: str) -> list[str]:
     """``mon-fri,sun`` -> ``["mon", "tue", "wed", "thu", "fri", "sun"]`` (ranges may wrap)."""
     # Imported here: the schedule package loads cron support, which `--help` does not need.
-    from medic_core.schedule.weekly import DAYS
+    from medic_core.notify.weekly import DAYS
 
     days: list[str] = []
     for part in text.lower().split(","):

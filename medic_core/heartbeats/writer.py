@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.alerts import AlertBook
 from medic_core.clock import Clock
+from medic_core.deadlines import Expectation, parse_expectation
 from medic_core.errors import (
     DatabaseUnavailable,
     MedicError,
@@ -43,7 +44,6 @@ from medic_core.errors import (
 from medic_core.events import EventBus, PendingEvents
 from medic_core.heartbeats.model import HeartbeatIn, StoredHeartbeat
 from medic_core.observability.metrics import Metrics
-from medic_core.schedule import Expectation, parse_expectation
 from medic_core.services.deadlines import display_state, later, record_beat
 from medic_core.store import Database
 from medic_core.store.breaker import DatabaseBreaker

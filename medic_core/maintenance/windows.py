@@ -2,7 +2,7 @@
 
 A window selects services (all, by slug, by tag or by team) between ``starts_at`` and
 ``ends_at``, optionally as a recurrence (a cron expression in the window's time zone opening an
-occurrence of ``duration`` seconds). The occurrence math lives in ``medic_core.schedule``.
+occurrence of ``duration`` seconds). The occurrence math lives in ``occurrences.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import NotFound, ValidationError
 from medic_core.events import EventBus, PendingEvents
-from medic_core.schedule import MaintenanceSchedule, occurrence_at, parse_maintenance_schedule
+from medic_core.maintenance.occurrences import (
+    MaintenanceSchedule,
+    occurrence_at,
+    parse_maintenance_schedule,
+)
 from medic_core.store import Database
 from medic_core.store.models import Alert, MaintenanceWindow, Service, Team
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of

@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from medic_core.deadlines.cron import load_zone
 from medic_core.events import PendingEvents
-from medic_core.schedule.cron import load_zone
-from medic_core.schedule.weekly import WeeklyRange, parse_weekly, within
+from medic_core.notify.weekly import WeeklyRange, parse_weekly, within
 from medic_core.store import Database
 from medic_core.store.models import (
     Alert,

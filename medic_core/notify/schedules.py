@@ -1,6 +1,6 @@
 """Schedules: weekly wall-clock hours in an IANA zone, by which a target pages.
 
-A **schedule** is weekly wall-clock hours in an IANA zone (``medic_core.schedule.weekly``); it is
+A **schedule** is weekly wall-clock hours in an IANA zone (``medic_core.notify.weekly``); it is
 stored in canonical form, and cannot be deleted while a target's period refers to it. The router
 (``medic_core.notify.router``) reads them; this module creates, lists, reads, updates and deletes
 them for the API.
@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
+from medic_core.deadlines.cron import load_zone
 from medic_core.errors import Conflict, NotFound
 from medic_core.notify.tables import after_cursor, listing, page
-from medic_core.schedule.cron import load_zone
-from medic_core.schedule.weekly import describe, parse_weekly
+from medic_core.notify.weekly import describe, parse_weekly
 from medic_core.store import Database
 from medic_core.store.models import NotificationTarget, Schedule
 from medic_core.store.pagination import Page, check_limit

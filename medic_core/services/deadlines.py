@@ -1,6 +1,6 @@
 """Keep a service's stored deadline (``expected_at``, ``next_due``) in step with its heartbeats.
 
-The math itself is in ``medic_core.schedule``; this module only moves values between it and the
+The math itself is in ``medic_core.deadlines``; this module only moves values between it and the
 row, so the writer, the registry and the monitor all compute deadlines the same way.
 """
 
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from medic_core.clock import isoformat
-from medic_core.schedule import (
+from medic_core.deadlines import (
     Expectation,
     expected_at,
     parse_expectation,

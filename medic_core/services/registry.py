@@ -18,14 +18,14 @@ from medic_core import validation as v
 from medic_core.alerts import AlertBook
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
-from medic_core.errors import Conflict, NotFound, ValidationError
-from medic_core.events import EventBus, PendingEvents
-from medic_core.schedule import (
+from medic_core.deadlines import (
     expectation_to_dict,
     parse_expectation,
     quorum_memory,
     validate_grace,
 )
+from medic_core.errors import Conflict, NotFound, ValidationError
+from medic_core.events import EventBus, PendingEvents
 from medic_core.services.deadlines import display_state, recompute, record_beat
 from medic_core.store import Database
 from medic_core.store.models import Alert, Heartbeat, JobRun, Service, Team

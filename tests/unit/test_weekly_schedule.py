@@ -1,4 +1,4 @@
-"""Weekly schedules (``medic_core.schedule.weekly``) checked against a brute-force oracle.
+"""Weekly schedules (``medic_core.notify.weekly``) checked against a brute-force oracle.
 
 The oracle knows nothing of ``WeeklyRange``: it lists, for each range and each listed day, every
 wall-clock minute the range covers as a "minute of the week" (Monday 00:00 is 0; a range that
@@ -20,7 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from medic_core.errors import ValidationError
-from medic_core.schedule.weekly import DAYS, describe, parse_weekly, within
+from medic_core.notify.weekly import DAYS, describe, parse_weekly, within
 
 MINUTES_PER_DAY = 24 * 60
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medic_core.schedule.expectations import MAX_MIN_COUNT, MAX_SECONDS
+from medic_core.deadlines.expectations import MAX_MIN_COUNT, MAX_SECONDS
 from medic_core.store.pagination import MAX_LIMIT
 from medic_core.validation import MAX_ID
 

@@ -2,7 +2,7 @@
 
 A schedule is either one window ``[starts_at, ends_at)`` or, with a ``recurrence``, a series of
 occurrences: every fire time ``f`` of the cron expression (evaluated in ``timezone``, DST
-included, see ``medic_core.schedule.cron``) with ``starts_at <= f < ends_at`` opens an
+included, see ``medic_core.deadlines.cron``) with ``starts_at <= f < ends_at`` opens an
 occurrence ``[f, f + duration)``, clipped to ``ends_at``.
 
 The two questions the alert pipeline asks are "is this instant inside a window, and until
@@ -25,9 +25,9 @@ from itertools import islice, pairwise, takewhile
 from zoneinfo import ZoneInfo
 
 from medic_core.clock import isoformat, to_utc
+from medic_core.deadlines.cron import fire_times, load_zone, validate_cron
+from medic_core.deadlines.expectations import MAX_SECONDS, check_whole_number
 from medic_core.errors import ValidationError
-from medic_core.schedule.cron import fire_times, load_zone, validate_cron
-from medic_core.schedule.expectations import MAX_SECONDS, check_whole_number
 from medic_core.validation import instant, quote
 
 # fire_times() is strictly-after; searching from one microsecond earlier makes it inclusive.

@@ -24,8 +24,8 @@ from typing import Any, ClassVar, TypeAlias, assert_never
 from zoneinfo import ZoneInfo
 
 from medic_core.clock import to_utc
+from medic_core.deadlines.cron import load_zone, next_fire, validate_cron
 from medic_core.errors import ValidationError
-from medic_core.schedule.cron import load_zone, next_fire, validate_cron
 
 MAX_SECONDS = 31_536_000  # 365 days
 MAX_MIN_COUNT = 1000

@@ -15,11 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medic_core.deadlines import CronExpectation, expected_at
 from medic_core.errors import ValidationError
-from medic_core.schedule import (
-    CronExpectation,
+from medic_core.maintenance.occurrences import (
     MaintenanceSchedule,
-    expected_at,
     next_change,
     occurrence_at,
     parse_maintenance_schedule,

@@ -18,8 +18,7 @@ from cronsim import CronSim
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from medic_core.errors import ValidationError
-from medic_core.schedule import (
+from medic_core.deadlines import (
     CronExpectation,
     Expectation,
     IntervalExpectation,
@@ -32,6 +31,7 @@ from medic_core.schedule import (
     remember,
     validate_grace,
 )
+from medic_core.errors import ValidationError
 
 MAX_SECONDS = 31_536_000
 MINUTE = timedelta(minutes=1)
