@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from medic_core.backoff import backoff
 from medic_core.errors import (
     DATABASE_CAUSES,
     DatabaseCause,
@@ -70,6 +71,7 @@ class DatabaseBreaker:
         self._error = ""
         self._consecutive = 0
         self._interval = 0.0
+        self._opened = 0  # times opened in a row this outage: the back-off's attempt
         self._refuse_until = 0.0
         self._probing_since: float | None = None
         self._failures = self._refusals = None
@@ -175,15 +177,16 @@ class DatabaseBreaker:
             self._consecutive += 1
             if self._consecutive < self._threshold:
                 return
-            self._interval = FIRST_INTERVAL
+            self._opened = 1
         elif self._state == "half_open":
-            self._interval = min(self._max_interval, self._interval * 2)
+            self._opened += 1
         else:
             # Open already: a request that was under way when it opened. It tells nothing new
             # about recovery, so the interval stays; the log counts it.
             self._cause = cause
             self.outage.failed(cause, text)
             return
+        self._interval = backoff(self._opened, base=FIRST_INTERVAL, cap=self._max_interval)
         self._state, self._cause, self._error = "open", cause, text
         self._refuse_until = now + self._interval
         self._probing_since = None

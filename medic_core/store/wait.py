@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from medic_core.backoff import backoff
 from medic_core.store.database import Database
 from medic_core.store.faults import classify, describe
 
@@ -42,7 +43,6 @@ async def wait_for_database(
     """Return once ``db`` answers; raise ``DatabaseWaitExpired`` after ``limit`` seconds
     (0: never), or the error itself when it is not one that waiting can cure."""
     started = monotonic()
-    delay = FIRST_DELAY
     attempt = 0
     while True:
         attempt += 1
@@ -52,6 +52,7 @@ async def wait_for_database(
             cause = classify(exc)
             if cause is None:
                 raise
+            delay = backoff(attempt, base=FIRST_DELAY, cap=MAX_DELAY)
             waited = monotonic() - started
             if limit > 0 and waited + delay > limit:
                 raise DatabaseWaitExpired(
@@ -68,7 +69,6 @@ async def wait_for_database(
                 extra={"attempt": attempt, "cause": cause},
             )
             await sleep(delay)
-            delay = min(MAX_DELAY, delay * 2)
             continue
         if attempt > 1:
             log.warning(
