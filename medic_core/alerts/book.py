@@ -35,7 +35,7 @@ from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import Alert, Service
-from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 
 log = logging.getLogger(__name__)
 CAUSES = ("missed", "failed", "overrun", "agent_offline")
@@ -396,15 +396,12 @@ class AlertBook:
             query = query.where(
                 Alert.resolved_at.is_(None) if unresolved else Alert.resolved_at.is_not(None)
             )
-        after = decode_cursor(cursor)
-        if after is not None:
-            query = query.where(Alert.id < after)
-        query = query.order_by(Alert.id.desc()).limit(limit + 1)
+        query = keyset(query, Alert.id, cursor, limit, newest_first=True)
         async with self._db.sessions() as session:
             rows = (await session.execute(query)).all()
-        items = [alert_to_dict(a, s) for a, s in rows]
-        last = rows[min(len(rows), limit) - 1][0].id if rows else None
-        return page_of(items, limit, last)
+        return rows_page(
+            rows, limit, lambda row: alert_to_dict(row[0], row[1]), lambda row: row[0].id
+        )
 
     async def count_unresolved(self) -> dict[str, int]:
         async with self._db.sessions() as session:

@@ -11,7 +11,7 @@ from medic_core.clock import isoformat
 from medic_core.errors import NotFound
 from medic_core.store import Database
 from medic_core.store.models import AuditEntry
-from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 
 
 def entry_to_dict(entry: AuditEntry, *, full: bool) -> dict[str, Any]:
@@ -67,15 +67,12 @@ class AuditLog:
             query = query.where(AuditEntry.at >= since)
         if until:
             query = query.where(AuditEntry.at < until)
-        after = decode_cursor(cursor)
-        if after is not None:
-            query = query.where(AuditEntry.id < after)
+        query = keyset(query, AuditEntry.id, cursor, limit, newest_first=True)
         async with self._db.sessions() as session:
-            rows = (
-                await session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit + 1))
-            ).all()
-        return page_of(
-            [entry_to_dict(e, full=False) for e in rows],
+            rows = (await session.scalars(query)).all()
+        return rows_page(
+            rows,
             limit,
-            rows[min(len(rows), limit) - 1].id if rows else None,
+            lambda entry: entry_to_dict(entry, full=False),
+            lambda entry: entry.id,
         )

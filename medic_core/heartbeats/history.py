@@ -11,7 +11,7 @@ from medic_core.errors import NotFound, ValidationError
 from medic_core.heartbeats.model import STATUSES
 from medic_core.store import Database
 from medic_core.store.models import Heartbeat, JobRun, Service
-from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.validation import quote
 
 RUN_STATUSES = ("running", "succeeded", "failed")
@@ -72,17 +72,9 @@ class History:
             )
             if status is not None:
                 query = query.where(Heartbeat.status == status)
-            after = decode_cursor(cursor)
-            if after is not None:
-                query = query.where(Heartbeat.id < after)
-            rows = (
-                await session.scalars(query.order_by(Heartbeat.id.desc()).limit(limit + 1))
-            ).all()
-        return page_of(
-            [heartbeat_to_dict(h, slug) for h in rows],
-            limit,
-            rows[min(len(rows), limit) - 1].id if rows else None,
-        )
+            query = keyset(query, Heartbeat.id, cursor, limit, newest_first=True)
+            rows = (await session.scalars(query)).all()
+        return rows_page(rows, limit, lambda h: heartbeat_to_dict(h, slug), lambda h: h.id)
 
     async def runs(
         self,
@@ -101,12 +93,6 @@ class History:
             query = select(JobRun).where(JobRun.service_id == await self._service_id(session, slug))
             if status is not None:
                 query = query.where(JobRun.status == status)
-            after = decode_cursor(cursor)
-            if after is not None:
-                query = query.where(JobRun.id < after)
-            rows = (await session.scalars(query.order_by(JobRun.id.desc()).limit(limit + 1))).all()
-        return page_of(
-            [run_to_dict(r, slug) for r in rows],
-            limit,
-            rows[min(len(rows), limit) - 1].id if rows else None,
-        )
+            query = keyset(query, JobRun.id, cursor, limit, newest_first=True)
+            rows = (await session.scalars(query)).all()
+        return rows_page(rows, limit, lambda r: run_to_dict(r, slug), lambda r: r.id)

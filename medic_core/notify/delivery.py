@@ -51,7 +51,7 @@ from medic_core.plugins.interfaces import DeliveryError, HealthResult, Notificat
 from medic_core.settings import Settings
 from medic_core.store import Database
 from medic_core.store.models import Alert, Delivery, NotificationTarget, Service
-from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.store.types import instant_from_db
 from medic_core.validation import quote
 
@@ -424,7 +424,6 @@ class DeliveryService:
         limit: int | None = None,
     ) -> Page[dict[str, Any]]:
         size = check_limit(limit)
-        last = decode_cursor(cursor)
         query = select(Delivery, NotificationTarget.slug).join(
             NotificationTarget, NotificationTarget.id == Delivery.target_id
         )
@@ -438,12 +437,12 @@ class DeliveryService:
             query = query.where(Delivery.alert_id == alert_id)
         if target is not None:
             query = query.where(NotificationTarget.slug == target)
-        if last is not None:
-            query = query.where(Delivery.id < last)
+        query = keyset(query, Delivery.id, cursor, size, newest_first=True)
         async with self._db.sessions() as session:
-            rows = (await session.execute(query.order_by(Delivery.id.desc()).limit(size + 1))).all()
-        items = [delivery_to_dict(d, slug) for d, slug in rows]
-        return page_of(items, size, items[size - 1]["id"] if len(items) > size else None)
+            rows = (await session.execute(query)).all()
+        return rows_page(
+            rows, size, lambda row: delivery_to_dict(row[0], row[1]), lambda row: row[0].id
+        )
 
     async def get(self, delivery_id: int) -> dict[str, Any]:
         async with self._db.sessions() as session:

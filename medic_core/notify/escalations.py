@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, ValidationError
-from medic_core.notify.tables import after_cursor, listing, page
+from medic_core.notify.tables import listing
 from medic_core.store import Database
 from medic_core.store.models import EscalationPolicy, NotificationTarget, Team
-from medic_core.store.pagination import Page, check_limit
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.validation import integer, only_keys, quote, slug, text
 
 MAX_LEVELS = 10
@@ -236,7 +236,7 @@ class EscalationPolicies:
         self, *, cursor: str | None = None, limit: int | None = None
     ) -> Page[dict[str, Any]]:
         limit = check_limit(limit)
-        query = after_cursor(select(EscalationPolicy), EscalationPolicy.id, cursor, limit)
+        query = keyset(select(EscalationPolicy), EscalationPolicy.id, cursor, limit)
         async with self._db.sessions() as session:
             rows = (await session.scalars(query)).all()
-        return page([p.id for p in rows], limit, [policy_to_dict(p) for p in rows])
+        return rows_page(rows, limit, policy_to_dict, lambda policy: policy.id)

@@ -17,11 +17,11 @@ from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
 from medic_core.deadlines.cron import load_zone
 from medic_core.errors import Conflict, NotFound
-from medic_core.notify.tables import after_cursor, listing, page
+from medic_core.notify.tables import listing
 from medic_core.notify.weekly import describe, parse_weekly
 from medic_core.store import Database
 from medic_core.store.models import NotificationTarget, Schedule
-from medic_core.store.pagination import Page, check_limit
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.validation import only_keys, quote, slug, text
 
 
@@ -155,7 +155,7 @@ class Schedules:
         self, *, cursor: str | None = None, limit: int | None = None
     ) -> Page[dict[str, Any]]:
         limit = check_limit(limit)
-        query = after_cursor(select(Schedule), Schedule.id, cursor, limit)
+        query = keyset(select(Schedule), Schedule.id, cursor, limit)
         async with self._db.sessions() as session:
             rows = (await session.scalars(query)).all()
-        return page([s.id for s in rows], limit, [schedule_to_dict(s) for s in rows])
+        return rows_page(rows, limit, schedule_to_dict, lambda schedule: schedule.id)

@@ -39,11 +39,11 @@ from medic_core.notify.secrets import (
     secret_strings,
     touches,
 )
-from medic_core.notify.tables import after_cursor, id_of, listing, page
+from medic_core.notify.tables import id_of, listing
 from medic_core.plugins.interfaces import Notifier
 from medic_core.store import Database
 from medic_core.store.models import EscalationPolicy, NotificationTarget, Schedule, Service, Team
-from medic_core.store.pagination import Page, check_limit
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.validation import PRIORITIES, QUOTE_MAX, only_keys, quote, slug, text
 
 PERIODS = ("always", "working_hours", "off_hours")
@@ -188,11 +188,15 @@ class Targets:
             query = query.where(NotificationTarget.notifier == notifier)
         if enabled is not None:
             query = query.where(NotificationTarget.enabled.is_(enabled))
-        query = after_cursor(query, NotificationTarget.id, cursor, limit)
+        query = keyset(query, NotificationTarget.id, cursor, limit)
         async with self._db.sessions() as session:
             rows = (await session.execute(query)).all()
-        items = [self.to_dict(t, _Owners(ts, ss, sc)) for t, ts, ss, sc in rows]
-        return page([row[0].id for row in rows], limit, items)
+        return rows_page(
+            rows,
+            limit,
+            lambda row: self.to_dict(row[0], _Owners(row[1], row[2], row[3])),
+            lambda row: row[0].id,
+        )
 
     # -- validating ----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from medic_core.events import EventBus, PendingEvents
 from medic_core.services.deadlines import display_state, recompute, record_beat
 from medic_core.store import Database
 from medic_core.store.models import Alert, Heartbeat, JobRun, Service, Team
-from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.validation import quote
 
 STATES = ("new", "up", "late", "down", "paused")
@@ -165,14 +165,11 @@ class ServiceRegistry:
             # Tags are slugs (no quotes), so the quoted tag matches exactly one JSON list item;
             # one query shape serves SQLite (JSON text) and PostgreSQL (JSONB rendered as text).
             query = query.where(cast(Service.tags, String).like(f'%"{v.slug(tag, "tag")}"%'))
-        after = decode_cursor(cursor)
-        if after is not None:
-            query = query.where(Service.id > after)
-        query = query.order_by(Service.id).limit(limit + 1)
         async with self._db.sessions() as session:
-            rows = (await session.execute(query)).all()
-        items = [service_to_dict(service, now, team_slug) for service, team_slug in rows]
-        return page_of(items, limit, rows[min(len(rows), limit) - 1][0].id if rows else None)
+            rows = (await session.execute(keyset(query, Service.id, cursor, limit))).all()
+        return rows_page(
+            rows, limit, lambda row: service_to_dict(row[0], now, row[1]), lambda row: row[0].id
+        )
 
     # -- changing ------------------------------------------------------------------------------
 

@@ -1,21 +1,26 @@
 """Cursor pagination: stable under inserts, O(limit) per page.
 
-Lists are ordered by id (newest first unless a caller says otherwise); the cursor is the
-opaque encoding of the last id returned, so a client never sees a row twice or skips one when
-rows are added between pages.
+Lists are ordered by id (oldest or newest first, as the list says); the cursor is the opaque
+encoding of the last id returned, so a client never sees a row twice or skips one when rows are
+added between pages. Every list is built the same way: ``keyset`` narrows the query to one page
+(plus one row, which says whether more exist), ``rows_page`` renders it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, TypeVarTuple
+
+from sqlalchemy import Select
 
 from medic_core.errors import ValidationError
 
 T = TypeVar("T")
+R = TypeVar("R")
+Row = TypeVarTuple("Row")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -62,3 +67,26 @@ def page_of(rows: Sequence[T], limit: int, last_id: int | None) -> Page[T]:
     items = rows[:limit]
     more = len(rows) > limit
     return Page(items=items, next_cursor=encode_cursor(last_id) if more and last_id else None)
+
+
+def keyset(
+    query: Select[*Row], column: Any, cursor: str | None, limit: int, *, newest_first: bool = False
+) -> Select[*Row]:
+    """``query`` narrowed to the page after ``cursor`` in ``column``'s order (an integer id):
+    ``limit + 1`` rows, the extra one telling whether more exist."""
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(column < after if newest_first else column > after)
+    return query.order_by(column.desc() if newest_first else column).limit(limit + 1)
+
+
+def rows_page(
+    rows: Sequence[R], limit: int, render: Callable[[R], T], row_id: Callable[[R], int]
+) -> Page[T]:
+    """The page of ``limit + 1`` rows fetched by a ``keyset`` query, each rendered."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return Page(
+        items=[render(row) for row in shown],
+        next_cursor=encode_cursor(row_id(shown[-1])) if more else None,
+    )

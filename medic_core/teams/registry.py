@@ -17,7 +17,7 @@ from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import EventBus
 from medic_core.store import Database
 from medic_core.store.models import EscalationPolicy, Service, Team
-from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
+from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 from medic_core.validation import only_keys, quote, slug, text
 
 
@@ -173,14 +173,8 @@ class Teams:
         query = select(Team, EscalationPolicy.slug).outerjoin(
             EscalationPolicy, EscalationPolicy.id == Team.escalation_policy_id
         )
-        after = decode_cursor(cursor)
-        if after is not None:
-            query = query.where(Team.id > after)
-        query = query.order_by(Team.id).limit(limit + 1)
         async with self._db.sessions() as session:
-            rows = (await session.execute(query)).all()
-        return page_of(
-            [team_to_dict(t, policy) for t, policy in rows],
-            limit,
-            rows[min(len(rows), limit) - 1][0].id if rows else None,
+            rows = (await session.execute(keyset(query, Team.id, cursor, limit))).all()
+        return rows_page(
+            rows, limit, lambda row: team_to_dict(row[0], row[1]), lambda row: row[0].id
         )
