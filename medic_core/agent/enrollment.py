@@ -30,7 +30,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,7 +83,6 @@ class Enrollment:
         sessions: Callable[[str], Session | None],
         *,
         alert_after: timedelta,
-        transitions: Counter,
         on_deadline: Callable[[], None],
     ) -> None:
         self._db = db
@@ -94,16 +92,10 @@ class Enrollment:
         self._executions = executions
         self._sessions = sessions
         self._alert_after = alert_after
-        self._transitions = transitions
+        self._transitions = metrics.agent_transitions
         self._on_deadline = on_deadline
         self._audited: dict[tuple[str, str, str], datetime] = {}
-        self._refusals = Counter(
-            "medic_agent_hello_refusals",
-            "Hellos refused because the stream's API key may not speak for the agent id, by "
-            "reason (other_key: the id belongs to another key; revoked: an admin revoked it).",
-            ["reason"],
-            registry=metrics.registry,
-        )
+        self._refusals = metrics.agent_hello_refusals
         for reason in HELLO_REFUSALS:
             self._refusals.labels(reason)
 

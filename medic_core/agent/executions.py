@@ -59,7 +59,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import Counter
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
@@ -354,24 +353,9 @@ class Executions:
         self._busy_retries = busy_retries
         self._batch = batch_size
         self._on_slot_freed = on_slot_freed
-        self._results = Counter(
-            "medic_agent_executions",
-            "Executions that reached a final state, by result (the state, lost or agent_revoked).",
-            ["result"],
-            registry=metrics.registry,
-        )
-        self._refusals = Counter(
-            "medic_agent_execution_refusals",
-            "Execution requests refused, by the server's check or the agent, by reason code.",
-            ["reason"],
-            registry=metrics.registry,
-        )
-        self._requeues = Counter(
-            "medic_agent_execution_requeues",
-            "Executions an agent refused too_many_running (its limit of concurrent executions "
-            "was reached) that went back to the queue, to be sent again after a back-off.",
-            registry=metrics.registry,
-        )
+        self._results = metrics.agent_executions
+        self._refusals = metrics.agent_execution_refusals
+        self._requeues = metrics.agent_execution_requeues
 
     def _live(self, agent_id: str) -> Session | None:
         """The agent's stream in this process, once it has been welcomed."""

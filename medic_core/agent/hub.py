@@ -47,7 +47,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from prometheus_client import Counter, Gauge
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -354,17 +353,8 @@ class AgentHub:
             # waits for it now, not at the next interval.
             on_slot_freed=self._dispatch.wake,
         )
-        self._connected = Gauge(
-            "medic_agents_connected",
-            "Agent streams open on this process (after their Hello).",
-            registry=metrics.registry,
-        )
-        self._transitions = Counter(
-            "medic_agent_transitions",
-            "Agents going online or offline, by the status entered and why.",
-            ["status", "reason"],
-            registry=metrics.registry,
-        )
+        self._connected = metrics.agents_connected
+        self._transitions = metrics.agent_transitions
         #: Which key each agent id belongs to; re-assign and revoke (``enrollment.py``).
         self.enrollment = Enrollment(
             db,
@@ -375,7 +365,6 @@ class AgentHub:
             self.executions,
             self.session,
             alert_after=self._alert_after,
-            transitions=self._transitions,
             on_deadline=self._loop.wake,
         )
         #: The service row each agent's alerts hang on (``services.py``).
@@ -391,7 +380,6 @@ class AgentHub:
             self.executions,
             self._services,
             silence=self._silence,
-            transitions=self._transitions,
             queue_size=hello_queue,
             max_batch=hello_batch,
         )
