@@ -46,9 +46,11 @@ from medic_core.agent.executions import (
     ExecutionUpdate,
     OutputChunk,
 )
-from medic_core.agent.hub import AgentHub, AgentInfo, Session
+from medic_core.agent.hub import AgentHub
+from medic_core.agent.info import AgentInfo
 from medic_core.agent.limits import ProtocolViolation
 from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
+from medic_core.agent.sessions import Session
 from medic_core.audit import Actor
 from medic_core.auth import Principal, grants
 from medic_core.auth.gate import AuthGate

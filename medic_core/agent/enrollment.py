@@ -28,12 +28,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.agent.executions import Executions
+from medic_core.agent.sessions import Session
 from medic_core.alerts import AlertBook
 from medic_core.audit import Actor, record_audit
 from medic_core.auth import grants
@@ -43,9 +43,6 @@ from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import Agent, ApiKey, Service
-
-if TYPE_CHECKING:
-    from medic_core.agent.hub import Session
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -76,6 +76,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.agent import limits
 from medic_core.agent.limits import SERVER_REASONS, ProtocolRefusals
+from medic_core.agent.sessions import Session
 from medic_core.agent.verify import AllowlistVerifier, Refusal, script_sha256
 from medic_core.audit import SYSTEM, Actor, record_audit
 from medic_core.backoff import backoff
@@ -87,9 +88,6 @@ from medic_core.store import Database
 from medic_core.store.models import EXECUTIONS_OWED, Agent, Execution, ExecutionOutput
 from medic_core.store.pagination import Page, check_limit, decode_cursor, page_of
 from medic_core.validation import quote
-
-if TYPE_CHECKING:
-    from medic_core.agent.hub import Session
 
 log = logging.getLogger(__name__)
 

@@ -47,14 +47,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
 from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
 from medic_core.agent.executions import Executions
+from medic_core.agent.info import AgentInfo
 from medic_core.agent.records import agent_to_dict, audit_summary
 from medic_core.agent.services import AgentServices
+from medic_core.agent.sessions import Session
 from medic_core.alerts import AlertBook
 from medic_core.audit import Actor, AuditRecord, record_audit_many
 from medic_core.clock import Clock
@@ -64,9 +66,6 @@ from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.group_commit import GroupCommit
 from medic_core.store.models import Agent
-
-if TYPE_CHECKING:
-    from medic_core.agent.hub import AgentInfo, Session
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from test_agent_hub import agent_token, channel
 
 from conftest import make_settings
 from medic_core.agent.hellos import HelloWriter, Replaced, Stored
-from medic_core.agent.hub import AgentInfo, Session
+from medic_core.agent.info import AgentInfo
+from medic_core.agent.sessions import Session
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock
