@@ -40,7 +40,7 @@ from google.protobuf.json_format import MessageToDict
 
 from medic_core import __version__
 from medic_core.agent.enrollment import HelloRefused
-from medic_core.agent.executions import (
+from medic_core.agent.execution_values import (
     CancelCommand,
     ExecuteCommand,
     ExecutionUpdate,

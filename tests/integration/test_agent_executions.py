@@ -984,5 +984,5 @@ async def test_an_execution_cancelled_before_its_first_send_is_never_sent(
         row = await db.scalar(select(Execution).where(Execution.execution_id == created["id"]))
     assert row is not None
     row.state = "pending"  # the dispatch's stale view of its row
-    assert await hub_medic.agents.executions._send_first(row) is False
+    assert await hub_medic.agents.executions.queue.send_first(row) is False
     assert await agent.quiet()

@@ -33,7 +33,7 @@ from test_agent_executions import (
 )
 
 from conftest import make_settings
-from medic_core.agent.executions import ExecutionRefused
+from medic_core.agent.execution_requests import ExecutionRefused
 from medic_core.agent.proto import agent_pb2
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
