@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from medic_core.agent.endpoint import AgentEndpoint, ServerTls
 from medic_core.agent.hub import AgentHub
 from medic_core.alerts import AlertBook
 from medic_core.audit import SYSTEM
@@ -44,6 +43,7 @@ from medic_core.plugins.context import AlertActions, PluginContext, ServiceReade
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
 from medic_core.readiness import DatabaseCheck
+from medic_core.server.grpc.endpoint import AgentEndpoint, ServerTls
 from medic_core.server.http.listener import HttpLimits
 from medic_core.services.registry import ServiceRegistry
 from medic_core.settings import Settings

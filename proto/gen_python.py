@@ -1,6 +1,6 @@
 """Generate the Python stubs of the agent protocol from `proto/`.
 
-    .venv/bin/python proto/gen_python.py            # rewrite medic_core/agent/proto/
+    .venv/bin/python proto/gen_python.py            # rewrite medic_core/server/grpc/proto/
     .venv/bin/python proto/gen_python.py --out DIR  # write them somewhere else
 
 `proto/medic/agent/v1/agent.proto` is the source of truth. This script runs the protoc that
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
 PROTO_FILE = "medic/agent/v1/agent.proto"
 PROTO_MODULE = "medic.agent.v1"
-PACKAGE = "medic_core.agent.proto"
-DEFAULT_OUT = ROOT / "medic_core" / "agent" / "proto"
+PACKAGE = "medic_core.server.grpc.proto"
+DEFAULT_OUT = ROOT / "medic_core" / "server" / "grpc" / "proto"
 GENERATED = ("agent_pb2.py", "agent_pb2.pyi", "agent_pb2_grpc.py", "agent_pb2_grpc.pyi")
 
 INIT = '''"""Generated stubs of the agent protocol (`proto/medic/agent/v1/agent.proto`).

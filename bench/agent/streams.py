@@ -48,7 +48,7 @@ def rss_kb(pid: int) -> int:
 
 
 def _hello(agent_id: str) -> Any:
-    from medic_core.agent.proto import agent_pb2
+    from medic_core.server.grpc.proto import agent_pb2
 
     return agent_pb2.AgentMessage(
         hello=agent_pb2.Hello(
@@ -79,7 +79,7 @@ async def _agent(
     """One simulated agent; ``answered`` is set once it got its Welcome or failed."""
     import grpc
 
-    from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
+    from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 
     agent_id = f"00000000-0000-4000-8000-{index:012x}"
     channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])

@@ -1,5 +1,7 @@
-"""Agents: the hosts that run allow-listed scripts for Medic.
+"""Agents: the hosts that run allow-listed scripts for Medic -- the domain (the hub, identity,
+executions).
 
-`medic_core.agent.proto` holds the generated stubs of the agent protocol
-(`proto/medic/agent/v1/agent.proto`, described in `docs/agent-protocol.md`).
+The transport agents connect through lives in ``medic_core/server/grpc/`` (the endpoint and the
+generated stubs of ``proto/medic/agent/v1/agent.proto``); nothing here imports grpc or
+``medic_core.server``.
 """

@@ -28,13 +28,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.agent.executions import Executions
+from medic_core.agent.sessions import Session
 from medic_core.alerts import AlertBook
 from medic_core.audit import Actor, record_audit
 from medic_core.auth import grants
@@ -44,9 +43,6 @@ from medic_core.events import EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
 from medic_core.store import Database
 from medic_core.store.models import Agent, ApiKey, Service
-
-if TYPE_CHECKING:
-    from medic_core.agent.hub import Session
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +80,6 @@ class Enrollment:
         sessions: Callable[[str], Session | None],
         *,
         alert_after: timedelta,
-        transitions: Counter,
         on_deadline: Callable[[], None],
     ) -> None:
         self._db = db
@@ -94,16 +89,10 @@ class Enrollment:
         self._executions = executions
         self._sessions = sessions
         self._alert_after = alert_after
-        self._transitions = transitions
+        self._transitions = metrics.agent_transitions
         self._on_deadline = on_deadline
         self._audited: dict[tuple[str, str, str], datetime] = {}
-        self._refusals = Counter(
-            "medic_agent_hello_refusals",
-            "Hellos refused because the stream's API key may not speak for the agent id, by "
-            "reason (other_key: the id belongs to another key; revoked: an admin revoked it).",
-            ["reason"],
-            registry=metrics.registry,
-        )
+        self._refusals = metrics.agent_hello_refusals
         for reason in HELLO_REFUSALS:
             self._refusals.labels(reason)
 

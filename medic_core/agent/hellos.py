@@ -47,15 +47,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import select
 
 from medic_core.agent.enrollment import Enrollment, HelloRefused, key_of
 from medic_core.agent.executions import Executions
+from medic_core.agent.info import AgentInfo
 from medic_core.agent.records import agent_to_dict, audit_summary
 from medic_core.agent.services import AgentServices
+from medic_core.agent.sessions import Session
 from medic_core.alerts import AlertBook
 from medic_core.audit import Actor, AuditRecord, record_audit_many
 from medic_core.clock import Clock
@@ -66,14 +67,10 @@ from medic_core.store import Database
 from medic_core.store.group_commit import GroupCommit
 from medic_core.store.models import Agent
 
-if TYPE_CHECKING:
-    from medic_core.agent.hub import AgentInfo, Session
-
 log = logging.getLogger(__name__)
 
 #: Why a ``Hello`` was not stored (the label of ``medic_agent_hellos_rejected_total``).
 REJECTIONS = ("queue_full", "db_unavailable")
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +116,6 @@ class HelloWriter(GroupCommit[_Item]):
         services: AgentServices,
         *,
         silence: timedelta,
-        transitions: Counter,
         queue_size: int = 10_000,
         max_batch: int = 500,
     ) -> None:
@@ -134,33 +130,11 @@ class HelloWriter(GroupCommit[_Item]):
         self._executions = executions
         self._services = services
         self._silence = silence
-        self._transitions = transitions
-        registry = metrics.registry
-        self._depth_gauge = Gauge(
-            "medic_agent_hello_queue_depth",
-            "Agent Hellos waiting to be stored.",
-            registry=registry,
-        )
-        self._batch_size = Histogram(
-            "medic_agent_hello_batch_size",
-            "Agent Hellos committed per group-commit transaction.",
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "medic_agent_hello_latency_seconds",
-            "From an agent Hello entering the queue to its transaction committing.",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._rejected = Counter(
-            "medic_agent_hellos_rejected",
-            "Agent Hellos not stored, by reason (queue_full: MEDIC_AGENT_HELLO_QUEUE are "
-            "waiting; db_unavailable: the database cannot be reached); the stream ends "
-            "UNAVAILABLE and the agent reconnects with back-off.",
-            ["reason"],
-            registry=registry,
-        )
+        self._transitions = metrics.agent_transitions
+        self._depth_gauge = metrics.agent_hello_queue_depth
+        self._batch_size = metrics.agent_hello_batch_size
+        self._latency = metrics.agent_hello_latency
+        self._rejected = metrics.agent_hellos_rejected
         for reason in REJECTIONS:
             self._rejected.labels(reason)
 

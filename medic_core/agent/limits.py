@@ -31,8 +31,6 @@ The server's own choices are settings (``MEDIC_AGENT_MAX_OUTPUT_BYTES``); the pr
 
 from __future__ import annotations
 
-from prometheus_client import Counter
-
 from medic_core.errors import ValidationError
 from medic_core.observability.metrics import Metrics
 
@@ -90,13 +88,7 @@ class ProtocolRefusals:
     """Counts refusals by reason; builds the violations that end a stream."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self._counter = Counter(
-            "medic_agent_protocol_refusals",
-            "Messages from agents refused (not stored), by reason; docs/agent-protocol.md "
-            "says which reasons end the stream.",
-            ["reason"],
-            registry=metrics.registry,
-        )
+        self._counter = metrics.agent_protocol_refusals
         for reason in REFUSALS:
             self._counter.labels(reason)  # every series exists from the start, at 0
 

@@ -11,6 +11,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A Hello waits for a group commit that may queue behind a reconnecting fleet: longer buckets.
+_HELLO_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
 
 class Metrics:
@@ -68,7 +71,7 @@ class Metrics:
         self.writer_batch_size = Histogram(
             "medic_writer_batch_size",
             "Heartbeats committed per group-commit transaction.",
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.writer_queue_depth = Gauge(
@@ -157,6 +160,78 @@ class Metrics:
             "HTTP connections Medic closed on purpose, by reason: header_timeout, idle_timeout, "
             "body_timeout, max_connections, max_connections_per_source.",
             ["reason"],
+            registry=r,
+        )
+        self._agent_metrics(r)
+
+    def _agent_metrics(self, r: CollectorRegistry) -> None:
+        """The agent hub's metrics (``medic_core/agent/``; docs/agent-protocol.md lists them)."""
+        self.agents_connected = Gauge(
+            "medic_agents_connected",
+            "Agent streams open on this process (after their Hello).",
+            registry=r,
+        )
+        self.agent_transitions = Counter(
+            "medic_agent_transitions",
+            "Agents going online or offline, by the status entered and why.",
+            ["status", "reason"],
+            registry=r,
+        )
+        self.agent_protocol_refusals = Counter(
+            "medic_agent_protocol_refusals",
+            "Messages from agents refused (not stored), by reason; docs/agent-protocol.md "
+            "says which reasons end the stream.",
+            ["reason"],
+            registry=r,
+        )
+        self.agent_hello_refusals = Counter(
+            "medic_agent_hello_refusals",
+            "Hellos refused because the stream's API key may not speak for the agent id, by "
+            "reason (other_key: the id belongs to another key; revoked: an admin revoked it).",
+            ["reason"],
+            registry=r,
+        )
+        self.agent_hello_queue_depth = Gauge(
+            "medic_agent_hello_queue_depth",
+            "Agent Hellos waiting to be stored.",
+            registry=r,
+        )
+        self.agent_hello_batch_size = Histogram(
+            "medic_agent_hello_batch_size",
+            "Agent Hellos committed per group-commit transaction.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.agent_hello_latency = Histogram(
+            "medic_agent_hello_latency_seconds",
+            "From an agent Hello entering the queue to its transaction committing.",
+            buckets=_HELLO_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_hellos_rejected = Counter(
+            "medic_agent_hellos_rejected",
+            "Agent Hellos not stored, by reason (queue_full: MEDIC_AGENT_HELLO_QUEUE are "
+            "waiting; db_unavailable: the database cannot be reached); the stream ends "
+            "UNAVAILABLE and the agent reconnects with back-off.",
+            ["reason"],
+            registry=r,
+        )
+        self.agent_executions = Counter(
+            "medic_agent_executions",
+            "Executions that reached a final state, by result (the state, lost or agent_revoked).",
+            ["result"],
+            registry=r,
+        )
+        self.agent_execution_refusals = Counter(
+            "medic_agent_execution_refusals",
+            "Execution requests refused, by the server's check or the agent, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.agent_execution_requeues = Counter(
+            "medic_agent_execution_requeues",
+            "Executions an agent refused too_many_running (its limit of concurrent executions "
+            "was reached) that went back to the queue, to be sent again after a back-off.",
             registry=r,
         )
 

@@ -24,11 +24,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select, update
 
 from conftest import auth, make_settings
-from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat
 from medic_core.events import Event
+from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 from medic_core.server.http.app import build_app
 from medic_core.store.models import Agent, AuditEntry, Execution, ExecutionOutput
 
@@ -984,5 +984,5 @@ async def test_an_execution_cancelled_before_its_first_send_is_never_sent(
         row = await db.scalar(select(Execution).where(Execution.execution_id == created["id"]))
     assert row is not None
     row.state = "pending"  # the dispatch's stale view of its row
-    assert await hub_medic.agents.executions._send_first(row) is False
+    assert await hub_medic.agents.executions.queue.send_first(row) is False
     assert await agent.quiet()

@@ -34,7 +34,8 @@ from test_agent_hub import agent_token, channel
 
 from conftest import make_settings
 from medic_core.agent.hellos import HelloWriter, Replaced, Stored
-from medic_core.agent.hub import AgentInfo, Session
+from medic_core.agent.info import AgentInfo
+from medic_core.agent.sessions import Session
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock
@@ -511,7 +512,7 @@ async def test_a_burst_of_calls_is_answered_not_cancelled_by_grpc(
 ) -> None:
     """grpc core cancelled calls arriving faster than the servicer took them, past 1,000 (at
     random up to 3,000): a fleet reconnecting at once was cancelled by the thousand."""
-    from medic_core.agent.proto import agent_pb2_grpc
+    from medic_core.server.grpc.proto import agent_pb2_grpc
 
     stub = agent_pb2_grpc.AgentServiceStub(channel)
 

@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import event, select
 
 from conftest import auth, make_settings
-from medic_core.agent.endpoint import ServerTls
-from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.clock import FakeClock, isoformat
+from medic_core.server.grpc.endpoint import ServerTls
+from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 from medic_core.server.http.app import build_app
 from medic_core.store import Database
 from medic_core.store.models import Agent, AuditEntry

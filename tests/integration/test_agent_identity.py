@@ -32,9 +32,9 @@ from test_agent_executions import (
 )
 
 from conftest import auth, make_settings
-from medic_core.agent.proto import agent_pb2
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
+from medic_core.server.grpc.proto import agent_pb2
 from medic_core.server.http.app import build_app
 from medic_core.store.models import Agent, AuditEntry, Service
 

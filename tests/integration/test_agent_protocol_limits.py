@@ -33,10 +33,10 @@ from test_agent_executions import (
 )
 
 from conftest import make_settings
-from medic_core.agent.executions import ExecutionRefused
-from medic_core.agent.proto import agent_pb2
+from medic_core.agent.execution_requests import ExecutionRefused
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
+from medic_core.server.grpc.proto import agent_pb2
 from medic_core.store.models import ExecutionOutput
 
 StatusCode = grpc.StatusCode

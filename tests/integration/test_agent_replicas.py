@@ -29,7 +29,7 @@ from test_agent_executions import (
 )
 
 from conftest import make_settings
-from medic_core.agent.hub import Session
+from medic_core.agent.sessions import Session
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
 from medic_core.events import Event

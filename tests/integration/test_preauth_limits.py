@@ -20,13 +20,13 @@ import pytest
 from sqlalchemy import event
 
 from conftest import auth, make_settings
-from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
 from medic_core.app import Medic
 from medic_core.audit import Actor
 from medic_core.auth import ApiKeys
 from medic_core.clock import FakeClock
 from medic_core.errors import Unauthorized
 from medic_core.observability.metrics import Metrics
+from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 from support.http_port import client_from, listening, open_from, read_response
 from support.postgres import free_port
 

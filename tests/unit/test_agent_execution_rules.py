@@ -6,14 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medic_core.agent.executions import (
-    FINAL,
-    STATES,
-    ExecutionRequest,
-    _label,
-    _moves,
-    _text,
-)
+from medic_core.agent.execution_requests import ExecutionRequest
+from medic_core.agent.execution_values import FINAL, STATES, moves, reason_label, stored_text
 from medic_core.errors import ValidationError
 
 ORDER = {"pending": 0, "accepted": 1, "running": 2, **{state: 3 for state in FINAL}}
@@ -54,7 +48,7 @@ def test_updates_only_ever_move_forward_and_a_final_state_never_changes(
     state = "pending"
     for new in updates:
         before = state
-        if _moves(state, new):
+        if moves(state, new):
             assert ORDER[new] > ORDER[state]
             assert new != "rejected" or state == "pending"
             state = new
@@ -65,7 +59,7 @@ def test_updates_only_ever_move_forward_and_a_final_state_never_changes(
 
 
 @pytest.mark.parametrize(
-    ("current", "new", "moves"),
+    ("current", "new", "progress"),
     [
         ("pending", "rejected", True),
         ("accepted", "rejected", False),
@@ -76,14 +70,14 @@ def test_updates_only_ever_move_forward_and_a_final_state_never_changes(
         ("pending", "unspecified", False),
     ],
 )
-def test_state_order(current: str, new: str, moves: bool) -> None:
-    assert _moves(current, new) is moves
+def test_state_order(current: str, new: str, progress: bool) -> None:
+    assert moves(current, new) is progress
 
 
 def test_agent_text_is_bounded_and_storable_and_reason_labels_are_bounded() -> None:
-    assert _text("a\x00b", 10) == "a\ufffdb"
-    assert _text("x" * 50, 10) == "x" * 10
-    assert _text("", 10) is None
-    assert _label("arg_not_allowed") == "arg_not_allowed"
-    assert _label("Free text, from a buggy agent") == "other"
-    assert _label(None) == "other"
+    assert stored_text("a\x00b", 10) == "a\ufffdb"
+    assert stored_text("x" * 50, 10) == "x" * 10
+    assert stored_text("", 10) is None
+    assert reason_label("arg_not_allowed") == "arg_not_allowed"
+    assert reason_label("Free text, from a buggy agent") == "other"
+    assert reason_label(None) == "other"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
+from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-STUBS = ROOT / "medic_core" / "agent" / "proto"
+STUBS = ROOT / "medic_core" / "server" / "grpc" / "proto"
 DOC = ROOT / "docs" / "agent-protocol.md"
 
 SCALARS = {

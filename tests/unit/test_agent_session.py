@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from medic_core.agent.hub import Session
+from medic_core.agent.sessions import Session
 from medic_core.audit import Actor
 
 

@@ -17,7 +17,7 @@ import medic_allowlist
 import pytest
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from medic_core.agent.proto import agent_pb2
+from medic_core.server.grpc.proto import agent_pb2
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "allowlist"
 FILE_ONLY_LOAD_ERRORS = {"untrusted_file", "unreadable"}

@@ -17,32 +17,36 @@ import ast
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from medic_core.plugins import PLUGIN_SURFACE
+
 ROOT = Path(__file__).resolve().parents[2]
 TOP = "medic_core"
 
 #: Package-level circles that another change is about to remove: each entry is the sorted
 #: tuple of the packages of one circle, and must go when its circle does (a test says so).
-ALLOWED_PACKAGE_CIRCLES: frozenset[tuple[str, ...]] = frozenset(
-    {
-        # TO REMOVE (issue 17, the import rules and the gRPC transport's move to server/):
-        # the composition root builds transport pieces (app.py: HttpLimits.from_settings,
-        # and the gRPC endpoint once it sits in server/), while server/serve.py (the
-        # `medic serve` entry point) and server/http/app.py (`build_app(medic: Medic)`, a
-        # type-only import) import the root back. Either the rule names the entry points
-        # that may import app.py and leaves the root out of this check, or the transports
-        # stop importing it.
-        ("medic_core.app", "medic_core.server"),
-    }
+#: The composition root: it builds every component and transport, so it imports everything; only
+#: the entry points that start Medic import it (``test_only_entry_points_import_the_root``), and it
+#: is left out of the circle checks (a root importing what imports it is not a layering fault).
+COMPOSITION_ROOT = "medic_core.app"
+#: What starts Medic: ``medic serve`` (server/serve.py), the aiohttp app built around a running
+#: Medic (server/http/app.py), and the CLI.
+ENTRY_POINTS = ("medic_core.server.serve", "medic_core.server.http.app", "medic_core.cli")
+#: The transports: HTTP and gRPC (server/) and the command line (cli/).
+TRANSPORTS = ("medic_core.server", "medic_core.cli")
+#: What a plugin author reads: the hooks, what plugins return, what hooks receive.
+PLUGIN_CONTRACT = (
+    "medic_core.plugins.hookspecs",
+    "medic_core.plugins.interfaces",
+    "medic_core.plugins.context",
 )
+#: Package circles still allowed, each with why. None today; keep the mechanism for honesty.
+ALLOWED_PACKAGE_CIRCLES: frozenset[tuple[str, ...]] = frozenset()
+#: Packages whose modules may still import each other in a circle, with why. None today.
+ALLOWED_MODULE_CIRCLES_IN: dict[str, str] = {}
 
-#: Packages whose modules may still import each other in a circle, with why. The check holds
-#: for every other package.
-ALLOWED_MODULE_CIRCLES_IN: dict[str, str] = {
-    # TO REMOVE (issue 17, the hub split, being done in agent/ by another change): hub.py
-    # imports enrollment, executions and hellos, which import hub (and each other) back for
-    # types (AgentHub, sessions). A Protocol of what they need from the hub breaks it.
-    "medic_core.agent": "hub <-> enrollment, executions, hellos (type-only imports of the hub)",
-}
+
+def _within(module: str, prefixes: Iterable[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 def module_files(root: Path, top: str = TOP) -> dict[str, Path]:
@@ -104,10 +108,12 @@ def package_graph(modules: Mapping[str, set[str]], top: str = TOP) -> dict[str, 
     for module, targets in modules.items():
         source = package_of(module, top)
         graph[source].update(package_of(t, top) for t in targets if package_of(t, top) != source)
-    # The root package's own __init__ is not a package of its own here.
-    graph.pop(top, None)
-    for targets in graph.values():
-        targets.discard(top)
+    # The root package's own __init__ is not a package of its own here, nor is the composition
+    # root (held to its own rule).
+    for left_out in (top, COMPOSITION_ROOT):
+        graph.pop(left_out, None)
+        for targets in graph.values():
+            targets.discard(left_out)
     return graph
 
 
@@ -190,6 +196,60 @@ def test_allowed_circles_still_exist() -> None:
     inside = {package_of(c[0]) for c in circles(within)}
     assert packages >= ALLOWED_PACKAGE_CIRCLES, ALLOWED_PACKAGE_CIRCLES - packages
     assert inside >= set(ALLOWED_MODULE_CIRCLES_IN), set(ALLOWED_MODULE_CIRCLES_IN) - inside
+
+
+def test_only_entry_points_import_the_root() -> None:
+    modules = module_graph()
+    offenders = sorted(
+        m
+        for m, targets in modules.items()
+        if COMPOSITION_ROOT in targets and not _within(m, ENTRY_POINTS)
+    )
+    assert not offenders, f"only {ENTRY_POINTS} may import {COMPOSITION_ROOT}: {offenders}"
+
+
+def test_the_domain_never_imports_a_transport() -> None:
+    modules = module_graph()
+    offenders = sorted(
+        f"{m} imports {t}"
+        for m, targets in modules.items()
+        if not _within(m, (*TRANSPORTS, COMPOSITION_ROOT))
+        for t in targets
+        if _within(t, TRANSPORTS)
+    )
+    assert not offenders, "domain -> transport imports:\n" + "\n".join(offenders)
+
+
+def test_the_plugin_contract_imports_no_internals() -> None:
+    """The hooks, interfaces and context import only what plugins may import themselves, plus
+    (type-only) the two types the context names: the database handle and the metrics."""
+    allowed = {*PLUGIN_SURFACE, "medic_core.store", "medic_core.observability.metrics"}
+    modules = module_graph()
+    offenders = sorted(
+        f"{m} imports {t}"
+        for m in PLUGIN_CONTRACT
+        for t in modules[m]
+        if t not in allowed and not _within(t, ("medic_core.plugins",))
+    )
+    assert not offenders, "\n".join(offenders)
+
+
+def test_a_rule_breaker_is_named(tmp_path: Path) -> None:
+    _tree(
+        tmp_path,
+        {
+            "medic_core/__init__.py": "",
+            "medic_core/app.py": "",
+            "medic_core/server/__init__.py": "",
+            "medic_core/server/grpc.py": "",
+            "medic_core/alerts/__init__.py": "",
+            "medic_core/alerts/book.py": (
+                "from medic_core.server import grpc\nimport medic_core.app\n"
+            ),
+        },
+    )
+    modules = module_graph(tmp_path)
+    assert modules["medic_core.alerts.book"] == {"medic_core.server.grpc", "medic_core.app"}
 
 
 def _tree(root: Path, files: Mapping[str, str]) -> None:

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # medic_core.agent.proto
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # medic_core.server.grpc.proto
 
 import grpc
 
-from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
+from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 
 
 class Servicer(agent_pb2_grpc.AgentServiceServicer):

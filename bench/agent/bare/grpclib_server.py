@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # medic_core.agent.proto
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # medic_core.server.grpc.proto
 
-from medic_core.agent.proto import agent_pb2
+from medic_core.server.grpc.proto import agent_pb2
 
 METHOD = "/medic.agent.v1.AgentService/Connect"
 

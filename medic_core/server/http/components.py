@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medic_core.agent.executions import STATES
+from medic_core.agent.execution_values import STATES
 from medic_core.agent.limits import CONTAINMENTS
 from medic_core.server.http import schemas
 

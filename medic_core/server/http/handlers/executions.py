@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from medic_core.agent.executions import MAX_ARGS, MAX_ENV, MAX_TIMEOUT, STATES
+from medic_core.agent.execution_requests import MAX_ARGS, MAX_ENV, MAX_TIMEOUT
+from medic_core.agent.execution_values import STATES
 from medic_core.server.http import components, schemas
 from medic_core.server.http.context import (
     actor,

@@ -7,7 +7,7 @@
 import grpc
 import warnings
 
-from medic_core.agent.proto import agent_pb2 as medic_dot_agent_dot_v1_dot_agent__pb2
+from medic_core.server.grpc.proto import agent_pb2 as medic_dot_agent_dot_v1_dot_agent__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

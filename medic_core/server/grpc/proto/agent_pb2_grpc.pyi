@@ -16,7 +16,7 @@ anything incompatible goes into a new package `medic.agent.v2`.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from medic_core.agent.proto import agent_pb2 as _agent_pb2
+from medic_core.server.grpc.proto import agent_pb2 as _agent_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -40,20 +40,22 @@ from google.protobuf.json_format import MessageToDict
 
 from medic_core import __version__
 from medic_core.agent.enrollment import HelloRefused
-from medic_core.agent.executions import (
+from medic_core.agent.execution_values import (
     CancelCommand,
     ExecuteCommand,
     ExecutionUpdate,
     OutputChunk,
 )
-from medic_core.agent.hub import AgentHub, AgentInfo, Session
+from medic_core.agent.hub import AgentHub
+from medic_core.agent.info import AgentInfo
 from medic_core.agent.limits import ProtocolViolation
-from medic_core.agent.proto import agent_pb2, agent_pb2_grpc
+from medic_core.agent.sessions import Session
 from medic_core.audit import Actor
 from medic_core.auth import Principal, grants
 from medic_core.auth.gate import AuthGate
 from medic_core.errors import MedicError, RateLimited, Unauthorized, Unavailable, ValidationError
 from medic_core.net.inbound import TrustedProxies, source_of
+from medic_core.server.grpc.proto import agent_pb2, agent_pb2_grpc
 from medic_core.settings import Settings
 from medic_core.store import is_transient_db_error
 
