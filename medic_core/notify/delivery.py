@@ -1,5 +1,8 @@
 """The delivery service: sends the outbox (``deliveries``) through notifier plugins.
 
+One concept in one module (~600 lines): claiming, sending, recording and listing deliveries share
+the lease and ordering rules below, so they stay together.
+
 One pass: escalate/remind alerts whose ``page_at`` passed (``Router.page_due_in``), claim due
 deliveries, send them concurrently, record each outcome. Claiming moves a delivery's
 ``next_attempt_at`` one lease ahead and commits before anything is sent, so another replica (or

@@ -20,7 +20,8 @@ from medic_core.observability.metrics import Metrics
 from medic_core.plugins.interfaces import DeliveryError, HealthCheck, Notification, Notifier
 from medic_core.plugins.manager import PluginManager
 from medic_core.settings import Settings
-from medic_plugins.notifiers import email as email_plugin
+from medic_plugins.notifiers.email import plugin as email_plugin
+from medic_plugins.notifiers.email.notifier import CONFIG_SCHEMA, EmailNotifier
 from support.fakes.smtp import FakeSmtpServer
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -639,14 +640,14 @@ INVALID_CONFIGS = [
 
 
 def test_the_config_schema_is_valid_json_schema_2020_12() -> None:
-    Draft202012Validator.check_schema(email_plugin.EmailNotifier.config_schema)
+    Draft202012Validator.check_schema(EmailNotifier.config_schema)
 
 
 @pytest.mark.parametrize("config", VALID_CONFIGS)
 def test_the_config_schema_accepts_targets(config: dict[str, Any]) -> None:
-    assert list(Draft202012Validator(email_plugin.CONFIG_SCHEMA).iter_errors(config)) == []
+    assert list(Draft202012Validator(CONFIG_SCHEMA).iter_errors(config)) == []
 
 
 @pytest.mark.parametrize("config", INVALID_CONFIGS)
 def test_the_config_schema_rejects_bad_targets(config: dict[str, Any]) -> None:
-    assert list(Draft202012Validator(email_plugin.CONFIG_SCHEMA).iter_errors(config)) != []
+    assert list(Draft202012Validator(CONFIG_SCHEMA).iter_errors(config)) != []
