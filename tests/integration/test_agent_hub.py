@@ -265,6 +265,10 @@ async def test_a_burst_of_hellos_does_not_run_a_watch_pass_per_agent(
             for n, agent in enumerate(agents):
                 await agent.welcome(hello(f"00000000-0000-4000-8000-{n:012x}"))
             await app.agents.settle()
+            # The watch runs in its own task: give it the moment a loaded machine may need.
+            async with asyncio.timeout(10):
+                while not watched:
+                    await asyncio.sleep(0.01)
             # The first Hello gives the watch its first deadline; the later ones are later.
             assert 1 <= len(watched) <= 3
             for agent in agents:
