@@ -72,7 +72,7 @@ async def test_serve_started_before_postgres_serves_once_it_is_up(
                         ready = await response.json()
                         break
             except aiohttp.ClientConnectionError:
-                pass
+                pass  # not listening yet: serve is still waiting for the database
             assert not task.done(), f"serve ended: {task.exception()!r}"
             await asyncio.sleep(0.1)
     assert ready is not None, "medic serve never became ready after PostgreSQL started"
@@ -84,11 +84,13 @@ async def test_serve_started_before_postgres_serves_once_it_is_up(
 async def test_serve_does_not_wait_for_a_database_that_does_not_exist(
     pg_cluster: PgCluster | None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if pg_cluster is None:
-        pytest.skip("needs the private cluster (MEDIC_TEST_POSTGRES_URL is set)")
+    if pg_cluster is not None:
+        missing = pg_cluster.url("no_such_database")
+    else:  # an outside server (MEDIC_TEST_POSTGRES_URL): the same server, a database it lacks
+        missing = os.environ["MEDIC_TEST_POSTGRES_URL"].rsplit("/", 1)[0] + "/no_such_database"
     settings = Settings.load(
         {},
-        database_url=pg_cluster.url("no_such_database"),
+        database_url=missing,
         data_dir=str(tmp_path),
         port=free_port(),
         db_start_wait=0.0,
