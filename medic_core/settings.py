@@ -291,6 +291,15 @@ class Settings:
         "past it is dropped and the execution's output flagged truncated. The default is the "
         "agent's own default cap.",
     )
+    playbook_max_bytes: int = _setting(
+        262_144,
+        "Largest playbook definition accepted, in bytes of its YAML or JSON text (1024 to "
+        "16777216; 413 above it). A definition sent over HTTP is also held to "
+        "MEDIC_MAX_BODY_BYTES.",
+    )
+    playbook_max_steps: int = _setting(
+        100, "Most steps in one playbook (1 to 1000; 422 above it)."
+    )
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug output: never with their secrets.

@@ -162,6 +162,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.playbooks_refused = Counter(
+            "medic_playbooks_refused",
+            "Playbook definitions refused (saved or only validated), by reason: too_large "
+            "(MEDIC_PLAYBOOK_MAX_BYTES), too_many_steps (MEDIC_PLAYBOOK_MAX_STEPS), unreadable "
+            "(not YAML or JSON, YAML aliases, too deeply nested), invalid (breaks the schema "
+            "or a rule).",
+            ["reason"],
+            registry=r,
+        )
         self._agent_metrics(r)
 
     def _agent_metrics(self, r: CollectorRegistry) -> None:

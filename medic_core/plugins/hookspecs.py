@@ -61,7 +61,13 @@ def medic_health_checks(medic: PluginContext) -> list[HealthCheck]:
 
 @hookspec
 def medic_step_types(medic: PluginContext) -> list[StepType]:
-    """Return playbook step types (``name``, ``params_schema``, ``async run(params, context)``)."""
+    """Return playbook step types (``name``, ``description``, ``params_schema``).
+
+    Called once, when the application is built (and by ``medic playbook validate``, offline:
+    then ``medic`` holds ``settings``, ``clock`` and ``metrics`` only). A name offered by two
+    plugins, or a ``params_schema`` that is not a valid JSON Schema, stops Medic at start-up.
+    How steps run arrives with the playbook engine.
+    """
     raise NotImplementedError
 
 

@@ -111,12 +111,23 @@ class HealthCheck(Protocol):
 
 @runtime_checkable
 class StepType(Protocol):
-    """A playbook step type. ``params_schema`` extends the playbook JSON Schema."""
+    """A playbook step type: what a step of this ``type`` is and which ``params`` it takes.
+
+    ``name`` is unique among the loaded step types (two plugins offering the same name stop
+    Medic at start-up, naming both); it is what a step's ``type`` says. ``description`` is one
+    sentence for people (``GET /api/v1/step-types``, the UI builder). ``params_schema`` is a
+    JSON Schema (Draft 2020-12) for a step's ``params``: Medic composes it into the playbook
+    schema, so a playbook using this type is validated against it when it is saved (an invalid
+    schema stops Medic at start-up). String values in ``params`` may be templates; they are
+    compiled when the playbook is saved.
+
+    How a step of this type runs, and resumes after a restart, is defined with the playbook
+    engine; until then a step type describes its steps and nothing runs them.
+    """
 
     name: str
+    description: str
     params_schema: dict[str, Any]
-
-    async def run(self, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]: ...
 
 
 RouteHandler = Callable[[Any], Awaitable[Any]]

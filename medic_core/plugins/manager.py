@@ -125,8 +125,9 @@ class PluginManager:
             results.append((name, result))
         return results
 
-    def _collect(self, hook: str, kind: type, medic: PluginContext) -> dict[str, Any]:
-        found: dict[str, Any] = {}
+    def _offered(self, hook: str, kind: type, medic: Any) -> list[tuple[str, Any]]:
+        """``(plugin name, item)`` for every well-formed item a list hook returned."""
+        offered: list[tuple[str, Any]] = []
         for plugin, items in self.call(hook, medic=medic):
             if inspect.iscoroutine(items):
                 items.close()
@@ -140,10 +141,17 @@ class PluginManager:
                 name = getattr(item, "name", None)
                 if not isinstance(item, kind) or not isinstance(name, str):
                     self._failed(plugin, hook, TypeError(f"{item!r} is not a {kind.__name__}"))
-                elif name in found:
-                    self._failed(plugin, hook, ValueError(f"duplicate {hook} name {name!r}"))
                 else:
-                    found[name] = item
+                    offered.append((plugin, item))
+        return offered
+
+    def _collect(self, hook: str, kind: type, medic: PluginContext) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for plugin, item in self._offered(hook, kind, medic):
+            if item.name in found:
+                self._failed(plugin, hook, ValueError(f"duplicate {hook} name {item.name!r}"))
+            else:
+                found[item.name] = item
         return found
 
     def notifiers(self, medic: PluginContext) -> dict[str, Notifier]:
@@ -152,8 +160,12 @@ class PluginManager:
     def health_checks(self, medic: PluginContext) -> dict[str, HealthCheck]:
         return self._collect("medic_health_checks", HealthCheck, medic)
 
-    def step_types(self, medic: PluginContext) -> dict[str, StepType]:
-        return self._collect("medic_step_types", StepType, medic)
+    def step_types(self, medic: Any) -> list[tuple[str, StepType]]:
+        """``(plugin name, step type)`` for every step type offered, clashes included: a name
+        offered twice is a start-up error (``medic_core.playbooks.steptypes``), not a failure
+        to isolate, since playbooks already saved may use either. ``medic`` is the plugin
+        context (offline validation passes a smaller one: settings, clock, metrics)."""
+        return self._offered("medic_step_types", StepType, medic)
 
     def integrations(self, medic: PluginContext) -> dict[str, Integration]:
         return self._collect("medic_integrations", Integration, medic)

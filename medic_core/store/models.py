@@ -505,3 +505,43 @@ class ExecutionOutput(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Playbook(Base):
+    """A playbook: its slug and the number of its current version (``playbooks/registry.py``).
+
+    ``name`` and ``description`` repeat the current version's, for lists. Deleting sets
+    ``deleted_at`` and keeps the versions: an execution pins the version it started with.
+    """
+
+    __tablename__ = "playbooks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PlaybookVersion(Base):
+    """One version of a playbook's definition, never changed once written.
+
+    ``digest``: the SHA-256 (hex) of the definition's canonical JSON, so applying an unchanged
+    definition makes no version.
+    """
+
+    __tablename__ = "playbook_versions"
+    __table_args__ = (
+        UniqueConstraint("playbook_id", "version", name="uq_playbook_versions_version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    playbook_id: Mapped[int] = mapped_column(ForeignKey("playbooks.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(Text)
