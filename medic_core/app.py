@@ -39,6 +39,7 @@ from medic_core.notify.router import Router
 from medic_core.notify.schedules import Schedules
 from medic_core.notify.targets import Targets
 from medic_core.observability.metrics import Metrics
+from medic_core.playbooks import Playbooks, StepTypes, Validator
 from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
@@ -199,6 +200,20 @@ class Medic:
             services=self.services,
         )
         self.notifiers = self.plugins.notifiers(self.plugin_context)
+        # A step-type clash or a broken params_schema stops the start here (StepTypeError):
+        # playbooks already saved may use either, so no load order may decide.
+        self.step_types = StepTypes(self.plugins.step_types(self.plugin_context))
+        self.playbooks = Playbooks(
+            self.db,
+            self.clock,
+            self.bus,
+            Validator(
+                self.step_types,
+                max_bytes=settings.playbook_max_bytes,
+                max_steps=settings.playbook_max_steps,
+                metrics=self.metrics,
+            ),
+        )
         self.health_checks: dict[str, HealthCheck] = {
             "database": DatabaseCheck(self.db, self.db_breaker, settings.db_probe_timeout)
         }

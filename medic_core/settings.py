@@ -297,9 +297,7 @@ class Settings:
         "16777216; 413 above it). A definition sent over HTTP is also held to "
         "MEDIC_MAX_BODY_BYTES.",
     )
-    playbook_max_steps: int = _setting(
-        100, "Most steps in one playbook (1 to 1000; 422 above it)."
-    )
+    playbook_max_steps: int = _setting(100, "Most steps in one playbook (1 to 1000; 422 above it).")
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug output: never with their secrets.

@@ -92,7 +92,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise UnreadablePlaybook(
                 f"YAML aliases (*{event.anchor}) are not accepted in a playbook (line "
                 f"{event.start_mark.line + 1}): write the value out; aliases let a small "

@@ -20,6 +20,7 @@ from medic_core.server.http.handlers import (
     heartbeats,
     maintenance,
     notify,
+    playbooks,
     services,
     teams,
 )
@@ -48,6 +49,7 @@ _TABLES = (
     audit,
     agents,
     executions,
+    playbooks,
     openapi,
 )
 

@@ -506,6 +506,59 @@ component(
     },
 )
 
+# -- playbooks ----------------------------------------------------------------------------------
+
+_PLAYBOOK_FIELDS: dict[str, Any] = {
+    "id": ID,
+    "slug": schemas.SLUG,
+    "name": {"type": "string"},
+    "description": {"type": "string"},
+    "current_version": {"type": "integer", "minimum": 1},
+    "created_at": INSTANT,
+    "updated_at": INSTANT,
+}
+DIGEST: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{64}$",
+    "description": "SHA-256 of the definition's canonical JSON",
+}
+DEFINITION: dict[str, Any] = {
+    "type": "object",
+    "description": "the definition as saved (the PlaybookDefinition schema)",
+}
+component("PlaybookSummary", _PLAYBOOK_FIELDS)
+component("Playbook", {**_PLAYBOOK_FIELDS, "digest": DIGEST, "definition": DEFINITION})
+_VERSION_FIELDS: dict[str, Any] = {
+    "version": {"type": "integer", "minimum": 1},
+    "digest": DIGEST,
+    "created_at": INSTANT,
+    "created_by": {"type": "string", "description": "the actor that saved it"},
+}
+component("PlaybookVersionSummary", _VERSION_FIELDS)
+component("PlaybookVersion", {"slug": schemas.SLUG, **_VERSION_FIELDS, "definition": DEFINITION})
+component(
+    "PlaybookApplied",
+    {
+        "playbook": ref("PlaybookSummary"),
+        "version": {"type": "integer", "minimum": 1, "description": "the current version"},
+        "change": {
+            "enum": ["created", "updated", "unchanged"],
+            "description": "unchanged: the definition is the current version's; no version made",
+        },
+    },
+)
+component("PlaybookValid", {"valid": {"const": True}})
+component(
+    "StepType",
+    {
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "plugin": {"type": "string", "description": "the plugin that offers it"},
+        "params_schema": {"type": "object", "description": "JSON Schema of a step's params"},
+    },
+)
+component("StepTypeList", {"items": {"type": "array", "items": ref("StepType")}})
+
 # -- requests and problems, named too ---------------------------------------------------------
 
 SCHEMAS["Problem"] = schemas.PROBLEM

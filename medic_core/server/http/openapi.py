@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from medic_core import __version__
 from medic_core.server.http import components, schemas
-from medic_core.server.http.context import json_response
+from medic_core.server.http.context import json_response, medic
 from medic_core.server.http.routing import DECLARED, PUBLIC, Route, RouteTable
 
 routes = RouteTable()
 _PARAM = re.compile(r"{(\w+)}")
+_REF = "#/components/schemas/"
 _ERRORS = {
     "400": "The request cannot be read (malformed JSON, wrong content type).",
     "401": "No API key, or an invalid, expired or revoked one.",
@@ -70,6 +72,13 @@ def _operation(route: Route) -> dict[str, Any]:
             "required": route.body_required,
             "content": {"application/json": {"schema": _named(route.body)}},
         }
+    if route.composed_body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "description": "JSON, or the same document as YAML with Content-Type: "
+            "application/yaml. Every error is reported at once (the problem's `errors`).",
+            "content": {"application/json": {"schema": {"$ref": _REF + route.composed_body}}},
+        }
     if route.scope != PUBLIC:
         op["security"] = [{"bearer": []}, {"apiKeyHeader": []}]
     success: dict[str, Any] = {"description": "Success", "headers": _headers(route, "2xx")}
@@ -78,7 +87,7 @@ def _operation(route: Route) -> dict[str, Any]:
         schema = route.response if route.content_type == "application/json" else text
         success["content"] = {route.content_type: {"schema": schema}}
     problem = {"application/problem+json": {"schema": components.ref("Problem")}}
-    op["responses"] = {str(route.status): success} | {
+    op["responses"] = {str(status): success for status in (route.status, *route.also)} | {
         code: {"description": text, "headers": _headers(route, code), "content": problem}
         for code, text in _ERRORS.items()
         if route.scope != PUBLIC or code in _ANY_ROUTE
@@ -142,12 +151,34 @@ HEADERS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Schemas composed at start-up from the loaded plugins, with the placeholder a document built
+#: without a running server shows (generated clients take such a body as a JSON object).
+COMPOSED: dict[str, dict[str, Any]] = {
+    "PlaybookDefinition": {
+        "type": "object",
+        "required": ["slug", "steps"],
+        "properties": {"slug": schemas.SLUG, "steps": {"type": "array"}},
+        "description": "A playbook definition (docs/playbooks.md); the running server's "
+        "document holds the whole schema, composed from its step types.",
+    }
+}
+
+
+def composed_schemas(medic: Any) -> dict[str, dict[str, Any]]:
+    """``COMPOSED``'s schemas as the running ``medic`` composed them."""
+    return {"PlaybookDefinition": medic.playbooks.validator.schema}
+
+
 def _is_string(schema: dict[str, Any]) -> bool:
     # Every query value is refused when empty (never "no filter"): say so for the string ones.
     return schema.get("type") == "string" and "minLength" not in schema
 
 
-def build_document(declared: list[Route]) -> dict[str, Any]:
+def build_document(
+    declared: list[Route], composed: Mapping[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The document for ``declared`` routes; ``composed``: the schemas composed at start-up
+    (``COMPOSED``'s names) of the running server, else their placeholders."""
     paths: dict[str, dict[str, Any]] = {}
     for route in declared:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
@@ -166,7 +197,7 @@ def build_document(declared: list[Route]) -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
             },
-            "schemas": dict(sorted(components.SCHEMAS.items())),
+            "schemas": dict(sorted((components.SCHEMAS | COMPOSED | dict(composed or {})).items())),
             "headers": HEADERS,
         },
     }
@@ -181,4 +212,5 @@ def build_document(declared: list[Route]) -> dict[str, Any]:
     response=components.ref("OpenApiDocument"),
 )
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(build_document(list(request.app[DECLARED].values())))
+    declared = list(request.app[DECLARED].values())
+    return json_response(build_document(declared, composed_schemas(medic(request))))

@@ -49,7 +49,14 @@ class Route:
     query: tuple[QueryParam, ...] = ()
     #: JSON Schemas of path parameters, by name; undeclared: ``slug`` is a slug, others strings.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The name of a body schema composed at start-up from the loaded plugins (the playbook
+    #: definition: ``PlaybookDefinition``): the OpenAPI document shows the running server's,
+    #: and the handler reads and checks the body through the domain, which reports every error
+    #: (``check_body`` does not see it: the schema is not known when routes are declared).
+    composed_body: str | None = None
     status: int = 200
+    #: Other success statuses answered with the same ``response`` (201 when an apply creates).
+    also: tuple[int, ...] = ()
     response: dict[str, Any] | None = None
     content_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +91,9 @@ class RouteTable:
 
     def post(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
         return self.add("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        return self.add("PUT", path, **kwargs)
 
     def patch(self, path: str, **kwargs: Any) -> Callable[[Handler], Handler]:
         return self.add("PATCH", path, **kwargs)

@@ -352,6 +352,16 @@ PROBLEM = {
         "detail": {"type": "string"},
         "field": {"type": "string"},
         "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "every error found, when a document is checked whole (a playbook)",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["field", "message"],
+            },
+        },
+        "errors_not_shown": {"type": "integer", "description": "errors past the 50 listed"},
     },
     "required": ["title", "status", "detail"],
 }
