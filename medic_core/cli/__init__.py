@@ -8,6 +8,7 @@ reads them (``cmd_<name>``):
 - alert delivery (docs/alert-delivery.md): ``schedule`` (``schedules.py``), ``escalation``
   (``escalations.py``), ``target`` (``targets.py``), ``delivery`` (``deliveries.py``),
   ``team`` (``teams.py``);
+- ``playbook`` (``playbooks.py``): validate (offline), apply, list, show playbook definitions;
 - ``ping``: an HTTP client for cron lines and scripts;
 - ``plugins``, ``config``, ``doctor``: what this installation loads, how it is set, whether it
   works.
@@ -37,6 +38,7 @@ from medic_core.cli import (
     escalations,
     keys,
     ping,
+    playbooks,
     plugins,
     schedules,
     serve,
@@ -61,6 +63,7 @@ _COMMANDS = (
     targets,
     deliveries,
     teams,
+    playbooks,
     doctor,
 )
 

@@ -141,6 +141,20 @@ def parse(text: bytes | str, fmt: Format, *, max_bytes: int) -> dict[str, Any]:
     return data
 
 
+class _Dumper(yaml.SafeDumper):
+    """Never writes anchors: what Medic writes, Medic (which refuses aliases) can read back."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(document: dict[str, Any]) -> str:
+    """``document`` as block YAML, keys in their order (``medic playbook show``)."""
+    return yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+
+
 def _json_values(document: dict[str, Any]) -> None:
     """Refuse what JSON cannot hold, naming where it is (iteratively: depth is bounded by the
     parser, not by Python's stack here)."""
@@ -150,15 +164,17 @@ def _json_values(document: dict[str, Any]) -> None:
         where = field_path(path) or "the document"
         if isinstance(value, dict):
             for key, child in value.items():
-                if not isinstance(key, str):
+                if not isinstance(key, str) or "\x00" in key:
                     raise UnreadablePlaybook(
-                        f"{where}: the key {quote(key)} is not a string: quote it"
+                        f"{where}: the key {quote(key)} is not a string without NUL characters"
                     )
                 stack.append((child, [*path, key]))
         elif isinstance(value, list):
             stack.extend((child, [*path, index]) for index, child in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
             raise UnreadablePlaybook(f"{where}: {value} is not a number JSON can hold")
+        elif isinstance(value, str) and "\x00" in value:
+            raise UnreadablePlaybook(f"{where} must not contain NUL (\\u0000) characters")
         elif value is not None and not isinstance(value, str | int | float | bool):
             raise UnreadablePlaybook(
                 f"{where}: a YAML {type(value).__name__} is not a JSON value: use a string"

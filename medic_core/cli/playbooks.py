@@ -1,0 +1,174 @@
+"""``medic playbook``: validate, apply (GitOps), list and show playbook definitions.
+
+``validate -f FILE_OR_DIR`` works offline: it loads the plugins (for their step types) and
+checks each file with the same validator the API uses, touching no database. ``apply`` checks
+every file first and saves nothing if any is invalid; then applies each, printing
+``created``, ``updated`` or ``unchanged`` -- so applying the same directory twice changes nothing
+the second time. A directory means its ``*.yaml``, ``*.yml`` and ``*.json`` files, sorted by
+name (``-R``: its subdirectories too).
+
+Exit codes: 0 every file valid (and applied); 1 a file is invalid (its errors on stdout, one a
+line, with their paths); 2 a usage error (no such file, an empty directory). ``run`` and
+``history`` arrive with the playbook engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from medic_core.cli.common import Subcommands, actor, all_pages, emit, with_medic
+from medic_core.errors import MedicError
+from medic_core.settings import Settings
+
+_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+_COLUMNS = ["slug", "name", "current_version", "updated_at"]
+
+
+def add_parser(sub: Subcommands) -> None:
+    playbook = sub.add_parser("playbook", help="playbooks (remediation definitions)")
+    pb = playbook.add_subparsers(dest="playbook_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("validate", "check playbook files offline (no database); exit 1 if any is invalid"),
+        ("apply", "create or update playbooks from files; unchanged ones make no version"),
+    ):
+        command = pb.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "-f",
+            "--file",
+            dest="paths",
+            action="append",
+            required=True,
+            metavar="FILE_OR_DIR",
+            help="a .yaml/.yml/.json file, or a directory of them (repeatable)",
+        )
+        command.add_argument(
+            "-R", "--recursive", action="store_true", help="read directories' subdirectories too"
+        )
+    ls = pb.add_parser("list", help="list playbooks")
+    ls.add_argument("--json", action="store_true")
+    show = pb.add_parser("show", help="print a playbook's definition (current or --version N)")
+    show.add_argument("slug")
+    show.add_argument("--version", type=int, metavar="N", help="an earlier version")
+    show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    playbook.set_defaults(func=cmd_playbook)
+
+
+def playbook_files(paths: list[str], *, recursive: bool) -> list[Path]:
+    """The files ``-f`` names: files as given, directories' playbook files sorted by name."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            inside = sorted(
+                p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in _SUFFIXES
+            )
+            if not inside:
+                raise MedicError(f"{given}: no .yaml, .yml or .json files in this directory")
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise MedicError(f"{given}: no such file or directory")
+    return found
+
+
+def _format(path: Path) -> str:
+    return _SUFFIXES.get(path.suffix.lower(), "yaml")
+
+
+def _read_all(validator: Any, files: list[Path]) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each file's valid definition, or None after printing its errors."""
+    from medic_core.playbooks.definition import InvalidPlaybook
+
+    results: list[tuple[Path, dict[str, Any] | None]] = []
+    for path in files:
+        try:
+            results.append((path, validator.read(path.read_bytes(), _format(path))))
+        except InvalidPlaybook as exc:
+            print(f"{path}: INVALID")
+            for problem in exc.problems:
+                print(f"  {problem.message}")
+            results.append((path, None))
+        except (MedicError, OSError) as exc:
+            print(f"{path}: INVALID\n  {exc}")
+            results.append((path, None))
+    return results
+
+
+def offline_validator(settings: Settings) -> Any:
+    """The API's validator over the installed plugins' step types, without a database: hooks
+    receive ``settings``, ``clock`` and ``metrics`` only."""
+    from types import SimpleNamespace
+
+    from medic_core.clock import SystemClock
+    from medic_core.observability.metrics import Metrics
+    from medic_core.playbooks import StepTypes, Validator
+    from medic_core.plugins.manager import PluginManager
+
+    metrics = Metrics()
+    manager = PluginManager(metrics, disabled=settings.disabled_plugin_names)
+    context = SimpleNamespace(settings=settings, clock=SystemClock(), metrics=metrics)
+    step_types = StepTypes(manager.step_types(context))
+    for failure in manager.failures:
+        print(f"warning: plugin {failure.name} failed: {failure.error}", file=sys.stderr)
+    return Validator(
+        step_types,
+        max_bytes=settings.playbook_max_bytes,
+        max_steps=settings.playbook_max_steps,
+        metrics=metrics,
+    )
+
+
+def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
+    command = args.playbook_command
+    if command == "validate":
+        files = playbook_files(args.paths, recursive=args.recursive)
+        results = _read_all(offline_validator(settings), files)
+        for path, definition in results:
+            if definition is not None:
+                print(f"{path}: OK")
+        if any(definition is None for _, definition in results):
+            raise SystemExit(1)
+        return
+
+    async def work(medic: Any) -> None:
+        registry = medic.playbooks
+        if command == "apply":
+            results = _read_all(
+                registry.validator, playbook_files(args.paths, recursive=args.recursive)
+            )
+            if any(definition is None for _, definition in results):
+                print("nothing applied: fix the invalid files first")
+                raise SystemExit(1)
+            for path, definition in results:
+                assert definition is not None
+                applied = await registry.apply(definition, actor=actor())
+                slug = definition["slug"]
+                print(f"{path}: {applied.change} ({slug} version {applied.version})")
+        elif command == "list":
+            emit(args, await all_pages(registry.list), _COLUMNS)
+        elif args.version is not None:
+            _show(args, await registry.get_version(args.slug, args.version))
+        else:
+            _show(args, await registry.get(args.slug))
+
+    asyncio.run(with_medic(settings, work))
+
+
+def _show(args: argparse.Namespace, document: dict[str, Any]) -> None:
+    """The definition as it can be applied again; YAML opens with a comment naming the version."""
+    definition = document["definition"]
+    if args.output == "json":
+        print(json.dumps(definition, indent=2, ensure_ascii=False))
+        return
+    from medic_core.playbooks.definition import dump_yaml
+
+    version = document.get("version", document.get("current_version"))
+    print(f"# {document['slug']} version {version} (sha256 {document['digest']})")
+    print(dump_yaml(definition), end="")
