@@ -4,37 +4,21 @@ changes), list and show -- in process, on SQLite and PostgreSQL, as tests/e2e/te
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
-from test_cli import Cli
 
-from support.server import fresh_postgres_url
+# The in-process ``cli`` fixtures of test_cli.py (``cli_db``: on SQLite and PostgreSQL).
+from test_cli import Cli, cli, cli_db  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "playbooks"
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Cli:
-    """test_cli.py's ``Cli``: no MEDIC_* settings but MEDIC_DATA_DIR=tmp_path."""
-    for name in [n for n in os.environ if n.startswith("MEDIC_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MEDIC_DATA_DIR", str(tmp_path))
-    return Cli(monkeypatch, capsys)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def cli_db(request: pytest.FixtureRequest, cli: Cli) -> Cli:
-    if request.param == "postgresql":
-        url = fresh_postgres_url(request.getfixturevalue("pg_cluster"), "e2e_playbooks")
-        cli.monkeypatch.setenv("MEDIC_DATABASE_URL", url)
-    return cli
-
-
-def test_validate_reports_each_file_and_fails_on_any_error(cli: Cli, tmp_path: Path) -> None:
+def test_validate_reports_each_file_and_fails_on_any_error(
+    cli: Cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     code, out, _ = cli("playbook", "validate", "-f", str(EXAMPLES))
     assert code == 0
     assert out.count(": OK") == len(list(EXAMPLES.iterdir()))
@@ -48,9 +32,10 @@ def test_validate_reports_each_file_and_fails_on_any_error(cli: Cli, tmp_path: P
 
 
 def test_apply_a_directory_twice_changes_nothing_the_second_time(
-    cli_db: Cli, tmp_path: Path
+    cli_db: Cli,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
-    cli = cli_db
+    cli = cli_db  # noqa: F811
     assert cli("db", "upgrade")[0] == 0
     gitops = tmp_path / "playbooks"
     shutil.copytree(EXAMPLES, gitops)
@@ -82,8 +67,11 @@ def test_apply_a_directory_twice_changes_nothing_the_second_time(
     assert json.loads(out) == document
 
 
-def test_apply_saves_nothing_when_one_file_is_invalid(cli_db: Cli, tmp_path: Path) -> None:
-    cli = cli_db
+def test_apply_saves_nothing_when_one_file_is_invalid(
+    cli_db: Cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cli = cli_db  # noqa: F811
     assert cli("db", "upgrade")[0] == 0
     shutil.copy(EXAMPLES / "drain-and-check.yaml", tmp_path / "a.yaml")
     (tmp_path / "b.yaml").write_text("slug: b\nsteps: []\n")
