@@ -85,7 +85,7 @@ async def test_it_is_listed_in_step_types_and_in_the_openapi_document(acme_clien
         t["name"] for t in listed["items"]
     }
     document = await (await client.get("/api/v1/openapi.json")).json()
-    definition = document["components"]["schemas"]["PlaybookDefinition"]
+    definition = document["components"]["schemas"]["PlaybookIn"]
     step = definition["properties"]["steps"]["items"]
     assert "acme.systemd_restart" in step["properties"]["type"]["enum"]
     clause = next(
@@ -97,7 +97,7 @@ async def test_it_is_listed_in_step_types_and_in_the_openapi_document(acme_clien
     )
     body = document["paths"]["/api/v1/playbooks/{slug}"]["put"]["requestBody"]
     assert body["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/PlaybookDefinition"
+        "$ref": "#/components/schemas/PlaybookIn"
     }
 
 

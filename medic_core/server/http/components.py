@@ -524,7 +524,7 @@ DIGEST: dict[str, Any] = {
 }
 DEFINITION: dict[str, Any] = {
     "type": "object",
-    "description": "the definition as saved (the PlaybookDefinition schema)",
+    "description": "the definition as saved (the PlaybookIn schema)",
 }
 component("PlaybookSummary", _PLAYBOOK_FIELDS)
 component("Playbook", {**_PLAYBOOK_FIELDS, "digest": DIGEST, "definition": DEFINITION})

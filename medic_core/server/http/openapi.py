@@ -154,10 +154,13 @@ HEADERS: dict[str, dict[str, Any]] = {
 #: Schemas composed at start-up from the loaded plugins, with the placeholder a document built
 #: without a running server shows (generated clients take such a body as a JSON object).
 COMPOSED: dict[str, dict[str, Any]] = {
-    "PlaybookDefinition": {
+    "PlaybookIn": {
         "type": "object",
         "required": ["slug", "steps"],
-        "properties": {"slug": schemas.SLUG, "steps": {"type": "array"}},
+        "properties": {
+            "slug": schemas.SLUG,
+            "steps": {"type": "array", "items": {"type": "object"}},
+        },
         "description": "A playbook definition (docs/playbooks.md); the running server's "
         "document holds the whole schema, composed from its step types.",
     }
@@ -166,7 +169,7 @@ COMPOSED: dict[str, dict[str, Any]] = {
 
 def composed_schemas(medic: Any) -> dict[str, dict[str, Any]]:
     """``COMPOSED``'s schemas as the running ``medic`` composed them."""
-    return {"PlaybookDefinition": medic.playbooks.validator.schema}
+    return {"PlaybookIn": medic.playbooks.validator.schema}
 
 
 def _is_string(schema: dict[str, Any]) -> bool:

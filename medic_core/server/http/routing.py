@@ -50,7 +50,7 @@ class Route:
     #: JSON Schemas of path parameters, by name; undeclared: ``slug`` is a slug, others strings.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The name of a body schema composed at start-up from the loaded plugins (the playbook
-    #: definition: ``PlaybookDefinition``): the OpenAPI document shows the running server's,
+    #: definition: ``PlaybookIn``): the OpenAPI document shows the running server's,
     #: and the handler reads and checks the body through the domain, which reports every error
     #: (``check_body`` does not see it: the schema is not known when routes are declared).
     composed_body: str | None = None

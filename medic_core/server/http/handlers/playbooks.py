@@ -27,7 +27,7 @@ from medic_core.server.http.routing import QueryParam, RouteTable
 
 routes = RouteTable()
 TAG = "playbooks"
-DEFINITION = "PlaybookDefinition"
+DEFINITION = "PlaybookIn"
 _YAML = ("application/yaml", "application/x-yaml", "text/yaml")
 _PAGING = (QueryParam("cursor", schemas.CURSOR), QueryParam("limit", schemas.LIMIT))
 _VERSION: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
