@@ -300,6 +300,9 @@ class Validator:
         except TemplateSyntaxError as exc:
             yield Problem(where, f"{where} is not a valid expression: {exc.message}")
             return
+        except RecursionError:  # Jinja's parser and compiler recurse per nesting level
+            yield Problem(where, f"{where} is nested too deeply")
+            return
         yield from _unsafe(tree, where)
 
     def _templates(self, value: Any, path: list[str | int]) -> Iterator[Problem]:
@@ -319,6 +322,9 @@ class Validator:
                     yield Problem(
                         where, f"{where} is not a valid template (line {exc.lineno}): {exc.message}"
                     )
+                    continue
+                except RecursionError:
+                    yield Problem(where, f"{where} is nested too deeply")
                     continue
                 yield from _unsafe(tree, where)
 

@@ -221,3 +221,12 @@ def test_dates_stay_strings_and_nul_is_refused() -> None:
     assert built_ins().read(text, "yaml")["description"] == "2026-03-01"
     with pytest.raises(UnreadablePlaybook, match="NUL"):
         built_ins().read('{"slug": "a\\u0000b", "steps": []}', "json")
+
+
+def test_a_template_nested_too_deeply_is_an_error_not_a_crash() -> None:
+    deep = "{{ " + "(" * 600 + "1" + ")" * 600 + " }}"
+    params = {"agents": {"ids": ["a1"]}, "script": "x", "args": [deep]}
+    document = changed(s0={"params": params}, s1={"when": "-" * 1000 + "1"})
+    errors = refused(built_ins(), document)
+    assert errors["steps[0].params.args[0]"] == "steps[0].params.args[0] is nested too deeply"
+    assert errors["steps[1].when"] == "steps[1].when is nested too deeply"
