@@ -32,7 +32,6 @@ from medic_core.agent.execution_values import (
     STATES,
     ExecutionUpdate,
     execution_to_dict,
-    find_execution,
     moves,
 )
 from medic_core.agent.limits import ProtocolRefusals
@@ -93,18 +92,10 @@ class ExecutionAnswers:
         now = self._clock.now()
         pending = PendingEvents()
         async with self._db.transaction() as db:
-            row = await find_execution(
-                db, report.execution_id, agent_id=session.agent_id, for_update=self._db.is_postgres
+            row = await self._finals.reported(
+                db, report.execution_id, session.agent_id, report.state
             )
             if row is None:
-                self._protocol.count("unknown_execution")
-                log.warning(
-                    "ignoring an update for an execution this agent was never sent",
-                    extra={"agent_id": session.agent_id, "execution_id": report.execution_id[:64]},
-                )
-                return
-            if row.state in FINAL:
-                self._finals.after_final(row, report.state)
                 return
             if not moves(row.state, report.state):
                 return  # repeated or stale

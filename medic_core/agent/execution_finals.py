@@ -20,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.agent import limits
 from medic_core.agent.execution_values import (
+    FINAL,
     ExecutionUpdate,
     bounded_count,
     execution_to_dict,
+    find_execution,
     reason_label,
     stored_text,
 )
@@ -42,6 +44,31 @@ class Finals:
         self._protocol = refusals
         self._results = metrics.agent_executions
         self._refusals = metrics.agent_execution_refusals
+
+    async def reported(
+        self, db: AsyncSession, execution_id: str, agent_id: str | None, what: str
+    ) -> Execution | None:
+        """The execution an agent's message (``what``: its new state, or ``output``) is about,
+        locked, when that message may still change it: ``None`` for an execution this agent was
+        never sent (dropped, counted ``unknown_execution``) or one that has ended
+        (``after_final`` decides what that means). A stream that has not said who it is
+        (``agent_id`` None) owns no execution."""
+        row = None
+        if agent_id is not None:
+            row = await find_execution(
+                db, execution_id, agent_id=agent_id, for_update=self._db.is_postgres
+            )
+        if row is None:
+            self._protocol.count("unknown_execution")
+            log.warning(
+                "ignoring a message about an execution this agent was never sent",
+                extra={"agent_id": agent_id, "execution_id": execution_id[:64], "about": what},
+            )
+            return None
+        if row.state in FINAL:
+            self.after_final(row, what)
+            return None
+        return row
 
     def finish(
         self,

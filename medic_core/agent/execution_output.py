@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from medic_core.agent import limits
 from medic_core.agent.execution_finals import Finals
-from medic_core.agent.execution_values import FINAL, OutputChunk, find_execution, rowcount
+from medic_core.agent.execution_values import OutputChunk, rowcount
 from medic_core.agent.limits import ProtocolRefusals
 from medic_core.agent.sessions import Session
 from medic_core.clock import Clock
@@ -71,18 +71,8 @@ class ExecutionOutputs:
         now = self._clock.now()
         async with self._db.transaction() as db:
             # Locked: the bytes stored so far decide whether this chunk fits.
-            row = await find_execution(
-                db, chunk.execution_id, agent_id=session.agent_id, for_update=self._db.is_postgres
-            )
+            row = await self._finals.reported(db, chunk.execution_id, session.agent_id, "output")
             if row is None:
-                self._protocol.count("unknown_execution")
-                log.warning(
-                    "ignoring output for an execution this agent was never sent",
-                    extra={"agent_id": session.agent_id, "execution_id": chunk.execution_id[:64]},
-                )
-                return
-            if row.state in FINAL:
-                self._finals.after_final(row, "output")
                 return
             if row.output_bytes + size > self._max_output:
                 self._protocol.count("output_cap")

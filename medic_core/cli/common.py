@@ -95,6 +95,33 @@ async def all_pages(
             return items
 
 
+async def slug_command(
+    args: argparse.Namespace,
+    command: str,
+    resource: Any,
+    noun: str,
+    data: dict[str, Any],
+    *,
+    columns: Sequence[str],
+    view: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """``add``/``update``/``list``/``show``/``remove`` of a registry whose items are named by
+    ``args.slug`` (``data``: the fields the options gave, for ``add`` and ``update``)."""
+    if command == "add":
+        emit_view(
+            args, await resource.create({"slug": args.slug, **data}, actor=actor()), columns, view
+        )
+    elif command == "update":
+        emit_view(args, await resource.update(args.slug, data, actor=actor()), columns, view)
+    elif command == "list":
+        emit_view(args, await all_pages(resource.list), columns, view)
+    elif command == "show":
+        print(json.dumps(await resource.get(args.slug), indent=2))
+    else:
+        await resource.delete(args.slug, actor=actor())
+        print(f"removed {noun} {args.slug}")
+
+
 async def with_medic(settings: Settings, work: Callable[[Any], Awaitable[None]]) -> None:
     """Run ``work`` on a ``Medic`` built from ``settings`` (not started: no server, no loops),
     migrating first when ``MEDIC_AUTO_MIGRATE`` is on."""

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from typing import Any
 
 from medic_core.cli.common import (
     Subcommands,
-    actor,
-    all_pages,
-    emit_view,
     json_option,
+    slug_command,
     with_medic,
 )
 from medic_core.errors import MedicError
@@ -83,9 +80,8 @@ def _row(policy: dict[str, Any]) -> dict[str, Any]:
 def cmd_escalation(args: argparse.Namespace, settings: Settings) -> None:
     async def work(medic: Any) -> None:
         command = args.escalation_command
-        policies = medic.escalations
+        data: dict[str, Any] = {}
         if command in ("add", "update"):
-            data: dict[str, Any] = {}
             if args.level and args.levels is not None:
                 raise MedicError("give the levels with --level or --levels, not both")
             if args.level:
@@ -100,17 +96,8 @@ def cmd_escalation(args: argparse.Namespace, settings: Settings) -> None:
                 data["repeat_every"] = args.repeat_every
             if getattr(args, "no_repeat", False):
                 data["repeat_every"] = None
-            if command == "add":
-                result = await policies.create({"slug": args.slug, **data}, actor=actor())
-            else:
-                result = await policies.update(args.slug, data, actor=actor())
-            emit_view(args, result, _COLUMNS, _row)
-        elif command == "list":
-            emit_view(args, await all_pages(policies.list), _COLUMNS, _row)
-        elif command == "show":
-            print(json.dumps(await policies.get(args.slug), indent=2))
-        else:
-            await policies.delete(args.slug, actor=actor())
-            print(f"removed escalation policy {args.slug}")
+        await slug_command(
+            args, command, medic.escalations, "escalation policy", data, columns=_COLUMNS, view=_row
+        )
 
     asyncio.run(with_medic(settings, work))

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from medic_core.cli.common import (
     Subcommands,
-    actor,
-    all_pages,
-    emit_view,
     json_option,
+    slug_command,
     with_medic,
 )
 from medic_core.errors import MedicError
@@ -94,9 +91,8 @@ def _row(schedule: dict[str, Any]) -> dict[str, Any]:
 def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
     async def work(medic: Any) -> None:
         command = args.schedule_command
-        schedules = medic.schedules
+        data: dict[str, Any] = {}
         if command in ("add", "update"):
-            data: dict[str, Any] = {}
             if args.hours and args.weekly is not None:
                 raise MedicError("give the hours with --hours or --weekly, not both")
             if args.hours:
@@ -106,19 +102,10 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> None:
             for key in ("name", "timezone"):
                 if getattr(args, key) is not None:
                     data[key] = getattr(args, key)
-            if command == "add":
-                if "weekly" not in data:
-                    raise MedicError("give the hours: --hours 'mon-fri 09:00-17:30' (repeatable)")
-                result = await schedules.create({"slug": args.slug, **data}, actor=actor())
-            else:
-                result = await schedules.update(args.slug, data, actor=actor())
-            emit_view(args, result, _COLUMNS, _row)
-        elif command == "list":
-            emit_view(args, await all_pages(schedules.list), _COLUMNS, _row)
-        elif command == "show":
-            print(json.dumps(await schedules.get(args.slug), indent=2))
-        else:
-            await schedules.delete(args.slug, actor=actor())
-            print(f"removed schedule {args.slug}")
+            if command == "add" and "weekly" not in data:
+                raise MedicError("give the hours: --hours 'mon-fri 09:00-17:30' (repeatable)")
+        await slug_command(
+            args, command, medic.schedules, "schedule", data, columns=_COLUMNS, view=_row
+        )
 
     asyncio.run(with_medic(settings, work))
