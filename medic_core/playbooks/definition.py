@@ -125,7 +125,11 @@ def parse(text: bytes | str, fmt: Format, *, max_bytes: int) -> dict[str, Any]:
         raise
     except RecursionError:
         raise UnreadablePlaybook("the playbook definition is nested too deeply") from None
-    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UnreadablePlaybook(
+            f"the playbook definition is not UTF-8 text (byte {exc.start})"
+        ) from None
+    except orjson.JSONDecodeError as exc:
         raise UnreadablePlaybook(f"the playbook definition is not valid JSON: {exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)

@@ -216,6 +216,14 @@ def test_what_is_not_a_json_document_is_refused_clearly(text: str, said: str) ->
     assert said in raised.value.message
 
 
+def test_bytes_that_are_not_utf8_are_said_to_be_so_in_either_format() -> None:
+    with pytest.raises(UnreadablePlaybook) as raised:
+        built_ins().read(b"slug: caf\xe9\n", "yaml")
+    assert raised.value.message == "the playbook definition is not UTF-8 text (byte 9)"
+    with pytest.raises(UnreadablePlaybook, match="not valid JSON"):
+        built_ins().read(b'{"slug": "caf\xe9"}', "json")
+
+
 def test_dates_stay_strings_and_nul_is_refused() -> None:
     text = yaml.safe_dump(GOOD) + "description: 2026-03-01\n"
     assert built_ins().read(text, "yaml")["description"] == "2026-03-01"
