@@ -367,7 +367,8 @@ def _variable(name: str, variable: Any) -> Iterator[Problem]:
         "number": isinstance(default, int | float) and not isinstance(default, bool),
         "boolean": isinstance(default, bool),
     }
-    if kind in fits and not fits[kind]:
+    # A type that is not a string (``type: {}``) is the schema's error to report.
+    if isinstance(kind, str) and kind in fits and not fits[kind]:
         yield Problem(where, f"{where} {quote(default)} is not of the variable's type, {kind}")
     if variable.get("required") is True:
         yield Problem(

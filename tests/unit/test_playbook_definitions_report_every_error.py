@@ -123,6 +123,14 @@ def test_a_required_variable_may_not_have_a_default() -> None:
     ]
 
 
+def test_a_variable_type_that_is_not_a_name_is_one_schema_error_not_a_crash() -> None:
+    # Found by the fuzzing run: an unhashable type ({}) reached a dict lookup (500).
+    document = copy.deepcopy(GOOD)
+    document["variables"] = {"flag": {"type": {}, "default": False}}
+    errors = refused(built_ins(), document)
+    assert list(errors) == ["variables.flag.type"]
+
+
 @pytest.mark.parametrize(
     ("when", "message"),
     [("vars.x ==", "not a valid expression"), ("a }} {{ b", "not a valid expression")],
