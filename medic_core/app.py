@@ -40,6 +40,8 @@ from medic_core.notify.schedules import Schedules
 from medic_core.notify.targets import Targets
 from medic_core.observability.metrics import Metrics
 from medic_core.playbooks import Playbooks, StepTypes, Validator
+from medic_core.playbooks.engine import PlaybookEngine
+from medic_core.playbooks.executions import Executions
 from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
@@ -214,6 +216,21 @@ class Medic:
                 metrics=self.metrics,
             ),
         )
+        # Runs are advanced only here, in the background, never inside a request.
+        self.engine = PlaybookEngine(
+            self.db,
+            self.clock,
+            self.bus,
+            self.metrics,
+            self.step_types,
+            settings,
+            plugin_context=self.plugin_context,
+            max_sleep=settings.monitor_max_sleep,
+        )
+        self.runs = Executions(
+            self.db, self.clock, self.bus, self.step_types, on_change=self.engine.notice
+        )
+        self.bus.subscribe("playbook-engine", self.engine.on_event)
         self.health_checks: dict[str, HealthCheck] = {
             "database": DatabaseCheck(self.db, self.db_breaker, settings.db_probe_timeout)
         }
@@ -265,13 +282,14 @@ class Medic:
         return token
 
     async def start(self, *, monitor: bool = True) -> None:
-        """Start the background components (``monitor=False``: tests step the monitor and the
-        delivery service by hand)."""
+        """Start the background components (``monitor=False``: tests step the monitor, the
+        delivery service and the playbook engine by hand)."""
         await self.bus.start()
         await self.writer.start()
         if monitor:
             await self.monitor.start()
             await self.delivery.start()
+            await self.engine.start()
         # The dispatch pass runs wherever agents connect, background services or not.
         await self.agents.start(watch=monitor, dispatch=self.agent_endpoint is not None)
         if self.agent_endpoint is not None:
@@ -298,6 +316,7 @@ class Medic:
             await self.writer.stop()
             await self.monitor.stop()
             await self.delivery.stop()
+            await self.engine.stop()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -310,6 +329,7 @@ class Medic:
             await self.bus.stop()
             self.started = False
         await self._close_notifiers()
+        await self.engine.close()
         await self.db.close()
 
     async def _close_notifiers(self) -> None:

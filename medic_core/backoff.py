@@ -18,10 +18,12 @@ def backoff(
     *,
     base: float,
     cap: float,
+    factor: float = 2.0,
     jitter: Callable[[float, float], float] | None = None,
 ) -> float:
-    """The delay before retry ``attempt`` (1 = the first retry): ``base * 2**(attempt - 1)``,
-    at least ``base`` and at most ``cap``."""
+    """The delay before retry ``attempt`` (1 = the first retry): ``base * factor**(attempt - 1)``
+    (``factor`` 2 unless given, 1 to 10), at least ``base`` and at most ``cap``."""
     exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
-    delay = max(base, min(cap, base * 2.0**exponent))
+    growth = max(1.0, min(factor, 10.0)) ** exponent  # 10**62 is still a finite float
+    delay = max(base, min(cap, base * growth))
     return jitter(base, delay) if jitter is not None else delay

@@ -298,6 +298,24 @@ class Settings:
         "MEDIC_MAX_BODY_BYTES.",
     )
     playbook_max_steps: int = _setting(100, "Most steps in one playbook (1 to 1000; 422 above it).")
+    playbook_step_output_bytes: int = _setting(
+        65_536,
+        "Most bytes of a playbook step's output kept (its JSON; 1024 to 16777216). A larger "
+        "output is stored truncated, as a string, with truncated: true.",
+    )
+    playbook_max_step_runs: int = _setting(
+        1000,
+        "Most step runs one playbook execution may make (retries and goto loops count; 1 to "
+        "100000): past it the execution fails with reason too_many_step_runs.",
+    )
+    playbook_lease: float = _setting(
+        30.0,
+        "Seconds a replica holds a playbook execution it works on (renewed while a step runs; "
+        "5 to 3600). A replica that dies leaves it to another once the lease lapses.",
+    )
+    playbook_claim_batch: int = _setting(
+        50, "Most playbook executions one engine pass claims (1 to 1000)."
+    )
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug output: never with their secrets.

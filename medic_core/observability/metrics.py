@@ -171,6 +171,26 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.playbook_executions = Counter(
+            "medic_playbook_executions",
+            "Playbook executions that ended, by playbook and result (succeeded, failed, "
+            "cancelled, timed_out).",
+            ["playbook", "result"],
+            registry=r,
+        )
+        self.playbook_step_seconds = Histogram(
+            "medic_playbook_step_seconds",
+            "Seconds one call of a step type's advance took, by step type.",
+            ["type"],
+            buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
+            registry=r,
+        )
+        self.playbook_engine_lag = Histogram(
+            "medic_playbook_engine_lag_seconds",
+            "How late the playbook engine claimed an execution: now - its next_at.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
+            registry=r,
+        )
         self._agent_metrics(r)
 
     def _agent_metrics(self, r: CollectorRegistry) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 NotificationKind = Literal["opened", "acknowledged", "resolved", "reminder", "escalated", "test"]
@@ -109,6 +110,53 @@ class HealthCheck(Protocol):
     async def check(self) -> HealthResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The step succeeded; ``output`` (JSON, bounded by ``MEDIC_PLAYBOOK_STEP_OUTPUT_BYTES``) is
+    what later steps read as ``steps.<name>.output``."""
+
+    output: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The step failed: ``error`` says why, for people; the step's ``retry`` and ``on_failure``
+    decide what comes next."""
+
+    error: str
+    output: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Not finished: persist ``state`` and call ``advance`` again at ``at`` (aware UTC), with
+    ``run.state`` set to it -- also after a restart of Medic, on any replica."""
+
+    at: datetime
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+Outcome = Done | Failed | Later
+
+
+@dataclass(frozen=True, slots=True)
+class StepRun:
+    """What ``StepType.advance`` is told about the step run it advances.
+
+    ``state`` is what the previous ``Later`` asked to keep (``{}`` on the first call of an
+    attempt); ``attempt`` counts from 1 (a retry, or a re-run after a crash of an idempotent
+    step, is a new attempt with an empty ``state``); ``clock`` is Medic's clock (use it, never
+    ``datetime.now()``); ``medic`` is the plugin context.
+    """
+
+    execution_id: int
+    step: str
+    attempt: int
+    state: dict[str, Any]
+    clock: Any
+    medic: Any = None
+
+
 @runtime_checkable
 class StepType(Protocol):
     """A playbook step type: what a step of this ``type`` is and which ``params`` it takes.
@@ -121,8 +169,13 @@ class StepType(Protocol):
     schema stops Medic at start-up). String values in ``params`` may be templates; they are
     compiled when the playbook is saved.
 
-    How a step of this type runs, and resumes after a restart, is defined with the playbook
-    engine; until then a step type describes its steps and nothing runs them.
+    Running (optional members; docs/plugins.md): ``async def advance(self, params, run) ->
+    Outcome`` is called with the step's rendered ``params`` and a ``StepRun``; it returns
+    ``Done``, ``Failed`` or ``Later`` and must not block. ``idempotent_by_default`` says whether
+    a step whose outcome is unknown after a crash (Medic died while ``advance`` ran) may simply
+    run again (a step's own ``idempotent: true|false`` overrides it; default False). A step type
+    without ``advance`` can be saved in a playbook but cannot run: starting such a playbook is
+    refused (409) naming the steps.
     """
 
     name: str

@@ -545,3 +545,68 @@ class PlaybookVersion(Base):
     digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(Text)
+
+
+class PlaybookExecution(Base):
+    """One run of a playbook, pinned to the version it started with (``playbooks/executions.py``).
+
+    ``next_at`` is when the engine must look at it again (now when runnable; a wait's deadline;
+    a retry's back-off); ``lease_owner``/``lease_until`` say which replica holds it. ``active_key``
+    (``"<playbook>:<service or ->"``) is set while the run is active and cleared when it ends: its
+    unique constraint is the "one active run per playbook x service" guard, race-free.
+    ``step_runs`` counts the step runs made (bounded by ``MEDIC_PLAYBOOK_MAX_STEP_RUNS``).
+    """
+
+    __tablename__ = "playbook_executions"
+    __table_args__ = (
+        UniqueConstraint("active_key", name="uq_playbook_executions_active"),
+        Index("ix_playbook_executions_due", "state", "next_at"),
+        Index("ix_playbook_executions_playbook", "playbook_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    playbook_id: Mapped[int] = mapped_column(ForeignKey("playbooks.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("playbook_versions.id", ondelete="CASCADE"))
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id", ondelete="SET NULL"))
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
+    trigger: Mapped[str] = mapped_column(String(20))
+    variables: Mapped[dict[str, Any]] = mapped_column(Json)
+    state: Mapped[str] = mapped_column(String(20))
+    step_index: Mapped[int] = mapped_column(Integer)
+    #: Attempts made of the current step since the run entered it (0: none yet).
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    step_runs: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    active_key: Mapped[str | None] = mapped_column(String(60))
+    reason: Mapped[str | None] = mapped_column(String(60))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(Text)
+
+
+class PlaybookStepRun(Base):
+    """One attempt of one step of an execution. ``step_state`` is what the step type keeps
+    between ``advance`` calls (a wait's deadline); ``output`` and ``error`` are bounded."""
+
+    __tablename__ = "playbook_step_runs"
+    __table_args__ = (Index("ix_playbook_step_runs_execution", "execution_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("playbook_executions.id", ondelete="CASCADE")
+    )
+    step_index: Mapped[int] = mapped_column(Integer)
+    step_name: Mapped[str] = mapped_column(String(64))
+    step_type: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    step_state: Mapped[dict[str, Any]] = mapped_column(Json)
+    output: Mapped[Any] = mapped_column(Json, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)

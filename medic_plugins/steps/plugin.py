@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from medic_core.net.guard import OutboundPolicy
 from medic_core.plugins import hookimpl
+from medic_core.plugins.context import PluginContext
 from medic_core.plugins.interfaces import StepType
+from medic_core.settings import Settings
 from medic_plugins.steps.approval import ApprovalStep
 from medic_plugins.steps.condition import ConditionStep
 from medic_plugins.steps.notify import NotifyStep
@@ -13,5 +16,7 @@ from medic_plugins.steps.webhook import WebhookStep
 
 
 @hookimpl
-def medic_step_types() -> list[StepType]:
-    return [WebhookStep(), WaitStep(), ConditionStep(), ScriptStep(), NotifyStep(), ApprovalStep()]
+def medic_step_types(medic: PluginContext) -> list[StepType]:
+    settings = getattr(medic, "settings", None) or Settings()
+    webhook = WebhookStep(OutboundPolicy.from_settings(settings))
+    return [webhook, WaitStep(), ConditionStep(), ScriptStep(), NotifyStep(), ApprovalStep()]

@@ -1,10 +1,29 @@
-"""``webhook``: call an HTTP endpoint (through Medic's outbound guard when it runs)."""
+"""``webhook``: call an HTTP endpoint through Medic's outbound guard.
+
+Every request goes through ``medic_core.net.guard`` (the session the webhook notifier uses too):
+private, loopback and link-local destinations are refused unless the operator allowed them
+(``MEDIC_OUTBOUND_ALLOW_NETWORKS``), redirects are not followed. The step succeeds when the
+answer's status is one of ``success_codes`` (default: any 2xx); its output is the status and
+the start of the answer's body. A transport error (refused, unreachable, timed out) fails it.
+
+Not idempotent by default: after a crash during the request nobody knows whether the receiver
+acted, so the run stops for a human unless the step says ``idempotent: true``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from medic_core.net.guard import BlockedDestination, OutboundPolicy, guarded_session
+from medic_core.plugins.interfaces import Done, Failed, Outcome, StepRun
 from medic_plugins.steps._shapes import TEXT, seconds
+
+#: Most bytes of an answer's body read and kept in the step's output.
+BODY_BYTES = 16_384
+DEFAULT_TIMEOUT = 10
 
 
 class WebhookStep:
@@ -13,6 +32,7 @@ class WebhookStep:
         "Call an HTTP endpoint; succeeds when it answers one of success_codes. URL, headers "
         "and body may be templates."
     )
+    idempotent_by_default = False
     params_schema: dict[str, Any] = {
         "type": "object",
         "required": ["url"],
@@ -44,3 +64,51 @@ class WebhookStep:
         },
         "additionalProperties": False,
     }
+
+    def __init__(
+        self, policy: OutboundPolicy | None = None, *, resolver: AbstractResolver | None = None
+    ) -> None:
+        self.policy = policy or OutboundPolicy()
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Per-request timeouts are given with each request; this one only bounds a default.
+            self._session = guarded_session(self.policy, 300.0, resolver=self._resolver)
+        return self._session
+
+    async def advance(self, params: dict[str, Any], run: StepRun) -> Outcome:
+        method = params.get("method", "POST")
+        headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
+        if any(c in value for value in headers.values() for c in "\r\n\0"):
+            return Failed("a header value contains a line break")
+        headers.setdefault("X-Medic-Execution", str(run.execution_id))
+        timeout = aiohttp.ClientTimeout(total=float(params.get("timeout", DEFAULT_TIMEOUT)))
+        codes = params.get("success_codes")
+        try:
+            url = self.policy.check_url(str(params["url"]))
+            async with self._client().request(
+                method,
+                url,
+                json=params.get("body"),
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                status = response.status
+                raw = await response.content.read(BODY_BYTES)
+        except BlockedDestination as exc:
+            return Failed(f"destination refused: {exc.reason}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Failed(f"{method} {params['url'][:200]} failed: {type(exc).__name__}: {exc}")
+        output = {"status": status, "body": raw.decode("utf-8", "replace")}
+        ok = status in codes if codes else 200 <= status < 300
+        if ok:
+            return Done(output)
+        return Failed(f"the endpoint answered {status}", output)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

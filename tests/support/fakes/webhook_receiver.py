@@ -7,6 +7,7 @@ format that the docs do not follow breaks these tests. Usage::
         receiver.url("/hook")                 # http://127.0.0.1:<port>/hook
         receiver.respond(503, times=2, headers={"Retry-After": "7"})   # then 200 again
         receiver.redirect_to("/elsewhere")    # answer 302 to every request from now on
+        receiver.hold("/slow")                # never answer /slow (until close)
         receiver.requests                     # ReceivedRequest(path, headers, body, verified...)
 
 With a ``secret``, requests whose signature does not verify are answered 401 (as a real receiver
@@ -15,6 +16,7 @@ would) and recorded with ``verified=False`` and the ``reason``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -71,6 +73,10 @@ class WebhookReceiver:
         self.requests: list[ReceivedRequest] = []
         self._responses: list[tuple[int, dict[str, str], str]] = []
         self._redirect: str | None = None
+        self._held: set[str] = set()
+        self._release = asyncio.Event()
+        #: Set when any request arrives (tests wait for it, then clear it).
+        self.arrived = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._server = TestServer(app, host="127.0.0.1", port=port)
@@ -88,6 +94,7 @@ class WebhookReceiver:
         return self
 
     async def close(self) -> None:
+        self._release.set()
         await self._server.close()
 
     async def __aenter__(self) -> WebhookReceiver:
@@ -110,8 +117,15 @@ class WebhookReceiver:
     def redirect_to(self, location: str) -> None:
         self._redirect = location
 
+    def hold(self, path: str) -> None:
+        """Record requests to ``path`` and never answer them (until ``close``)."""
+        self._held.add(path)
+
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
+
+    def count(self, path: str) -> int:
+        return self.paths().count(path)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -124,6 +138,9 @@ class WebhookReceiver:
                 request.method, request.path, dict(request.headers), body, verified, reason
             )
         )
+        self.arrived.set()
+        if request.path in self._held:
+            await self._release.wait()
         if self._redirect is not None:
             raise web.HTTPFound(self._redirect)
         if verified is False:
