@@ -7,7 +7,7 @@ format that the docs do not follow breaks these tests. Usage::
         receiver.url("/hook")                 # http://127.0.0.1:<port>/hook
         receiver.respond(503, times=2, headers={"Retry-After": "7"})   # then 200 again
         receiver.redirect_to("/elsewhere")    # answer 302 to every request from now on
-        receiver.hold("/slow")                # never answer /slow (until close)
+        receiver.hold("/slow", times=1)       # never answer the next request to /slow
         receiver.requests                     # ReceivedRequest(path, headers, body, verified...)
 
 With a ``secret``, requests whose signature does not verify are answered 401 (as a real receiver
@@ -73,7 +73,7 @@ class WebhookReceiver:
         self.requests: list[ReceivedRequest] = []
         self._responses: list[tuple[int, dict[str, str], str]] = []
         self._redirect: str | None = None
-        self._held: set[str] = set()
+        self._held: dict[str, int] = {}
         self._release = asyncio.Event()
         #: Set when any request arrives (tests wait for it, then clear it).
         self.arrived = asyncio.Event()
@@ -117,9 +117,10 @@ class WebhookReceiver:
     def redirect_to(self, location: str) -> None:
         self._redirect = location
 
-    def hold(self, path: str) -> None:
-        """Record requests to ``path`` and never answer them (until ``close``)."""
-        self._held.add(path)
+    def hold(self, path: str, *, times: int = 1_000_000) -> None:
+        """Record the next ``times`` requests to ``path`` and never answer them (until
+        ``close``): the caller sees a request its receiver got, with no answer."""
+        self._held[path] = times
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
@@ -139,7 +140,8 @@ class WebhookReceiver:
             )
         )
         self.arrived.set()
-        if request.path in self._held:
+        if self._held.get(request.path, 0) > 0:
+            self._held[request.path] -= 1
             await self._release.wait()
         if self._redirect is not None:
             raise web.HTTPFound(self._redirect)
