@@ -20,6 +20,7 @@ from medic_core.server.http.handlers import (
     heartbeats,
     maintenance,
     notify,
+    playbook_runs,
     playbooks,
     services,
     teams,
@@ -50,6 +51,7 @@ _TABLES = (
     agents,
     executions,
     playbooks,
+    playbook_runs,
     openapi,
 )
 

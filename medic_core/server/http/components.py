@@ -16,6 +16,8 @@ from typing import Any
 
 from medic_core.agent.execution_values import STATES
 from medic_core.agent.limits import CONTAINMENTS
+from medic_core.playbooks.executions import STATES as PLAYBOOK_RUN_STATES
+from medic_core.playbooks.executions import STEP_STATES as PLAYBOOK_STEP_STATES
 from medic_core.server.http import schemas
 
 SCHEMAS: dict[str, dict[str, Any]] = {}
@@ -575,3 +577,55 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
     "description": "an OpenAPI 3.1 document",
 }
 SCHEMAS["OpenApiDocument"] = OPENAPI_DOCUMENT
+
+# -- playbook runs (executions of playbooks) ----------------------------------------------------
+
+_RUN_FIELDS: dict[str, Any] = {
+    "id": ID,
+    "playbook": schemas.SLUG,
+    "version": {"type": "integer", "minimum": 1, "description": "the pinned playbook version"},
+    "trigger": {"enum": ["manual"]},
+    "service_id": NULLABLE_INTEGER,
+    "alert_id": NULLABLE_INTEGER,
+    "variables": {"type": "object", "description": "the run's variables (defaults + given)"},
+    "state": {"enum": list(PLAYBOOK_RUN_STATES)},
+    "step_index": {"type": "integer", "minimum": 0, "description": "the current step"},
+    "cancel_requested": {"type": "boolean"},
+    "next_at": {
+        **NULLABLE_INSTANT,
+        "description": "when the engine looks at the run again (null once it ended)",
+    },
+    "reason": {
+        **NULLABLE_STRING,
+        "description": "why it ended: step_failed, step_timed_out, outcome_unknown, "
+        "step_type_not_runnable, too_many_step_runs, cancelled",
+    },
+    "detail": NULLABLE_STRING,
+    "created_at": INSTANT,
+    "updated_at": INSTANT,
+    "finished_at": NULLABLE_INSTANT,
+    "created_by": {"type": "string", "description": "the actor that started it"},
+}
+component(
+    "PlaybookStepRun",
+    {
+        "id": ID,
+        "index": {"type": "integer", "minimum": 0},
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "attempt": {"type": "integer", "minimum": 1},
+        "state": {"enum": list(PLAYBOOK_STEP_STATES)},
+        "started_at": INSTANT,
+        "finished_at": NULLABLE_INSTANT,
+        "output": {
+            "description": "the step's output (JSON, bounded by "
+            "MEDIC_PLAYBOOK_STEP_OUTPUT_BYTES), or null"
+        },
+        "error": NULLABLE_STRING,
+    },
+)
+component("PlaybookRunSummary", _RUN_FIELDS)
+component(
+    "PlaybookRun",
+    {**_RUN_FIELDS, "steps": {"type": "array", "items": ref("PlaybookStepRun")}},
+)
