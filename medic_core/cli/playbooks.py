@@ -8,8 +8,12 @@ the second time. A directory means its ``*.yaml``, ``*.yml`` and ``*.json`` file
 name (``-R``: its subdirectories too).
 
 Exit codes: 0 every file valid (and applied); 1 a file is invalid (its errors on stdout, one a
-line, with their paths); 2 a usage error (no such file, an empty directory). ``run`` and
-``history`` arrive with the playbook engine.
+line, with their paths); 2 a usage error (no such file, an empty directory).
+
+``run SLUG [--var k=v ...]`` stores a manual run (each value converted to the variable's
+declared type) and prints its id; the engine of a running ``medic serve`` advances it (within
+``MEDIC_MONITOR_MAX_SLEEP``). ``--wait`` follows it to its end, printing each step run's state,
+and exits 1 unless it succeeded. ``history [SLUG]`` lists runs, newest first.
 """
 
 from __future__ import annotations
@@ -55,7 +59,67 @@ def add_parser(sub: Subcommands) -> None:
     show.add_argument("slug")
     show.add_argument("--version", type=int, metavar="N", help="an earlier version")
     show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    run = pb.add_parser("run", help="start a run of a playbook (prints its id)")
+    run.add_argument("slug")
+    run.add_argument(
+        "--var",
+        dest="variables",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable's value (repeatable; converted to the variable's type)",
+    )
+    run.add_argument(
+        "--wait", action="store_true", help="follow the run to its end (exit 1 unless succeeded)"
+    )
+    history = pb.add_parser("history", help="list playbook runs, newest first")
+    history.add_argument("slug", nargs="?")
+    history.add_argument("--json", action="store_true")
     playbook.set_defaults(func=cmd_playbook)
+
+
+_RUN_COLUMNS = ["id", "playbook", "version", "state", "reason", "created_at", "finished_at"]
+_ENDED = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+def run_variables(pairs: list[str], declared: dict[str, Any]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as JSON values of the declared types (an undeclared name stays a
+    string: the run is refused naming it)."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise MedicError(f"--var {pair!r}: write NAME=VALUE")
+        kind = (declared.get(name) or {}).get("type", "string")
+        try:
+            if kind == "integer":
+                values[name] = int(text)
+            elif kind == "number":
+                values[name] = float(text)
+            elif kind == "boolean":
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                values[name] = text.lower() == "true"
+            else:
+                values[name] = text
+        except ValueError:
+            raise MedicError(f"--var {name}: {text!r} is not a {kind}") from None
+    return values
+
+
+async def follow(runs: Any, run_id: int, *, poll: float = 1.0) -> dict[str, Any]:
+    """Print each step run's state as it changes until the run ends; the ended run."""
+    seen: dict[int, str] = {}
+    while True:
+        run: dict[str, Any] = await runs.get(run_id)
+        for step in run["steps"]:
+            if seen.get(step["id"]) != step["state"]:
+                seen[step["id"]] = step["state"]
+                error = f": {step['error']}" if step["error"] else ""
+                print(f"  {step['name']} (attempt {step['attempt']}): {step['state']}{error}")
+        if run["state"] in _ENDED:
+            return run
+        await asyncio.sleep(poll)
 
 
 def playbook_files(paths: list[str], *, recursive: bool) -> list[Path]:
@@ -153,6 +217,20 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
                 print(f"{path}: {applied.change} ({slug} version {applied.version})")
         elif command == "list":
             emit(args, await all_pages(registry.list), _COLUMNS)
+        elif command == "run":
+            declared = (await registry.get(args.slug))["definition"].get("variables") or {}
+            variables = run_variables(args.variables, declared)
+            run = await medic.runs.start(args.slug, variables, actor=actor())
+            print(run["id"])
+            if args.wait:
+                ended = await follow(medic.runs, run["id"])
+                detail = f" ({ended['reason']}: {ended['detail']})" if ended["reason"] else ""
+                print(f"run {ended['id']}: {ended['state']}{detail}")
+                if ended["state"] != "succeeded":
+                    raise SystemExit(1)
+        elif command == "history":
+            filters = {"playbook": args.slug} if args.slug else {}
+            emit(args, await all_pages(medic.runs.list, **filters), _RUN_COLUMNS)
         elif args.version is not None:
             _show(args, await registry.get_version(args.slug, args.version))
         else:
