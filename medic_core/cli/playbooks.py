@@ -103,7 +103,7 @@ def run_variables(pairs: list[str], declared: dict[str, Any]) -> dict[str, Any]:
             else:
                 values[name] = text
         except ValueError:
-            raise MedicError(f"--var {name}: {text!r} is not a {kind}") from None
+            raise MedicError(f"--var {name}: {text!r} is not of type {kind}") from None
     return values
 
 
