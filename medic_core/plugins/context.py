@@ -22,8 +22,8 @@ The domain actions, with the rules, audit records and events of the REST API beh
 - ``alerts``: acknowledge or resolve an alert (``AlertActions``);
 - ``services``: read a service (``ServiceReader``).
 
-Playbooks are not built yet. Starting a playbook will be a member here
-(``playbooks: PlaybookActions`` with ``start(...)``) when they land, not something a plugin
+Starting a playbook from a plugin is not offered yet: it will be a member here
+(``playbooks: PlaybookActions`` with ``start(...)``) when triggers land, not something a plugin
 reaches for in Medic's insides.
 
 Nothing here is imported at run time (the types are for type checkers only), so importing this
@@ -92,4 +92,4 @@ class PluginContext(Protocol):
     @property
     def services(self) -> ServiceReader: ...
 
-    # Playbooks land later: ``playbooks: PlaybookActions`` (``start(...)``) will be declared here.
+    # With triggers: ``playbooks: PlaybookActions`` (``start(...)``) will be declared here.

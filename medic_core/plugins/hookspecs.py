@@ -66,7 +66,7 @@ def medic_step_types(medic: PluginContext) -> list[StepType]:
     Called once, when the application is built (and by ``medic playbook validate``, offline:
     then ``medic`` holds ``settings``, ``clock`` and ``metrics`` only). A name offered by two
     plugins, or a ``params_schema`` that is not a valid JSON Schema, stops Medic at start-up.
-    How steps run arrives with the playbook engine.
+    A step type with ``advance`` runs (``StepType``, docs/plugins.md).
     """
     raise NotImplementedError
 
