@@ -19,12 +19,18 @@ ACTOR = Actor("test")
 
 @asynccontextmanager
 async def engine_medic(
-    db_url: str, tmp_path: Path, clock: FakeClock, **overrides: Any
+    db_url: str,
+    tmp_path: Path,
+    clock: FakeClock,
+    plugins: list[tuple[str, object]] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Medic]:
     """A Medic whose engine is stepped by hand (``medic.engine.run_once()``) and whose
     outbound guard allows loopback (the fake receiver)."""
-    settings = make_settings(db_url, tmp_path, outbound_allow_networks="127.0.0.1/32", **overrides)
-    app = Medic(settings, clock=clock)
+    settings = make_settings(
+        db_url, tmp_path, **{"outbound_allow_networks": "127.0.0.1/32", **overrides}
+    )
+    app = Medic(settings, clock=clock, plugins=plugins or [])
     await app.start(monitor=False)
     try:
         yield app
