@@ -228,7 +228,7 @@ class Medic:
             max_sleep=settings.monitor_max_sleep,
         )
         self.runs = Executions(
-            self.db, self.clock, self.bus, self.step_types, on_change=self.engine.notice
+            self.db, self.clock, self.bus, self.playbooks, on_change=self.engine.notice
         )
         self.bus.subscribe("playbook-engine", self.engine.on_event)
         self.health_checks: dict[str, HealthCheck] = {

@@ -28,6 +28,7 @@ from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import Conflict, NotFound, ValidationError
 from medic_core.events import EventBus, PendingEvents
+from medic_core.playbooks.registry import Playbooks
 from medic_core.playbooks.steptypes import StepTypes
 from medic_core.store import Database
 from medic_core.store.models import Playbook, PlaybookExecution, PlaybookStepRun, PlaybookVersion
@@ -149,14 +150,15 @@ class Executions:
         db: Database,
         clock: Clock,
         bus: EventBus,
-        step_types: StepTypes,
+        playbooks: Playbooks,
         *,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._bus = bus
-        self._step_types = step_types
+        self._playbooks = playbooks
+        self._step_types = playbooks.validator.step_types
         self.on_change = on_change
 
     async def start(self, slug: str, variables: dict[str, Any], *, actor: Actor) -> dict[str, Any]:
@@ -227,20 +229,8 @@ class Executions:
         )
 
     async def _current(self, session: AsyncSession, slug: str) -> tuple[Playbook, PlaybookVersion]:
-        playbook = await session.scalar(
-            select(Playbook).where(Playbook.slug == slug, Playbook.deleted_at.is_(None))
-        )
-        if playbook is None:
-            raise NotFound(f"no playbook {quote(slug)}")
-        version = await session.scalar(
-            select(PlaybookVersion).where(
-                PlaybookVersion.playbook_id == playbook.id,
-                PlaybookVersion.version == playbook.current_version,
-            )
-        )
-        if version is None:  # pragma: no cover - the registry writes both together
-            raise NotFound(f"playbook {quote(slug)} has no current version")
-        return playbook, version
+        playbook = await self._playbooks.find(session, slug)
+        return playbook, await self._playbooks.version(session, playbook, playbook.current_version)
 
     async def cancel(self, execution_id: int, *, actor: Actor) -> dict[str, Any]:
         """Cancel a run: at once unless a step is running (then at its next transition)."""

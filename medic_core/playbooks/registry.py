@@ -94,7 +94,8 @@ class Playbooks:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _find(self, session: AsyncSession, slug: str, *, lock: bool = False) -> Playbook:
+    async def find(self, session: AsyncSession, slug: str, *, lock: bool = False) -> Playbook:
+        """The live playbook ``slug`` in ``session`` (``NotFound`` when there is none)."""
         query = select(Playbook).where(Playbook.slug == slug, Playbook.deleted_at.is_(None))
         if lock and self._db.is_postgres:
             query = query.with_for_update()
@@ -103,7 +104,7 @@ class Playbooks:
             raise NotFound(f"no playbook {quote(slug)}")
         return playbook
 
-    async def _version(
+    async def version(
         self, session: AsyncSession, playbook: Playbook, number: int
     ) -> PlaybookVersion:
         version = await session.scalar(
@@ -118,8 +119,8 @@ class Playbooks:
     async def get(self, slug: str) -> dict[str, Any]:
         """The playbook with its current version's definition."""
         async with self._db.sessions() as session:
-            playbook = await self._find(session, slug)
-            version = await self._version(session, playbook, playbook.current_version)
+            playbook = await self.find(session, slug)
+            version = await self.version(session, playbook, playbook.current_version)
         return {
             **playbook_summary(playbook),
             "digest": version.digest,
@@ -128,8 +129,8 @@ class Playbooks:
 
     async def get_version(self, slug: str, number: int) -> dict[str, Any]:
         async with self._db.sessions() as session:
-            playbook = await self._find(session, slug)
-            return version_document(playbook, await self._version(session, playbook, number))
+            playbook = await self.find(session, slug)
+            return version_document(playbook, await self.version(session, playbook, number))
 
     async def list(
         self, *, cursor: str | None = None, limit: int | None = None
@@ -146,7 +147,7 @@ class Playbooks:
         """The playbook's versions, newest first (without their definitions)."""
         limit = check_limit(limit)
         async with self._db.sessions() as session:
-            playbook = await self._find(session, slug)
+            playbook = await self.find(session, slug)
             query = select(PlaybookVersion).where(PlaybookVersion.playbook_id == playbook.id)
             page = keyset(query, PlaybookVersion.id, cursor, limit, newest_first=True)
             rows = (await session.scalars(page)).all()
@@ -202,7 +203,7 @@ class Playbooks:
             else:
                 revived = playbook.deleted_at is not None
                 if not revived:
-                    current = await self._version(session, playbook, playbook.current_version)
+                    current = await self.version(session, playbook, playbook.current_version)
                     if current.digest == sha:
                         return Applied(playbook_summary(playbook), current.version, "unchanged")
                 before = playbook_summary(playbook)
@@ -246,7 +247,7 @@ class Playbooks:
     async def delete(self, slug: str, *, actor: Actor) -> None:
         now = self._clock.now()
         async with self._db.transaction() as session:
-            playbook = await self._find(session, slug, lock=True)
+            playbook = await self.find(session, slug, lock=True)
             before = playbook_summary(playbook)
             playbook.deleted_at = now
             playbook.updated_at = now
