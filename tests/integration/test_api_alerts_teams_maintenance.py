@@ -101,13 +101,8 @@ async def test_alert_list_filters(
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [
-        ("?state=closed", "state"),
-        ("?cause=boredom", "cause"),
-        ("?unresolved=maybe", "unresolved"),
-        ("?cursor=zzz", "cursor"),
-        ("?limit=0", "limit"),
-    ],
+    [("?state=closed", "state"), ("?cause=boredom", "cause"), ("?unresolved=maybe", "unresolved"),
+     ("?cursor=zzz", "cursor"), ("?limit=0", "limit")],
 )
 async def test_alert_list_rejects_bad_filters_with_422(
     client: TestClient, admin_token: str, query: str, field: str
@@ -141,11 +136,8 @@ async def test_get_alert_returns_its_details(
 async def test_unknown_alert_is_a_404_and_a_non_numeric_id_a_422(
     client: TestClient, admin_token: str
 ) -> None:
-    for method, path in (
-        ("GET", f"{ALERTS}/999"),
-        ("POST", f"{ALERTS}/999/ack"),
-        ("POST", f"{ALERTS}/999/resolve"),
-    ):
+    for method, path in (("GET", f"{ALERTS}/999"), ("POST", f"{ALERTS}/999/ack"),
+                         ("POST", f"{ALERTS}/999/resolve")):
         response = await client.request(method, path, headers=auth(admin_token))
         await problem_of(response, 404)
     response = await client.get(f"{ALERTS}/abc", headers=auth(admin_token))
@@ -154,14 +146,9 @@ async def test_unknown_alert_is_a_404_and_a_non_numeric_id_a_422(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [
-        ("GET", f"{ALERTS}/{2**64}"),
-        ("POST", f"{ALERTS}/{2**63}/ack"),
-        ("GET", f"{WINDOWS}/{10**20}"),
-        ("DELETE", f"{WINDOWS}/{2**63}"),
-        ("GET", f"{ALERTS}/0"),
-        ("GET", f"{WINDOWS}/-1"),
-    ],
+    [("GET", f"{ALERTS}/{2**64}"), ("POST", f"{ALERTS}/{2**63}/ack"),
+     ("GET", f"{WINDOWS}/{10**20}"), ("DELETE", f"{WINDOWS}/{2**63}"),
+     ("GET", f"{ALERTS}/0"), ("GET", f"{WINDOWS}/-1")],
 )
 async def test_id_outside_positive_64_bits_is_a_422_not_a_500(
     client: TestClient, admin_token: str, method: str, path: str
@@ -179,9 +166,7 @@ async def test_ack_marks_the_alert_acknowledged_by_the_caller(
     assert response.status == 200
     body = await response.json()
     assert (body["state"], body["acknowledged_by"], body["acknowledged_at"]) == (
-        "acknowledged",
-        key_actor(admin_token),
-        isoformat(clock.now()),
+        "acknowledged", key_actor(admin_token), isoformat(clock.now())
     )
     listed = await get_json(client, admin_token, f"{ALERTS}?state=acknowledged")
     assert [a["id"] for a in listed["items"]] == [ids["db"]]
@@ -191,7 +176,8 @@ async def test_ack_of_an_acknowledged_or_resolved_alert_is_a_409(
     client: TestClient, medic: Medic, admin_token: str, clock: FakeClock
 ) -> None:
     ids = await _alert_zoo(medic, clock)
-    assert (await client.post(f"{ALERTS}/{ids['db']}/ack", headers=auth(admin_token))).status == 200
+    assert (await client.post(f"{ALERTS}/{ids['db']}/ack", headers=auth(admin_token))).status \
+        == 200
     again = await client.post(f"{ALERTS}/{ids['db']}/ack", headers=auth(admin_token))
     assert "acknowledged" in (await problem_of(again, 409))["detail"]
     resolved = await client.post(f"{ALERTS}/{ids['web']}/ack", headers=auth(admin_token))
@@ -205,17 +191,13 @@ async def test_resolve_by_hand_records_who_and_the_note(
 ) -> None:
     ids = await _alert_zoo(medic, clock)
     response = await client.post(
-        f"{ALERTS}/{ids['etl']}/resolve",
-        json={"note": "rotated the disk"},
+        f"{ALERTS}/{ids['etl']}/resolve", json={"note": "rotated the disk"},
         headers=auth(admin_token),
     )
     assert response.status == 200
     body = await response.json()
     assert (body["state"], body["resolved_by"], body["resolution"], body["resolved_at"]) == (
-        "resolved",
-        key_actor(admin_token),
-        "rotated the disk",
-        isoformat(clock.now()),
+        "resolved", key_actor(admin_token), "rotated the disk", isoformat(clock.now())
     )
 
 
@@ -244,9 +226,8 @@ async def test_resolve_with_bad_body_is_a_422_and_leaves_the_alert_open(
 ) -> None:
     ids = await _alert_zoo(medic, clock)
     for body in ({"note": "x" * 501}, {"reason": "fixed"}, {"note": 5}):
-        response = await client.post(
-            f"{ALERTS}/{ids['db']}/resolve", json=body, headers=auth(admin_token)
-        )
+        response = await client.post(f"{ALERTS}/{ids['db']}/resolve", json=body,
+                                      headers=auth(admin_token))
         await problem_of(response, 422)
     assert (await get_json(client, admin_token, f"{ALERTS}/{ids['db']}"))["state"] == "open"
 
@@ -267,16 +248,13 @@ async def test_alert_transitions_need_write_scope_not_read(
 
 async def test_team_crud(client: TestClient, admin_token: str, clock: FakeClock) -> None:
     response = await client.post(
-        TEAMS,
-        json={"slug": "payments", "name": "Payments", "description": "money"},
+        TEAMS, json={"slug": "payments", "name": "Payments", "description": "money"},
         headers=auth(admin_token),
     )
     assert response.status == 201
     created = await response.json()
     assert (created["slug"], created["name"], created["description"]) == (
-        "payments",
-        "Payments",
-        "money",
+        "payments", "Payments", "money"
     )
     assert created["created_at"] == isoformat(clock.now())
     assert await get_json(client, admin_token, f"{TEAMS}/payments") == created
@@ -301,19 +279,16 @@ async def test_team_name_defaults_to_slug(client: TestClient, admin_token: str) 
 
 
 async def test_duplicate_team_is_a_409(client: TestClient, admin_token: str) -> None:
-    assert (await client.post(TEAMS, json={"slug": "sre"}, headers=auth(admin_token))).status == 201
+    assert (await client.post(TEAMS, json={"slug": "sre"}, headers=auth(admin_token))).status \
+        == 201
     response = await client.post(TEAMS, json={"slug": "sre"}, headers=auth(admin_token))
     await problem_of(response, 409)
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [
-        ({"slug": "Not Valid"}, "slug"),
-        ({}, "slug"),
-        ({"slug": "sre", "name": ""}, "name"),
-        ({"slug": "sre", "name": "x" * 201}, "name"),
-    ],
+    [({"slug": "Not Valid"}, "slug"), ({}, "slug"), ({"slug": "sre", "name": ""}, "name"),
+     ({"slug": "sre", "name": "x" * 201}, "name")],
 )
 async def test_invalid_team_is_a_422_naming_the_field(
     client: TestClient, admin_token: str, body: dict[str, Any], field: str
@@ -404,7 +379,9 @@ async def test_window_crud(client: TestClient, admin_token: str, clock: FakeCloc
 
     response = await client.delete(f"{WINDOWS}/{created['id']}", headers=auth(admin_token))
     assert response.status == 204
-    await problem_of(await client.get(f"{WINDOWS}/{created['id']}", headers=auth(admin_token)), 404)
+    await problem_of(
+        await client.get(f"{WINDOWS}/{created['id']}", headers=auth(admin_token)), 404
+    )
 
 
 async def test_recurring_window_is_active_only_during_its_occurrences(
@@ -421,9 +398,7 @@ async def test_recurring_window_is_active_only_during_its_occurrences(
     )
     created = await create_window(client, admin_token, body)
     assert (created["recurrence"], created["duration"], created["timezone"]) == (
-        "30 12 * * *",
-        2700,
-        "Europe/Paris",
+        "30 12 * * *", 2700, "Europe/Paris"
     )
     assert created["active"] is True  # 12:00 UTC is inside 11:30-12:15 UTC
     assert created["current_occurrence_ends_at"] == "2026-03-01T12:15:00Z"
@@ -440,52 +415,24 @@ async def test_active_filter_lists_only_windows_covering_now(
 ) -> None:
     hour = timedelta(hours=1)
     now_one_off = await create_window(client, admin_token, window("now"))
-    await create_window(
-        client,
-        admin_token,
-        window("past", starts_at=isoformat(START - 3 * hour), ends_at=isoformat(START - 2 * hour)),
-    )
-    await create_window(
-        client,
-        admin_token,
-        window(
-            "future", starts_at=isoformat(START + 2 * hour), ends_at=isoformat(START + 3 * hour)
-        ),
-    )
+    await create_window(client, admin_token, window(
+        "past", starts_at=isoformat(START - 3 * hour), ends_at=isoformat(START - 2 * hour)))
+    await create_window(client, admin_token, window(
+        "future", starts_at=isoformat(START + 2 * hour), ends_at=isoformat(START + 3 * hour)))
     # Inside its date range but between occurrences (every day at 02:00 UTC for an hour).
-    await create_window(
-        client,
-        admin_token,
-        window(
-            "between",
-            starts_at=isoformat(START - 48 * hour),
-            ends_at=isoformat(START + 48 * hour),
-            recurrence="0 2 * * *",
-            duration=3600,
-        ),
-    )
-    now_recurring = await create_window(
-        client,
-        admin_token,
-        window(
-            "recurring-now",
-            starts_at=isoformat(START - 48 * hour),
-            ends_at=isoformat(START + 48 * hour),
-            recurrence="0 * * * *",
-            duration=600,
-        ),
-    )
+    await create_window(client, admin_token, window(
+        "between", starts_at=isoformat(START - 48 * hour), ends_at=isoformat(START + 48 * hour),
+        recurrence="0 2 * * *", duration=3600))
+    now_recurring = await create_window(client, admin_token, window(
+        "recurring-now", starts_at=isoformat(START - 48 * hour),
+        ends_at=isoformat(START + 48 * hour), recurrence="0 * * * *", duration=600))
 
     active = await get_json(client, admin_token, f"{WINDOWS}?active=true")
     assert [w["id"] for w in active["items"]] == [now_recurring["id"], now_one_off["id"]]
     assert all(w["active"] for w in active["items"])
     everything = await get_json(client, admin_token, WINDOWS)
     assert [w["name"] for w in everything["items"]] == [
-        "recurring-now",
-        "between",
-        "future",
-        "past",
-        "now",  # newest first
+        "recurring-now", "between", "future", "past", "now"  # newest first
     ]
 
 
@@ -534,8 +481,7 @@ async def test_invalid_patch_leaves_the_window_unchanged(
 ) -> None:
     created = await create_window(client, admin_token, window())
     response = await client.patch(
-        f"{WINDOWS}/{created['id']}",
-        json={"name": "renamed", "duration": 60},
+        f"{WINDOWS}/{created['id']}", json={"name": "renamed", "duration": 60},
         headers=auth(admin_token),
     )
     assert (await problem_of(response, 422))["field"] == "duration"
@@ -580,17 +526,9 @@ async def test_active_filter_pages_through_every_active_window(
 ) -> None:
     hour = timedelta(hours=1)
     oldest = await create_window(client, admin_token, window("now"))
-    await create_window(
-        client,
-        admin_token,
-        window(
-            "between",
-            starts_at=isoformat(START - 48 * hour),
-            ends_at=isoformat(START + 48 * hour),
-            recurrence="0 2 * * *",
-            duration=3600,
-        ),
-    )
+    await create_window(client, admin_token, window(
+        "between", starts_at=isoformat(START - 48 * hour), ends_at=isoformat(START + 48 * hour),
+        recurrence="0 2 * * *", duration=3600))
     newest = await create_window(client, admin_token, window("also-now"))
     seen: list[int] = []
     cursor = None

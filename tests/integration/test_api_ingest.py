@@ -111,12 +111,10 @@ async def test_exit_code_alone_stands_for_success_or_fail(
     client: TestClient, medic: Medic, beat_token: str
 ) -> None:
     await add_service(medic)
-    ok = await client.post(
-        HEARTBEATS, json={"service": "backup", "exit_code": 0}, headers=auth(beat_token)
-    )
-    bad = await client.post(
-        HEARTBEATS, json={"service": "backup", "exit_code": 2}, headers=auth(beat_token)
-    )
+    ok = await client.post(HEARTBEATS, json={"service": "backup", "exit_code": 0},
+                           headers=auth(beat_token))
+    bad = await client.post(HEARTBEATS, json={"service": "backup", "exit_code": 2},
+                            headers=auth(beat_token))
     assert (await ok.json())["status"] == "success"
     body = await bad.json()
     assert (body["status"], body["service_state"]) == ("fail", "down")
@@ -254,7 +252,9 @@ async def test_batch_answers_per_item_for_mixed_valid_invalid_and_unknown(
     assert [r["status"] for r in await runs(client, admin_token, "etl")] == ["running"]
 
 
-async def test_batch_of_1000_is_accepted(client: TestClient, medic: Medic, beat_token: str) -> None:
+async def test_batch_of_1000_is_accepted(
+    client: TestClient, medic: Medic, beat_token: str
+) -> None:
     await add_service(medic)
     response = await client.post(
         BATCH, json={"heartbeats": [{"service": "backup"}] * 1000}, headers=auth(beat_token)
@@ -277,7 +277,9 @@ async def test_batch_over_1000_items_is_a_422_and_stores_nothing(
     assert await stored_count(medic) == 0
 
 
-@pytest.mark.parametrize("payload", [{"heartbeats": []}, {"heartbeats": {"service": "backup"}}, {}])
+@pytest.mark.parametrize(
+    "payload", [{"heartbeats": []}, {"heartbeats": {"service": "backup"}}, {}]
+)
 async def test_batch_without_a_list_of_heartbeats_is_a_422(
     client: TestClient, medic: Medic, beat_token: str, payload: object
 ) -> None:
@@ -289,15 +291,13 @@ async def test_batch_with_malformed_json_or_wrong_type_is_a_400(
     client: TestClient, medic: Medic, beat_token: str
 ) -> None:
     broken = await client.post(
-        BATCH,
-        data=b'{"heartbeats": [',
-        headers={**auth(beat_token), "Content-Type": "application/json"},
+        BATCH, data=b'{"heartbeats": [', headers={**auth(beat_token),
+                                                   "Content-Type": "application/json"}
     )
     await problem_of(broken, 400)
     wrong_type = await client.post(
-        BATCH,
-        data=b'{"heartbeats": []}',
-        headers={**auth(beat_token), "Content-Type": "text/plain"},
+        BATCH, data=b'{"heartbeats": []}', headers={**auth(beat_token),
+                                                     "Content-Type": "text/plain"}
     )
     await problem_of(wrong_type, 400)
     # Not an object, as on POST /api/v1/heartbeats: the body cannot be read as a batch.
@@ -340,13 +340,12 @@ async def test_ping_start_then_success_records_a_run_with_its_duration(
     [running] = await runs(client, admin_token)
     assert (running["status"], running["started_at"]) == ("running", isoformat(started))
     clock.advance(95)
-    assert (await client.get("/api/v1/ping/backup/success", headers=auth(beat_token))).status == 200
+    assert (await client.get("/api/v1/ping/backup/success",
+                             headers=auth(beat_token))).status == 200
     [run] = await runs(client, admin_token)
     assert run["id"] == running["id"]
     assert (run["status"], run["duration"], run["finished_at"]) == (
-        "succeeded",
-        95,
-        isoformat(clock.now()),
+        "succeeded", 95, isoformat(clock.now())
     )
     assert [h["status"] for h in await history(client, admin_token)] == ["success", "start"]
 
@@ -399,9 +398,7 @@ async def test_ping_non_zero_exit_code_opens_a_failed_alert(
     assert (response.status, await response.text()) == (200, "OK\n")
     [alert] = await alerts(client, admin_token)
     assert (alert["cause"], alert["state"], alert["details"]["exit_code"]) == (
-        "failed",
-        "open",
-        code,
+        "failed", "open", code
     )
     [stored] = await history(client, admin_token)
     assert (stored["status"], stored["exit_code"]) == ("fail", code)
@@ -451,7 +448,8 @@ async def test_ping_invalid_slug_or_run_id_is_a_422(
     await add_service(medic)
     response = await client.get("/api/v1/ping/Not_A_Slug", headers=auth(beat_token))
     assert (await problem_of(response, 422))["field"] == "slug"
-    response = await client.get(f"/api/v1/ping/backup?run_id={'r' * 201}", headers=auth(beat_token))
+    response = await client.get(f"/api/v1/ping/backup?run_id={'r' * 201}",
+                                headers=auth(beat_token))
     assert (await problem_of(response, 422))["field"] == "run_id"
     assert await stored_count(medic) == 0
 
@@ -462,8 +460,7 @@ async def test_ping_post_body_becomes_the_message(
     await add_service(medic)
     log_tail = "rsync: 1532 files\nexit 0\n"
     response = await client.post(
-        "/api/v1/ping/backup/success",
-        data=log_tail.encode(),
+        "/api/v1/ping/backup/success", data=log_tail.encode(),
         headers={**auth(beat_token), "Content-Type": "text/plain"},
     )
     assert response.status == 200
@@ -484,10 +481,7 @@ async def test_ping_post_body_over_4000_characters_is_truncated_and_flagged(
 
 
 async def test_ping_post_body_sent_in_pieces_is_read_whole(
-    client: TestClient,
-    medic: Medic,
-    beat_token: str,
-    admin_token: str,
+    client: TestClient, medic: Medic, beat_token: str, admin_token: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await add_service(medic)
@@ -512,16 +506,17 @@ async def test_ping_post_body_sent_in_pieces_is_read_whole(
     response = await client.post("/api/v1/ping/backup", data=body(), headers=auth(beat_token))
     assert response.status == 200
     [stored] = await history(client, admin_token)
-    assert (stored["message"], stored["message_truncated"]) == ("first piece;second piece", False)
+    assert (stored["message"], stored["message_truncated"]) == (
+        "first piece;second piece", False
+    )
 
 
 async def test_ping_post_body_with_nul_or_invalid_utf8_is_stored_with_replacements(
     client: TestClient, medic: Medic, beat_token: str, admin_token: str
 ) -> None:
     await add_service(medic)
-    response = await client.post(
-        "/api/v1/ping/backup/1", data=b"core\x00dump \xff!", headers=auth(beat_token)
-    )
+    response = await client.post("/api/v1/ping/backup/1", data=b"core\x00dump \xff!",
+                                 headers=auth(beat_token))
     assert (response.status, await response.text()) == (200, "OK\n")
     [stored] = await history(client, admin_token)
     assert stored["message"] == "core\ufffddump \ufffd!"
@@ -542,11 +537,8 @@ async def test_nul_character_in_one_batch_item_rejects_only_that_item(
     client: TestClient, medic: Medic, beat_token: str
 ) -> None:
     await add_service(medic)
-    items = [
-        {"service": "backup"},
-        {"service": "backup", "run_id": "r\x00", "status": "start"},
-        {"service": "backup", "message": "fine"},
-    ]
+    items = [{"service": "backup"}, {"service": "backup", "run_id": "r\x00", "status": "start"},
+             {"service": "backup", "message": "fine"}]
     response = await client.post(BATCH, json={"heartbeats": items}, headers=auth(beat_token))
     assert response.status == 200
     results = (await response.json())["results"]
@@ -574,9 +566,8 @@ async def test_heartbeat_history_pages_newest_first_each_once(
     cursor = None
     for _ in range(10):
         query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        response = await client.get(
-            f"/api/v1/services/backup/heartbeats{query}", headers=auth(admin_token)
-        )
+        response = await client.get(f"/api/v1/services/backup/heartbeats{query}",
+                                    headers=auth(admin_token))
         page = await response.json()
         sizes.append(len(page["items"]))
         seen += [h["id"] for h in page["items"]]
@@ -593,13 +584,11 @@ async def test_heartbeat_history_filters_by_status(
     await add_service(medic)
     for signal in ("start", "success", "start", "fail"):
         await client.get(f"/api/v1/ping/backup/{signal}", headers=auth(beat_token))
-    response = await client.get(
-        "/api/v1/services/backup/heartbeats?status=start", headers=auth(admin_token)
-    )
+    response = await client.get("/api/v1/services/backup/heartbeats?status=start",
+                                headers=auth(admin_token))
     assert [h["status"] for h in (await response.json())["items"]] == ["start", "start"]
-    bad = await client.get(
-        "/api/v1/services/backup/heartbeats?status=meh", headers=auth(admin_token)
-    )
+    bad = await client.get("/api/v1/services/backup/heartbeats?status=meh",
+                           headers=auth(admin_token))
     assert (await problem_of(bad, 422))["field"] == "status"
 
 
@@ -614,22 +603,17 @@ async def test_run_history_pages_newest_first_and_filters_by_status(
         await client.get(f"/api/v1/ping/backup/{end}?run_id=r{i}", headers=auth(beat_token))
     await client.get("/api/v1/ping/backup/start?run_id=r3", headers=auth(beat_token))
 
-    first = await (
-        await client.get("/api/v1/services/backup/runs?limit=3", headers=auth(admin_token))
-    ).json()
-    second = await (
-        await client.get(
-            f"/api/v1/services/backup/runs?limit=3&cursor={first['next_cursor']}",
-            headers=auth(admin_token),
-        )
-    ).json()
+    first = await (await client.get("/api/v1/services/backup/runs?limit=3",
+                                    headers=auth(admin_token))).json()
+    second = await (await client.get(
+        f"/api/v1/services/backup/runs?limit=3&cursor={first['next_cursor']}",
+        headers=auth(admin_token))).json()
     assert [r["run_id"] for r in first["items"]] == ["r3", "r2", "r1"]
     assert [r["run_id"] for r in second["items"]] == ["r0"]
     assert second["next_cursor"] is None
 
-    failed = await (
-        await client.get("/api/v1/services/backup/runs?status=failed", headers=auth(admin_token))
-    ).json()
+    failed = await (await client.get("/api/v1/services/backup/runs?status=failed",
+                                     headers=auth(admin_token))).json()
     assert [r["run_id"] for r in failed["items"]] == ["r1"]
     bad = await client.get("/api/v1/services/backup/runs?status=done", headers=auth(admin_token))
     assert (await problem_of(bad, 422))["field"] == "status"
@@ -647,9 +631,8 @@ async def test_history_with_bad_cursor_is_a_422(
     client: TestClient, medic: Medic, admin_token: str
 ) -> None:
     await add_service(medic)
-    response = await client.get(
-        "/api/v1/services/backup/heartbeats?cursor=garbage", headers=auth(admin_token)
-    )
+    response = await client.get("/api/v1/services/backup/heartbeats?cursor=garbage",
+                                headers=auth(admin_token))
     assert (await problem_of(response, 422))["field"] == "cursor"
 
 
@@ -690,7 +673,8 @@ async def test_full_writer_queue_answers_503_with_retry_after(
         requests = [
             client.post(HEARTBEATS, json={"service": "backup"}, headers=auth(token)),
             client.get("/api/v1/ping/backup", headers=auth(token)),
-            client.post(BATCH, json={"heartbeats": [{"service": "backup"}]}, headers=auth(token)),
+            client.post(BATCH, json={"heartbeats": [{"service": "backup"}]},
+                        headers=auth(token)),
         ]
         for request in requests:
             response = await request
@@ -712,7 +696,8 @@ async def test_ingest_resumes_when_the_writer_queue_drains(
         assert refused.status == 503
         await medic.writer.start()
         await waiting
-        accepted = await client.post(HEARTBEATS, json={"service": "backup"}, headers=auth(token))
+        accepted = await client.post(HEARTBEATS, json={"service": "backup"},
+                                     headers=auth(token))
         assert accepted.status == 201
         messages = [h["message"] for h in await history(client, token)]
         assert messages == [None, "queued"]

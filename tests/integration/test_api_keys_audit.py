@@ -44,8 +44,7 @@ async def new_key(
     client: TestClient, admin_token: str, scopes: list[str], **extra: Any
 ) -> dict[str, Any]:
     response = await client.post(
-        KEYS,
-        json={"name": f"{'+'.join(scopes)} key", "scopes": scopes, **extra},
+        KEYS, json={"name": f"{'+'.join(scopes)} key", "scopes": scopes, **extra},
         headers=auth(admin_token),
     )
     assert response.status == 201, await response.text()
@@ -72,9 +71,7 @@ async def test_create_returns_the_token_once_and_never_again(
     assert created["created_at"] == isoformat(clock.now())
     assert created["created_by"] == key_actor(admin_token)
     assert (created["expires_at"], created["revoked_at"], created["last_used_at"]) == (
-        None,
-        None,
-        None,
+        None, None, None
     )
 
     listed = await get_json(client, admin_token, KEYS)
@@ -86,7 +83,9 @@ async def test_create_returns_the_token_once_and_never_again(
         assert "token" not in text and "secret" not in text and "hash" not in text
         assert secret not in text
     assert one_by_id == one_by_key_id
-    assert [k["key_id"] for k in listed["items"]] == [admin_token.split("_")[1], created["key_id"]]
+    assert [k["key_id"] for k in listed["items"]] == [
+        admin_token.split("_")[1], created["key_id"]
+    ]
     assert listed["next_cursor"] is None
 
 
@@ -104,10 +103,8 @@ async def test_stored_hash_is_not_the_token(
     for column in (row.key_id, row.name, row.created_by, str(row.scopes)):
         assert secret not in (column or "")
     # Nor does the token reach the audit log.
-    assert all(
-        secret not in f"{e.before}{e.after}" and row.secret_hash not in f"{e.after}"
-        for e in entries
-    )
+    assert all(secret not in f"{e.before}{e.after}" and row.secret_hash not in f"{e.after}"
+               for e in entries)
 
 
 @pytest.mark.parametrize(
@@ -133,8 +130,7 @@ async def test_invalid_key_is_a_422_naming_the_field(
 
 async def test_key_with_unknown_field_is_a_422(client: TestClient, admin_token: str) -> None:
     response = await client.post(
-        KEYS,
-        json={"name": "k", "scopes": ["read"], "token": "medic_x_y"},
+        KEYS, json={"name": "k", "scopes": ["read"], "token": "medic_x_y"},
         headers=auth(admin_token),
     )
     assert "token" in (await problem_of(response, 422))["detail"]
@@ -153,35 +149,17 @@ async def test_unknown_key_is_a_404(client: TestClient, admin_token: str) -> Non
 @pytest.mark.parametrize(
     ("scopes", "allowed", "refused"),
     [
-        (
-            ["read"],
-            [("GET", "/api/v1/services")],
-            [("POST", "/api/v1/services"), ("POST", "/api/v1/heartbeats"), ("GET", KEYS)],
-        ),
-        (
-            ["heartbeat"],
-            [("POST", "/api/v1/heartbeats")],
-            [("GET", "/api/v1/services"), ("POST", "/api/v1/services")],
-        ),
-        (
-            ["write"],
-            [
-                ("GET", "/api/v1/services"),
-                ("POST", "/api/v1/services"),
-                ("POST", "/api/v1/heartbeats"),
-            ],
-            [("GET", KEYS), ("GET", AUDIT)],
-        ),
-        (
-            ["admin"],
-            [("GET", KEYS), ("POST", "/api/v1/services"), ("POST", "/api/v1/heartbeats")],
-            [],
-        ),
-        (
-            ["read", "heartbeat"],
-            [("GET", "/api/v1/services"), ("POST", "/api/v1/heartbeats")],
-            [("POST", "/api/v1/services")],
-        ),
+        (["read"], [("GET", "/api/v1/services")],
+         [("POST", "/api/v1/services"), ("POST", "/api/v1/heartbeats"), ("GET", KEYS)]),
+        (["heartbeat"], [("POST", "/api/v1/heartbeats")],
+         [("GET", "/api/v1/services"), ("POST", "/api/v1/services")]),
+        (["write"], [("GET", "/api/v1/services"), ("POST", "/api/v1/services"),
+                     ("POST", "/api/v1/heartbeats")],
+         [("GET", KEYS), ("GET", AUDIT)]),
+        (["admin"], [("GET", KEYS), ("POST", "/api/v1/services"), ("POST", "/api/v1/heartbeats")],
+         []),
+        (["read", "heartbeat"], [("GET", "/api/v1/services"), ("POST", "/api/v1/heartbeats")],
+         [("POST", "/api/v1/services")]),
         (["agent"], [], [("GET", "/api/v1/services"), ("POST", "/api/v1/heartbeats")]),
     ],
 )
@@ -192,30 +170,25 @@ async def test_new_key_works_within_its_scopes_only(
     allowed: list[tuple[str, str]],
     refused: list[tuple[str, str]],
 ) -> None:
-    await client.post(
-        "/api/v1/services", json={**SERVICE, "slug": "existing"}, headers=auth(admin_token)
-    )
+    await client.post("/api/v1/services", json={**SERVICE, "slug": "existing"},
+                      headers=auth(admin_token))
     token = (await new_key(client, admin_token, scopes))["token"]
     bodies = {"/api/v1/services": SERVICE, "/api/v1/heartbeats": {"service": "existing"}}
     for method, path in allowed:
-        response = await client.request(method, path, json=bodies.get(path), headers=auth(token))
+        response = await client.request(method, path, json=bodies.get(path),
+                                        headers=auth(token))
         assert response.status in (200, 201), (method, path, await response.text())
     for method, path in refused:
-        response = await client.request(method, path, json=bodies.get(path), headers=auth(token))
+        response = await client.request(method, path, json=bodies.get(path),
+                                        headers=auth(token))
         body = await problem_of(response, 403)
         assert "scope" in body["detail"]
 
 
 async def test_keys_and_audit_are_admin_only(client: TestClient, admin_token: str) -> None:
     writer = (await new_key(client, admin_token, ["write"]))["token"]
-    for method, path in (
-        ("GET", KEYS),
-        ("POST", KEYS),
-        ("GET", f"{KEYS}/1"),
-        ("DELETE", f"{KEYS}/1"),
-        ("GET", AUDIT),
-        ("GET", f"{AUDIT}/1"),
-    ):
+    for method, path in (("GET", KEYS), ("POST", KEYS), ("GET", f"{KEYS}/1"),
+                         ("DELETE", f"{KEYS}/1"), ("GET", AUDIT), ("GET", f"{AUDIT}/1")):
         await problem_of(await client.request(method, path, headers=auth(writer)), 403)
     # The writer could not revoke the admin key.
     assert (await client.get(KEYS, headers=auth(admin_token))).status == 200
@@ -266,7 +239,8 @@ async def test_key_id_beyond_64_bits_is_a_404_not_a_500(
 
 async def test_revoking_twice_is_a_409(client: TestClient, admin_token: str) -> None:
     created = await new_key(client, admin_token, ["read"])
-    assert (await client.delete(f"{KEYS}/{created['id']}", headers=auth(admin_token))).status == 200
+    assert (await client.delete(f"{KEYS}/{created['id']}", headers=auth(admin_token))).status \
+        == 200
     response = await client.delete(f"{KEYS}/{created['id']}", headers=auth(admin_token))
     await problem_of(response, 409)
 
@@ -311,16 +285,16 @@ async def test_refused_calls_with_a_revoked_or_expired_key_do_not_count_as_use(
     client: TestClient, medic: Medic, admin_token: str, clock: FakeClock
 ) -> None:
     revoked = await new_key(client, admin_token, ["read"])
-    expiring = await new_key(
-        client, admin_token, ["read"], expires_at=isoformat(clock.now() + timedelta(seconds=10))
-    )
+    expiring = await new_key(client, admin_token, ["read"],
+                             expires_at=isoformat(clock.now() + timedelta(seconds=10)))
     await client.delete(f"{KEYS}/{revoked['id']}", headers=auth(admin_token))
     clock.advance(10)
     for token in (revoked["token"], expiring["token"]):
         await problem_of(await client.get("/api/v1/services", headers=auth(token)), 401)
     await medic.keys.flush_last_used()
     for key in (revoked, expiring):
-        assert (await get_json(client, admin_token, f"{KEYS}/{key['id']}"))["last_used_at"] is None
+        assert (await get_json(client, admin_token, f"{KEYS}/{key['id']}"))["last_used_at"] \
+            is None
 
 
 # -- audit ---------------------------------------------------------------------------------------
@@ -335,15 +309,12 @@ async def _audit_story(
     await client.post("/api/v1/services", json=SERVICE, headers=auth(admin_token))
     clock.advance(100)
     response = await client.patch(
-        "/api/v1/services/svc",
-        json={"name": "Renamed"},
+        "/api/v1/services/svc", json={"name": "Renamed"},
         headers={**auth(writer), "X-Request-Id": "req-rename-1"},
     )
     assert response.status == 200
-    return writer, {
-        "t0": isoformat(clock.now() - timedelta(seconds=100)) or "",
-        "t1": isoformat(clock.now()) or "",
-    }
+    return writer, {"t0": isoformat(clock.now() - timedelta(seconds=100)) or "",
+                    "t1": isoformat(clock.now()) or ""}
 
 
 async def actions(client: TestClient, token: str, query: str) -> list[str]:
@@ -356,17 +327,12 @@ async def test_audit_list_is_newest_first_and_filters_by_action_and_resource(
 ) -> None:
     await _audit_story(client, admin_token, clock)
     assert await actions(client, admin_token, "") == [
-        "service.update",
-        "service.create",
-        "team.create",
-        "apikey.create",
-        "apikey.create",
+        "service.update", "service.create", "team.create", "apikey.create", "apikey.create",
     ]
     assert await actions(client, admin_token, "?action=service.update") == ["service.update"]
     assert await actions(client, admin_token, "?resource_type=team") == ["team.create"]
-    assert await actions(client, admin_token, "?resource_type=service&action=service.create") == [
-        "service.create"
-    ]
+    assert await actions(client, admin_token, "?resource_type=service&action=service.create") \
+        == ["service.create"]
     assert await actions(client, admin_token, "?action=nothing.happened") == []
 
 
@@ -376,9 +342,7 @@ async def test_audit_list_filters_by_actor(
     writer, _ = await _audit_story(client, admin_token, clock)
     assert await actions(client, admin_token, f"?actor={key_actor(writer)}") == ["service.update"]
     assert await actions(client, admin_token, f"?actor={key_actor(admin_token)}") == [
-        "service.create",
-        "team.create",
-        "apikey.create",
+        "service.create", "team.create", "apikey.create"
     ]
     assert await actions(client, admin_token, "?actor=system") == ["apikey.create"]  # bootstrap
 
@@ -389,17 +353,11 @@ async def test_audit_list_filters_by_time_range(
     _, at = await _audit_story(client, admin_token, clock)
     assert await actions(client, admin_token, f"?since={at['t1']}") == ["service.update"]
     assert await actions(client, admin_token, f"?until={at['t1']}") == [
-        "service.create",
-        "team.create",
-        "apikey.create",
-        "apikey.create",
+        "service.create", "team.create", "apikey.create", "apikey.create"
     ]  # until is exclusive
     middle = isoformat(clock.now() - timedelta(seconds=50))
     assert await actions(client, admin_token, f"?since={at['t0']}&until={middle}") == [
-        "service.create",
-        "team.create",
-        "apikey.create",
-        "apikey.create",
+        "service.create", "team.create", "apikey.create", "apikey.create"
     ]
     assert await actions(client, admin_token, f"?since={middle}&until={at['t1']}") == []
 
@@ -423,9 +381,7 @@ async def test_audit_entry_has_before_after_and_request_id(
     [listed] = (await get_json(client, admin_token, f"{AUDIT}?action=service.update"))["items"]
     entry = await get_json(client, admin_token, f"{AUDIT}/{listed['id']}")
     assert (entry["actor"], entry["at"], entry["request_id"]) == (
-        key_actor(writer),
-        at["t1"],
-        "req-rename-1",
+        key_actor(writer), at["t1"], "req-rename-1"
     )
     assert (entry["resource_type"], entry["before"]["slug"]) == ("service", "svc")
     assert entry["resource_id"] == str(entry["before"]["id"])
@@ -453,9 +409,8 @@ async def test_audit_rejects_bad_input_and_unknown_entries(
 async def test_key_lifecycle_is_audited(client: TestClient, admin_token: str) -> None:
     created = await new_key(client, admin_token, ["read"])
     await client.delete(f"{KEYS}/{created['id']}", headers=auth(admin_token))
-    body = await get_json(
-        client, admin_token, f"{AUDIT}?resource_type=apikey&resource_id={created['id']}"
-    )
+    body = await get_json(client, admin_token,
+                          f"{AUDIT}?resource_type=apikey&resource_id={created['id']}")
     assert [e["action"] for e in body["items"]] == ["apikey.revoke", "apikey.create"]
     revoke = await get_json(client, admin_token, f"{AUDIT}/{body['items'][0]['id']}")
     assert revoke["before"]["revoked_at"] is None and revoke["after"]["revoked_at"] is not None
@@ -511,6 +466,7 @@ async def test_supplied_admin_key_is_ignored_once_keys_exist(
         assert await later.ensure_admin_key() is None
         await problem_of(await client.get(KEYS, headers=auth(SUPPLIED)), 401)
         assert (await client.get(KEYS, headers=auth(generated))).status == 200
+
 
 
 async def test_concurrent_requests_share_one_key_lookup_and_revocation_still_wins(

@@ -97,14 +97,8 @@ class DeliveryStandIn:
         if slug == "ghost":
             raise NotFound(f"no target {slug!r}")
         self.tested.append(slug)
-        return {
-            "target": slug,
-            "notifier": "vault",
-            "ok": True,
-            "error": None,
-            "response_code": 200,
-            "duration_ms": 1.5,
-        }
+        return {"target": slug, "notifier": "vault", "ok": True, "error": None,
+                "response_code": 200, "duration_ms": 1.5}
 
     async def check_target(self, slug: str) -> HealthResult:
         return HealthResult("degraded", f"{slug}: token expires in 3 days")
@@ -142,9 +136,8 @@ class Api:
     def __init__(self, client: TestClient, token: str) -> None:
         self.client, self.token = client, token
 
-    async def call(
-        self, method: str, path: str, body: Any = None, token: str | None = None
-    ) -> tuple[int, Any]:
+    async def call(self, method: str, path: str, body: Any = None,
+                   token: str | None = None) -> tuple[int, Any]:
         kwargs: dict[str, Any] = {"headers": auth(token or self.token)}
         if body is not None:
             kwargs["json"] = body
@@ -216,37 +209,24 @@ async def audit_text(medic: Medic) -> str:
 
 
 async def test_schedule_crud_stores_the_canonical_form(api: Api, clock: FakeClock) -> None:
-    body = {
-        "slug": "office",
-        "name": "Office hours",
-        "timezone": "Europe/Berlin",
-        "weekly": [
-            {"days": ["fri", "mon", "fri"], "start": "09:00", "end": "17:30"},
-            {"days": ["sat"], "start": "22:00", "end": "06:00"},
-        ],
-    }
+    body = {"slug": "office", "name": "Office hours", "timezone": "Europe/Berlin",
+            "weekly": [{"days": ["fri", "mon", "fri"], "start": "09:00", "end": "17:30"},
+                       {"days": ["sat"], "start": "22:00", "end": "06:00"}]}
     created = await api.ok("POST", SCHEDULES, body, status=201)
     assert created["weekly"] == [
         {"days": ["mon", "fri"], "start": "09:00", "end": "17:30"},
         {"days": ["sat"], "start": "22:00", "end": "06:00"},
     ]
     assert (created["slug"], created["name"], created["timezone"]) == (
-        "office",
-        "Office hours",
-        "Europe/Berlin",
-    )
+        "office", "Office hours", "Europe/Berlin")
     assert created["created_at"] == isoformat(clock.now())
     assert await api.ok("GET", f"{SCHEDULES}/office") == created
 
     clock.advance(60)
-    updated = await api.ok(
-        "PATCH", f"{SCHEDULES}/office", {"timezone": "America/New_York", "weekly": OFFICE}
-    )
+    updated = await api.ok("PATCH", f"{SCHEDULES}/office",
+                           {"timezone": "America/New_York", "weekly": OFFICE})
     assert (updated["timezone"], updated["weekly"], updated["name"]) == (
-        "America/New_York",
-        OFFICE,
-        "Office hours",
-    )
+        "America/New_York", OFFICE, "Office hours")
     assert updated["updated_at"] == isoformat(clock.now())
     listed = await api.ok("GET", SCHEDULES)
     assert listed == {"items": [updated], "next_cursor": None}
@@ -256,9 +236,8 @@ async def test_schedule_crud_stores_the_canonical_form(api: Api, clock: FakeCloc
 
 
 async def test_schedule_name_defaults_to_its_slug(api: Api) -> None:
-    created = await api.ok(
-        "POST", SCHEDULES, {"slug": "nights", "timezone": "UTC", "weekly": OFFICE}, status=201
-    )
+    created = await api.ok("POST", SCHEDULES,
+                           {"slug": "nights", "timezone": "UTC", "weekly": OFFICE}, status=201)
     assert created["name"] == "nights"
 
 
@@ -267,35 +246,17 @@ async def test_schedule_name_defaults_to_its_slug(api: Api) -> None:
     [
         ({"slug": "Bad Slug", "timezone": "UTC", "weekly": OFFICE}, "slug", "is not valid"),
         ({"slug": "s", "weekly": OFFICE}, "timezone", "IANA time zone"),
-        (
-            {"slug": "s", "timezone": "Europe/Berln", "weekly": OFFICE},
-            "timezone",
-            "'Europe/Berlin'",
-        ),
+        ({"slug": "s", "timezone": "Europe/Berln", "weekly": OFFICE}, "timezone",
+         "'Europe/Berlin'"),
         ({"slug": "s", "timezone": "UTC"}, "weekly", "list of 1 to 50 ranges"),
-        (
-            {
-                "slug": "s",
-                "timezone": "UTC",
-                "weekly": [{"days": ["mon"], "start": "25:00", "end": "10:00"}],
-            },
-            "weekly[0].start",
-            "HH:MM",
-        ),
-        (
-            {
-                "slug": "s",
-                "timezone": "UTC",
-                "weekly": [*OFFICE, {"days": ["someday"], "start": "09:00", "end": "10:00"}],
-            },
-            "weekly[1].days[0]",
-            "one of mon, tue, wed, thu, fri, sat, sun, not 'someday'",
-        ),
-        (
-            {"slug": "s", "timezone": "UTC", "weekly": OFFICE, "owner": "x"},
-            "owner",
-            "unknown field",
-        ),
+        ({"slug": "s", "timezone": "UTC", "weekly": [{"days": ["mon"], "start": "25:00",
+                                                      "end": "10:00"}]},
+         "weekly[0].start", "HH:MM"),
+        ({"slug": "s", "timezone": "UTC",
+          "weekly": [*OFFICE, {"days": ["someday"], "start": "09:00", "end": "10:00"}]},
+         "weekly[1].days[0]", "one of mon, tue, wed, thu, fri, sat, sun, not 'someday'"),
+        ({"slug": "s", "timezone": "UTC", "weekly": OFFICE, "owner": "x"}, "owner",
+         "unknown field"),
         ({"slug": "s", "timezone": "UTC", "weekly": OFFICE, "name": ""}, "name", "empty"),
     ],
 )
@@ -323,9 +284,8 @@ async def test_schedule_conflicts_and_unknowns(api: Api) -> None:
 
 
 async def test_deleting_a_schedule_a_target_uses_is_a_409_naming_the_targets(api: Api) -> None:
-    await api.ok(
-        "POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE}, status=201
-    )
+    await api.ok("POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE},
+                 status=201)
     for slug, period in (("day-pager", "working_hours"), ("night-pager", "off_hours")):
         await add_target(api, slug, period=period, schedule="office")
     problem = await api.problem("DELETE", f"{SCHEDULES}/office", None, 409)
@@ -338,9 +298,8 @@ async def test_deleting_a_schedule_a_target_uses_is_a_409_naming_the_targets(api
 
 async def test_schedules_page_oldest_first(api: Api) -> None:
     for slug in ("s1", "s2", "s3"):
-        await api.ok(
-            "POST", SCHEDULES, {"slug": slug, "timezone": "UTC", "weekly": OFFICE}, status=201
-        )
+        await api.ok("POST", SCHEDULES, {"slug": slug, "timezone": "UTC", "weekly": OFFICE},
+                     status=201)
     first = await api.ok("GET", f"{SCHEDULES}?limit=2")
     second = await api.ok("GET", f"{SCHEDULES}?limit=2&cursor={first['next_cursor']}")
     assert [s["slug"] for s in first["items"]] == ["s1", "s2"]
@@ -356,15 +315,10 @@ async def test_schedules_page_oldest_first(api: Api) -> None:
 async def test_escalation_policy_crud(api: Api, clock: FakeClock) -> None:
     for slug in ("primary", "secondary", "manager"):
         await add_target(api, slug)
-    body = {
-        "slug": "sre",
-        "name": "SRE",
-        "levels": [
-            {"after": 300, "targets": ["secondary"]},
-            {"after": 1800, "targets": ["manager", "secondary"]},
-        ],
-        "repeat_every": 900,
-    }
+    body = {"slug": "sre", "name": "SRE", "levels": [
+        {"after": 300, "targets": ["secondary"]},
+        {"after": 1800, "targets": ["manager", "secondary"]},
+    ], "repeat_every": 900}
     created = await api.ok("POST", POLICIES, body, status=201)
     assert {k: created[k] for k in body} == body
     assert created["max_reminders"] == 3
@@ -372,15 +326,9 @@ async def test_escalation_policy_crud(api: Api, clock: FakeClock) -> None:
     assert await api.ok("GET", f"{POLICIES}/sre") == created
 
     clock.advance(5)
-    updated = await api.ok(
-        "PATCH",
-        f"{POLICIES}/sre",
-        {
-            "levels": [{"after": 60, "targets": ["primary"]}],
-            "repeat_every": None,
-            "max_reminders": 0,
-        },
-    )
+    updated = await api.ok("PATCH", f"{POLICIES}/sre",
+                           {"levels": [{"after": 60, "targets": ["primary"]}],
+                            "repeat_every": None, "max_reminders": 0})
     assert updated["levels"] == [{"after": 60, "targets": ["primary"]}]
     assert (updated["repeat_every"], updated["max_reminders"], updated["name"]) == (None, 0, "SRE")
     assert updated["updated_at"] == isoformat(clock.now())
@@ -398,39 +346,21 @@ LEVEL = {"after": 300, "targets": ["primary"]}
 @pytest.mark.parametrize(
     ("body", "field", "needle"),
     [
-        (
-            {"levels": [{"after": 59, "targets": ["primary"]}]},
-            "levels[0].after",
-            "between 60 and 604800",
-        ),
-        (
-            {"levels": [{"after": 604801, "targets": ["primary"]}]},
-            "levels[0].after",
-            "between 60 and 604800",
-        ),
+        ({"levels": [{"after": 59, "targets": ["primary"]}]}, "levels[0].after",
+         "between 60 and 604800"),
+        ({"levels": [{"after": 604801, "targets": ["primary"]}]}, "levels[0].after",
+         "between 60 and 604800"),
         ({"levels": [{"after": "300", "targets": ["primary"]}]}, "levels[0].after", "integer"),
-        (
-            {"levels": [LEVEL, {"after": 300, "targets": ["primary"]}]},
-            "levels[1].after",
-            "greater than levels[0].after (300)",
-        ),
-        (
-            {"levels": [LEVEL, {"after": 600, "targets": ["primary", "ghost"]}]},
-            "levels[1].targets[1]",
-            "no target 'ghost'",
-        ),
+        ({"levels": [LEVEL, {"after": 300, "targets": ["primary"]}]}, "levels[1].after",
+         "greater than levels[0].after (300)"),
+        ({"levels": [LEVEL, {"after": 600, "targets": ["primary", "ghost"]}]},
+         "levels[1].targets[1]", "no target 'ghost'"),
         ({"levels": [{"after": 300, "targets": []}]}, "levels[0].targets", "1 to 20"),
-        (
-            {"levels": [{"after": 300, "targets": ["primary", "primary"]}]},
-            "levels[0].targets[1]",
-            "listed twice",
-        ),
+        ({"levels": [{"after": 300, "targets": ["primary", "primary"]}]},
+         "levels[0].targets[1]", "listed twice"),
         ({"levels": [{"after": 300}]}, "levels[0].targets", "is required"),
-        (
-            {"levels": [{"after": 60 * (i + 1), "targets": ["primary"]} for i in range(11)]},
-            "levels",
-            "at most 10",
-        ),
+        ({"levels": [{"after": 60 * (i + 1), "targets": ["primary"]} for i in range(11)]},
+         "levels", "at most 10"),
         ({"levels": LEVEL}, "levels", "list"),
         ({"repeat_every": 59}, "repeat_every", "between 60 and 86400"),
         ({"repeat_every": 86401}, "repeat_every", "between 60 and 86400"),
@@ -488,16 +418,13 @@ async def test_escalation_policies_page_oldest_first(api: Api) -> None:
 
 async def test_team_escalation_policy_is_set_shown_and_cleared(api: Api, medic: Medic) -> None:
     await api.ok("POST", POLICIES, {"slug": "sre-policy"}, status=201)
-    created = await api.ok(
-        "POST", TEAMS, {"slug": "sre", "escalation_policy": "sre-policy"}, status=201
-    )
+    created = await api.ok("POST", TEAMS, {"slug": "sre", "escalation_policy": "sre-policy"},
+                           status=201)
     assert created["escalation_policy"] == "sre-policy"
     plain = await api.ok("POST", TEAMS, {"slug": "web"}, status=201)
     assert plain["escalation_policy"] is None
     assert [t["escalation_policy"] for t in (await api.ok("GET", TEAMS))["items"]] == [
-        "sre-policy",
-        None,
-    ]
+        "sre-policy", None]
 
     problem = await api.problem("DELETE", f"{POLICIES}/sre-policy", None, 409)
     assert "used by team(s) sre" in problem["detail"]
@@ -538,50 +465,27 @@ async def test_target_defaults_and_owners(api: Api, medic: Medic, clock: FakeClo
     await api.ok("POST", TEAMS, {"slug": "sre"}, status=201)
     await add_service(medic, "billing")
     fallback = await add_target(api, "fallback")
-    assert {
-        k: fallback[k]
-        for k in (
-            "name",
-            "notifier",
-            "config",
-            "team",
-            "service",
-            "min_priority",
-            "period",
-            "schedule",
-            "enabled",
-        )
-    } == {
-        "name": "fallback",
-        "notifier": "vault",
-        "config": {"channel": "#ops"},
-        "team": None,
-        "service": None,
-        "min_priority": "p5",
-        "period": "always",
-        "schedule": None,
+    assert {k: fallback[k] for k in ("name", "notifier", "config", "team", "service",
+                                      "min_priority", "period", "schedule", "enabled")} == {
+        "name": "fallback", "notifier": "vault", "config": {"channel": "#ops"}, "team": None,
+        "service": None, "min_priority": "p5", "period": "always", "schedule": None,
         "enabled": True,
     }
     assert fallback["created_at"] == fallback["updated_at"] == isoformat(clock.now())
     team_owned = await add_target(api, "sre-chat", team="sre", min_priority="p2", name="SRE")
-    assert (
-        team_owned["team"],
-        team_owned["service"],
-        team_owned["min_priority"],
-        team_owned["name"],
-    ) == ("sre", None, "p2", "SRE")
+    assert (team_owned["team"], team_owned["service"], team_owned["min_priority"],
+            team_owned["name"]) == ("sre", None, "p2", "SRE")
     override = await add_target(api, "billing-pager", service="billing", enabled=False)
-    assert (override["team"], override["service"], override["enabled"]) == (None, "billing", False)
+    assert (override["team"], override["service"], override["enabled"]) == (
+        None, "billing", False)
     assert await api.ok("GET", f"{TARGETS}/billing-pager") == override
-    await api.ok(
-        "POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE}, status=201
-    )
+    await api.ok("POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE},
+                 status=201)
     timed = await add_target(api, "day", period="working_hours", schedule="office")
     assert (timed["period"], timed["schedule"]) == ("working_hours", "office")
 
-    problem = await api.problem(
-        "POST", TARGETS, {"slug": "day", "notifier": "vault", "config": vault()}, 409
-    )
+    problem = await api.problem("POST", TARGETS, {"slug": "day", "notifier": "vault",
+                                                  "config": vault()}, 409)
     assert "already exists" in problem["detail"]
     for method in ("GET", "PATCH", "DELETE"):
         data = {"name": "x"} if method == "PATCH" else None
@@ -628,9 +532,8 @@ async def test_invalid_target_is_a_422_naming_the_field(
 ) -> None:
     await api.ok("POST", TEAMS, {"slug": "sre"}, status=201)
     await add_service(medic, "billing")
-    await api.ok(
-        "POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE}, status=201
-    )
+    await api.ok("POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE},
+                 status=201)
     full = {"slug": "pager", "notifier": "vault", "config": vault(), **body}
     problem = await api.problem("POST", TARGETS, full, 422)
     assert problem["field"] == field, problem
@@ -653,24 +556,13 @@ async def test_unknown_notifier_lists_the_loaded_ones(api: Api) -> None:
 async def test_secrets_are_masked_in_every_answer_and_in_the_audit_log(
     api: Api, medic: Medic
 ) -> None:
-    config = vault(
-        token=TOKEN,
-        headers={"Authorization": HEADER},
-        login={"user": "medic", "password": PASSWORD},
-        retries=2,
-        api_key=API_KEY,
-        signing={"key-1": SIGNING_KEY, "algorithm": "sha256"},
-    )
+    config = vault(token=TOKEN, headers={"Authorization": HEADER},
+                   login={"user": "medic", "password": PASSWORD}, retries=2, api_key=API_KEY,
+                   signing={"key-1": SIGNING_KEY, "algorithm": "sha256"})
     created = await add_target(api, "chat", config=config)
-    masked = {
-        "channel": "#ops",
-        "token": MASK,
-        "headers": MASK,
-        "login": {"user": "medic", "password": MASK},
-        "retries": 2,
-        "api_key": MASK,
-        "signing": {"key-1": MASK, "algorithm": "sha256"},
-    }
+    masked = {"channel": "#ops", "token": MASK, "headers": MASK,
+              "login": {"user": "medic", "password": MASK}, "retries": 2, "api_key": MASK,
+              "signing": {"key-1": MASK, "algorithm": "sha256"}}
     assert created["config"] == masked
     assert (await api.ok("GET", f"{TARGETS}/chat"))["config"] == masked
     assert (await api.ok("GET", TARGETS))["items"][0]["config"] == masked
@@ -687,39 +579,22 @@ async def test_secrets_are_masked_in_every_answer_and_in_the_audit_log(
 
 
 async def test_a_masked_secret_sent_back_keeps_the_stored_value(api: Api, medic: Medic) -> None:
-    config = vault(
-        token=TOKEN,
-        headers={"X-Key": HEADER},
-        login={"user": "medic", "password": PASSWORD},
-        api_key=API_KEY,
-        signing={"key-1": SIGNING_KEY},
-    )
+    config = vault(token=TOKEN, headers={"X-Key": HEADER},
+                   login={"user": "medic", "password": PASSWORD}, api_key=API_KEY,
+                   signing={"key-1": SIGNING_KEY})
     await add_target(api, "chat", config=config)
     # A client reads the target and sends back what it read, changing one thing.
     shown = await api.ok("GET", f"{TARGETS}/chat")
-    writable = {
-        k: shown[k]
-        for k in (
-            "name",
-            "notifier",
-            "config",
-            "team",
-            "service",
-            "min_priority",
-            "period",
-            "schedule",
-            "enabled",
-        )
-    }
+    writable = {k: shown[k] for k in ("name", "notifier", "config", "team", "service",
+                                      "min_priority", "period", "schedule", "enabled")}
     writable["config"] = {**shown["config"], "channel": "#sre"}
     round_tripped = await api.ok("PATCH", f"{TARGETS}/chat", writable)
     assert round_tripped["config"]["channel"] == "#sre"
     assert await stored_config(medic, "chat") == {**config, "channel": "#sre"}
 
     # A real value replaces the secret; leaving a field out removes it (config is replaced).
-    await api.ok(
-        "PATCH", f"{TARGETS}/chat", {"config": {**shown["config"], "token": "tok-brand-new-value"}}
-    )
+    await api.ok("PATCH", f"{TARGETS}/chat", {"config": {**shown["config"],
+                                                         "token": "tok-brand-new-value"}})
     assert (await stored_config(medic, "chat"))["token"] == "tok-brand-new-value"
     await api.ok("PATCH", f"{TARGETS}/chat", {"config": vault()})
     assert await stored_config(medic, "chat") == vault()
@@ -727,9 +602,8 @@ async def test_a_masked_secret_sent_back_keeps_the_stored_value(api: Api, medic:
     # A mask where nothing is stored cannot be resolved.
     problem = await api.problem("PATCH", f"{TARGETS}/chat", {"config": vault(token=MASK)}, 422)
     assert problem["field"] == "config.token" and "none is stored" in problem["detail"]
-    problem = await api.problem(
-        "POST", TARGETS, {"slug": "new", "notifier": "vault", "config": vault(token=MASK)}, 422
-    )
+    problem = await api.problem("POST", TARGETS, {"slug": "new", "notifier": "vault",
+                                                  "config": vault(token=MASK)}, 422)
     assert problem["field"] == "config.token"
     # The mask means "the stored secret" only where the schema says there is a secret.
     plain = await api.ok("PATCH", f"{TARGETS}/chat", {"config": {"channel": "#" + MASK}})
@@ -738,58 +612,37 @@ async def test_a_masked_secret_sent_back_keeps_the_stored_value(api: Api, medic:
 
 async def test_validation_messages_never_quote_a_secret(api: Api, medic: Medic) -> None:
     short = "tok-short"  # under the schema's minLength, so the schema error would quote it
-    problem = await api.problem(
-        "POST", TARGETS, {"slug": "chat", "notifier": "vault", "config": vault(token=short)}, 422
-    )
+    problem = await api.problem("POST", TARGETS, {"slug": "chat", "notifier": "vault",
+                                                  "config": vault(token=short)}, 422)
     assert problem["field"] == "config.token"
     assert short not in problem["detail"] and "minLength 12" in problem["detail"]
 
     user_token = "xoxp-1234567890-user"
-    problem = await api.problem(
-        "POST",
-        TARGETS,
-        {"slug": "chat", "notifier": "vault", "config": vault(token=user_token)},
-        422,
-    )
+    problem = await api.problem("POST", TARGETS, {"slug": "chat", "notifier": "vault",
+                                                  "config": vault(token=user_token)}, 422)
     assert problem["field"] == "config"
     assert user_token not in problem["detail"] and "quotes a secret" in problem["detail"]
     # A non-secret value is quoted, which is what makes the message useful.
-    problem = await api.problem(
-        "POST", TARGETS, {"slug": "chat", "notifier": "vault", "config": vault(retries=9)}, 422
-    )
+    problem = await api.problem("POST", TARGETS, {"slug": "chat", "notifier": "vault",
+                                                  "config": vault(retries=9)}, 422)
     assert "9 is greater than the maximum of 5" in problem["detail"]
     assert "xoxp" not in await audit_text(medic)
 
 
 async def test_webhook_target_secrets_are_masked_and_its_own_checks_apply(api: Api) -> None:
-    body = {
-        "slug": "hook",
-        "notifier": "webhook",
-        "config": {
-            "url": "https://hooks.example.com/medic",
-            "secret": "s" * 32,
-            "headers": {"Authorization": HEADER},
-        },
-    }
+    body = {"slug": "hook", "notifier": "webhook",
+            "config": {"url": "https://hooks.example.com/medic", "secret": "s" * 32,
+                       "headers": {"Authorization": HEADER}}}
     created = await api.ok("POST", TARGETS, body, status=201)
-    assert created["config"] == {
-        "url": "https://hooks.example.com/medic",
-        "secret": MASK,
-        "headers": MASK,
-    }
-    loopback = {
-        **body,
-        "slug": "local",
-        "config": {"url": "http://127.0.0.1:9/hook", "secret": "s" * 32},
-    }
+    assert created["config"] == {"url": "https://hooks.example.com/medic", "secret": MASK,
+                                 "headers": MASK}
+    loopback = {**body, "slug": "local",
+                "config": {"url": "http://127.0.0.1:9/hook", "secret": "s" * 32}}
     problem = await api.problem("POST", TARGETS, loopback, 422)
     assert problem["field"] == "config" and "webhook" in problem["detail"]
-    problem = await api.problem(
-        "POST",
-        TARGETS,
-        {**body, "slug": "short", "config": {"url": "https://x.example", "secret": "tiny"}},
-        422,
-    )
+    problem = await api.problem("POST", TARGETS, {**body, "slug": "short",
+                                                  "config": {"url": "https://x.example",
+                                                             "secret": "tiny"}}, 422)
     assert problem["field"] == "config.secret" and "tiny" not in problem["detail"]
 
 
@@ -799,9 +652,8 @@ async def test_webhook_target_secrets_are_masked_and_its_own_checks_apply(api: A
 async def test_target_update_validates_the_merged_result(api: Api, medic: Medic) -> None:
     await api.ok("POST", TEAMS, {"slug": "sre"}, status=201)
     await add_service(medic, "billing")
-    await api.ok(
-        "POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE}, status=201
-    )
+    await api.ok("POST", SCHEDULES, {"slug": "office", "timezone": "UTC", "weekly": OFFICE},
+                 status=201)
     await add_target(api, "pager", team="sre", config=vault(token=TOKEN))
     path = f"{TARGETS}/pager"
 
@@ -831,12 +683,8 @@ async def test_target_update_validates_the_merged_result(api: Api, medic: Medic)
     problem = await api.problem("PATCH", path, {"notifier": "log"}, 422)
     assert problem["field"] == "config" and "log notifier" in problem["detail"]
     # A mask cannot carry a secret over to another notifier.
-    problem = await api.problem(
-        "PATCH",
-        path,
-        {"notifier": "webhook", "config": {"url": "https://hooks.example.com/x", "secret": MASK}},
-        422,
-    )
+    problem = await api.problem("PATCH", path, {"notifier": "webhook", "config": {
+        "url": "https://hooks.example.com/x", "secret": MASK}}, 422)
     assert problem["field"] == "config.secret"
     as_log = await api.ok("PATCH", path, {"notifier": "log", "config": {"level": "ERROR"}})
     assert (as_log["notifier"], as_log["config"]) == ("log", {"level": "ERROR"})
@@ -877,23 +725,14 @@ async def test_targets_list_filters_and_pages(api: Api, medic: Medic) -> None:
     second = await api.ok("GET", f"{TARGETS}?limit=2&cursor={first['next_cursor']}")
     third = await api.ok("GET", f"{TARGETS}?limit=2&cursor={second['next_cursor']}")
     assert [t["slug"] for t in first["items"] + second["items"] + third["items"]] == [
-        "t1",
-        "t2",
-        "t3",
-        "t4",
-        "t5",
-    ]
+        "t1", "t2", "t3", "t4", "t5"]
     assert third["next_cursor"] is None
     more = await api.ok("GET", f"{TARGETS}?team=sre&limit=1")
     rest = await api.ok("GET", f"{TARGETS}?team=sre&limit=1&cursor={more['next_cursor']}")
     assert [t["slug"] for t in more["items"] + rest["items"]] == ["t1", "t2"]
 
-    for query, field in (
-        ("enabled=maybe", "enabled"),
-        ("team=Not%20A%20Slug", "team"),
-        ("limit=501", "limit"),
-        ("cursor=xyz", "cursor"),
-    ):
+    for query, field in (("enabled=maybe", "enabled"), ("team=Not%20A%20Slug", "team"),
+                         ("limit=501", "limit"), ("cursor=xyz", "cursor")):
         assert (await api.problem("GET", f"{TARGETS}?{query}", None, 422))["field"] == field
 
 
@@ -905,23 +744,13 @@ async def test_test_and_check_call_the_delivery_service(
 ) -> None:
     await add_target(api, "chat")
     result = await api.ok("POST", f"{TARGETS}/chat/test")
-    assert result == {
-        "target": "chat",
-        "notifier": "vault",
-        "ok": True,
-        "error": None,
-        "response_code": 200,
-        "duration_ms": 1.5,
-    }
+    assert result == {"target": "chat", "notifier": "vault", "ok": True, "error": None,
+                      "response_code": 200, "duration_ms": 1.5}
     assert delivery.tested == ["chat"]
     assert await api.ok("GET", f"{TARGETS}/chat/check") == {
-        "status": "degraded",
-        "detail": "chat: token expires in 3 days",
-    }
-    assert (
-        "no target 'ghost'"
-        in (await api.problem("POST", f"{TARGETS}/ghost/test", None, 404))["detail"]
-    )
+        "status": "degraded", "detail": "chat: token expires in 3 days"}
+    assert "no target 'ghost'" in (
+        await api.problem("POST", f"{TARGETS}/ghost/test", None, 404))["detail"]
 
     _, reader = await medic.keys.create(name="reader", scopes=["read"], actor=ME)
     status, _ = await api.get(f"{TARGETS}/chat/check", token=reader)

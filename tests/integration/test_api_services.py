@@ -31,7 +31,9 @@ async def create(
 
 
 async def ping(client: TestClient, token: str, slug: str) -> None:
-    response = await client.post("/api/v1/heartbeats", json={"service": slug}, headers=auth(token))
+    response = await client.post(
+        "/api/v1/heartbeats", json={"service": slug}, headers=auth(token)
+    )
     assert response.status == 201, await response.text()
 
 
@@ -123,51 +125,26 @@ async def test_duplicate_slug_is_a_409_conflict(client: TestClient, admin_token:
         ({"slug": "Bad Slug!", "expectation": {"kind": "interval", "period": 60}}, "slug"),
         ({"slug": "-leading-dash", "expectation": {"kind": "interval", "period": 60}}, "slug"),
         ({"expectation": {"kind": "interval", "period": 60}}, "slug"),
-        (
-            {"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "priority": "p9"},
-            "priority",
-        ),
+        ({"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "priority": "p9"},
+         "priority"),
         ({"slug": "svc"}, "expectation"),
         ({"slug": "svc", "expectation": "every minute"}, "expectation"),
         ({"slug": "svc", "expectation": {"kind": "hourly"}}, "expectation.kind"),
         ({"slug": "svc", "expectation": {"kind": "interval"}}, "expectation.period"),
         ({"slug": "svc", "expectation": {"kind": "interval", "period": 0}}, "expectation.period"),
-        (
-            {"slug": "svc", "expectation": {"kind": "cron", "expression": "61 * * * *"}},
-            "expectation.expression",
-        ),
-        (
-            {
-                "slug": "svc",
-                "expectation": {
-                    "kind": "cron",
-                    "expression": "0 3 * * *",
-                    "timezone": "Mars/Olympus",
-                },
-            },
-            "expectation.timezone",
-        ),
-        (
-            {"slug": "svc", "expectation": {"kind": "interval", "period": 60, "every": 5}},
-            "expectation.every",
-        ),
+        ({"slug": "svc", "expectation": {"kind": "cron", "expression": "61 * * * *"}},
+         "expectation.expression"),
+        ({"slug": "svc", "expectation": {"kind": "cron", "expression": "0 3 * * *",
+                                         "timezone": "Mars/Olympus"}}, "expectation.timezone"),
+        ({"slug": "svc", "expectation": {"kind": "interval", "period": 60, "every": 5}},
+         "expectation.every"),
         ({"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "grace": -1}, "grace"),
-        (
-            {"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "team": "ghosts"},
-            "team",
-        ),
-        (
-            {
-                "slug": "svc",
-                "expectation": {"kind": "interval", "period": 60},
-                "runbook_url": "ftp://x",
-            },
-            "runbook_url",
-        ),
-        (
-            {"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "tags": ["Bad Tag"]},
-            "tags[0]",
-        ),
+        ({"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "team": "ghosts"},
+         "team"),
+        ({"slug": "svc", "expectation": {"kind": "interval", "period": 60},
+          "runbook_url": "ftp://x"}, "runbook_url"),
+        ({"slug": "svc", "expectation": {"kind": "interval", "period": 60}, "tags": ["Bad Tag"]},
+         "tags[0]"),
     ],
 )
 async def test_invalid_service_is_a_422_naming_the_field(
@@ -202,8 +179,7 @@ async def test_patch_rejects_changing_the_slug(client: TestClient, admin_token: 
 async def test_invalid_patch_changes_nothing(client: TestClient, admin_token: str) -> None:
     await create(client, admin_token, "svc", priority="p2")
     response = await client.patch(
-        f"{SERVICES}/svc",
-        json={"name": "New name", "priority": "urgent"},
+        f"{SERVICES}/svc", json={"name": "New name", "priority": "urgent"},
         headers=auth(admin_token),
     )
     assert (await problem_of(response, 422))["field"] == "priority"
@@ -410,16 +386,17 @@ async def test_cursor_is_stable_when_services_are_added_between_pages(
     first = await (await client.get(f"{SERVICES}?limit=2", headers=auth(admin_token))).json()
     await create(client, admin_token, "a5")
     second = await (
-        await client.get(
-            f"{SERVICES}?limit=10&cursor={first['next_cursor']}", headers=auth(admin_token)
-        )
+        await client.get(f"{SERVICES}?limit=10&cursor={first['next_cursor']}",
+                         headers=auth(admin_token))
     ).json()
     assert [s["slug"] for s in first["items"]] == ["a1", "a2"]
     assert [s["slug"] for s in second["items"]] == ["a3", "a4", "a5"]
     assert second["next_cursor"] is None
 
 
-async def test_exact_page_boundary_has_no_next_cursor(client: TestClient, admin_token: str) -> None:
+async def test_exact_page_boundary_has_no_next_cursor(
+    client: TestClient, admin_token: str
+) -> None:
     for slug in ("b1", "b2", "b3"):
         await create(client, admin_token, slug)
     body = await (await client.get(f"{SERVICES}?limit=3", headers=auth(admin_token))).json()
@@ -433,7 +410,9 @@ async def test_bad_cursor_is_a_422(client: TestClient, admin_token: str, cursor:
     assert (await problem_of(response, 422))["field"] == "cursor"
 
 
-async def test_forged_cursor_beyond_64_bits_is_a_422(client: TestClient, admin_token: str) -> None:
+async def test_forged_cursor_beyond_64_bits_is_a_422(
+    client: TestClient, admin_token: str
+) -> None:
     cursor = base64.urlsafe_b64encode(f"id:{10**20}".encode()).decode().rstrip("=")
     response = await client.get(f"{SERVICES}?cursor={cursor}", headers=auth(admin_token))
     assert (await problem_of(response, 422))["field"] == "cursor"
@@ -456,8 +435,7 @@ async def test_mute_with_until_and_reason_then_unmute(
     await create(client, admin_token, "svc")
     until = isoformat(clock.now() + timedelta(hours=2))
     response = await client.post(
-        f"{SERVICES}/svc/mute",
-        json={"until": until, "reason": "deploy"},
+        f"{SERVICES}/svc/mute", json={"until": until, "reason": "deploy"},
         headers=auth(admin_token),
     )
     assert response.status == 200
@@ -507,8 +485,7 @@ async def test_mute_until_at_the_end_of_the_calendar_is_a_422(
 ) -> None:
     await create(client, admin_token, "svc")
     response = await client.post(
-        f"{SERVICES}/svc/mute",
-        json={"until": "9999-12-31T23:59:59-01:00"},
+        f"{SERVICES}/svc/mute", json={"until": "9999-12-31T23:59:59-01:00"},
         headers=auth(admin_token),
     )
     assert (await problem_of(response, 422))["field"] == "until"
@@ -531,9 +508,7 @@ async def test_pause_then_resume_starts_a_fresh_deadline_from_now(
     assert response.status == 200
     body = await response.json()
     assert (body["state"], body["next_due"], body["paused_at"]) == (
-        "paused",
-        None,
-        isoformat(clock.now()),
+        "paused", None, isoformat(clock.now())
     )
     clock.advance(3600)
     assert (await medic.monitor.run_once()).missed == 0  # paused: not monitored
@@ -608,7 +583,8 @@ async def test_patch_expectation_recomputes_next_due_from_the_last_heartbeat(
     assert body["expected_at"] == isoformat(beat_at + timedelta(seconds=300))
     assert body["next_due"] == isoformat(beat_at + timedelta(seconds=310))
 
-    response = await client.patch(f"{SERVICES}/svc", json={"grace": 100}, headers=auth(admin_token))
+    response = await client.patch(f"{SERVICES}/svc", json={"grace": 100},
+                                  headers=auth(admin_token))
     assert (await response.json())["next_due"] == isoformat(beat_at + timedelta(seconds=400))
 
 
@@ -619,9 +595,8 @@ async def test_patch_to_cron_expectation_sets_next_fire_time_as_deadline(
     await ping(client, admin_token, "svc")  # at 2026-03-01T12:00:00Z
     response = await client.patch(
         f"{SERVICES}/svc",
-        json={
-            "expectation": {"kind": "cron", "expression": "0 3 * * *", "timezone": "Europe/Paris"}
-        },
+        json={"expectation": {"kind": "cron", "expression": "0 3 * * *",
+                              "timezone": "Europe/Paris"}},
         headers=auth(admin_token),
     )
     body = await response.json()
@@ -634,8 +609,7 @@ async def test_patch_of_a_service_not_heard_from_keeps_no_deadline(
 ) -> None:
     await create(client, admin_token, "svc")
     response = await client.patch(
-        f"{SERVICES}/svc",
-        json={"expectation": {"kind": "interval", "period": 5}},
+        f"{SERVICES}/svc", json={"expectation": {"kind": "interval", "period": 5}},
         headers=auth(admin_token),
     )
     body = await response.json()
@@ -650,16 +624,14 @@ async def test_relaxing_the_expectation_of_a_down_service_brings_it_up_and_resol
     clock.advance(90)
     assert (await medic.monitor.run_once()).missed == 1
     response = await client.patch(
-        f"{SERVICES}/svc",
-        json={"expectation": {"kind": "interval", "period": 3600}},
+        f"{SERVICES}/svc", json={"expectation": {"kind": "interval", "period": 3600}},
         headers=auth(admin_token),
     )
     body = await response.json()
     assert body["state"] == "up"
     assert body["next_due"] == isoformat(clock.now() - timedelta(seconds=90) + timedelta(hours=1))
-    alerts = await (
-        await client.get("/api/v1/alerts?service=svc", headers=auth(admin_token))
-    ).json()
+    alerts = await (await client.get("/api/v1/alerts?service=svc",
+                                     headers=auth(admin_token))).json()
     assert [(a["cause"], a["state"]) for a in alerts["items"]] == [("missed", "resolved")]
 
 

@@ -396,7 +396,9 @@ async def test_rate_limits_are_retried_after_slacks_delay(
     assert (await notifier.send(note("opened")))["ts"]
 
 
-async def test_server_errors_are_retried(slack: FakeSlack, notifier: SlackNotifier) -> None:
+async def test_server_errors_are_retried(
+    slack: FakeSlack, notifier: SlackNotifier
+) -> None:
     slack.fail_next(status=500)
     failure = await send_failing(notifier, note("opened"))
     assert failure.retryable is True and failure.status_code == 500
@@ -489,7 +491,10 @@ def test_the_config_schema_is_valid_draft_2020_12() -> None:
     ],
 )
 def test_the_config_schema_accepts_good_targets(config: dict[str, Any]) -> None:
-    assert list(Draft202012Validator(SlackNotifier.config_schema).iter_errors(config)) == []
+    assert (
+        list(Draft202012Validator(SlackNotifier.config_schema).iter_errors(config))
+        == []
+    )
 
 
 @pytest.mark.parametrize(

@@ -316,8 +316,7 @@ async def test_a_target_of_a_schema_the_validator_cannot_apply_is_refused(
     schema = {"properties": {"token": {"$ref": "#/$defs/missing"}}}
     targets = Targets(db, clock, {"case": Plugin(schema)})
     with pytest.raises(ValidationError) as refused:
-        await targets.create(
-            {"slug": "t", "notifier": "case", "config": {"token": SECRET}}, actor=ME
-        )
+        await targets.create({"slug": "t", "notifier": "case", "config": {"token": SECRET}},
+                             actor=ME)
     assert refused.value.field == "notifier" and "invalid config_schema" in str(refused.value)
     assert SECRET not in str(refused.value)

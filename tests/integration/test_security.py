@@ -77,10 +77,7 @@ def test_route_table_covers_the_api_and_every_route_declares_a_known_scope() -> 
     assert len(PROTECTED) >= 30
     assert {r.scope for r in ROUTES} <= {PUBLIC, *SCOPES}
     assert {route_id(r) for r in PUBLIC_ROUTES} == {
-        "GET /health",
-        "GET /health/ready",
-        "GET /metrics",
-        "GET /api/v1/openapi.json",
+        "GET /health", "GET /health/ready", "GET /metrics", "GET /api/v1/openapi.json"
     }
     assert all(m in PATH_VALUES for r in ROUTES for m in re.findall(r"{(\w+)}", r.path))
     # Every protected route must be refusable by some scope, or the 403 walk proves nothing.
@@ -104,12 +101,8 @@ async def test_protected_route_refuses_a_request_without_a_key(
 async def test_protected_route_refuses_malformed_and_unknown_keys(
     client: TestClient, medic: Medic, admin_token: str, route: Route
 ) -> None:
-    for headers in [
-        *MALFORMED,
-        auth(UNKNOWN_TOKEN),
-        {"X-Api-Key": UNKNOWN_TOKEN},
-        auth(admin_token[:-1] + ("B" if admin_token[-1] != "B" else "C")),
-    ]:
+    for headers in [*MALFORMED, auth(UNKNOWN_TOKEN), {"X-Api-Key": UNKNOWN_TOKEN},
+                    auth(admin_token[:-1] + ("B" if admin_token[-1] != "B" else "C"))]:
         response = await call(client, route, headers)
         await problem_of(response, 401)
         assert response.headers["WWW-Authenticate"].startswith("Bearer"), headers
@@ -145,9 +138,8 @@ async def test_public_route_answers_without_a_key(client: TestClient, route: Rou
 
 
 async def test_bearer_scheme_is_case_insensitive(client: TestClient, admin_token: str) -> None:
-    response = await client.get(
-        "/api/v1/services", headers={"Authorization": f"bearer {admin_token}"}
-    )
+    response = await client.get("/api/v1/services",
+                                headers={"Authorization": f"bearer {admin_token}"})
     assert response.status == 200
 
 
@@ -173,20 +165,17 @@ async def test_body_over_max_body_bytes_is_a_413_problem(
     db_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:
     async with serving(db_url, tmp_path, clock, max_body_bytes=1024) as (medic, client, token):
-        big = {
-            "slug": "svc",
-            "expectation": {"kind": "interval", "period": 60},
-            "description": "x" * 2000,
-        }
+        big = {"slug": "svc", "expectation": {"kind": "interval", "period": 60},
+               "description": "x" * 2000}
         response = await client.post("/api/v1/services", json=big, headers=auth(token))
         await problem_of(response, 413)
         assert (await medic.services.list()).items == []
         small = {**big, "description": "x" * 500}
-        assert (
-            await client.post("/api/v1/services", json=small, headers=auth(token))
-        ).status == 201
+        assert (await client.post("/api/v1/services", json=small,
+                                  headers=auth(token))).status == 201
         batch = {"heartbeats": [{"service": "svc"}] * 100}
-        response = await client.post("/api/v1/heartbeats:batch", json=batch, headers=auth(token))
+        response = await client.post("/api/v1/heartbeats:batch", json=batch,
+                                     headers=auth(token))
         await problem_of(response, 413)
 
 
@@ -197,9 +186,7 @@ async def test_rate_limit_per_key_answers_429_with_retry_after_and_ratelimit_hea
     db_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:
     async with serving(db_url, tmp_path, clock, rate_limit=1, rate_burst=2) as (
-        medic,
-        client,
-        token,
+        medic, client, token
     ):
         first = await client.get("/api/v1/services", headers=auth(token))
         second = await client.get("/api/v1/services", headers=auth(token))
@@ -239,11 +226,9 @@ async def test_unknown_route_is_a_404_problem(client: TestClient, path: str) -> 
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [
-        ("PUT", "/api/v1/services", {"GET", "POST"}),
-        ("DELETE", "/api/v1/alerts", {"GET"}),
-        ("POST", "/health", {"GET"}),
-    ],
+    [("PUT", "/api/v1/services", {"GET", "POST"}),
+     ("DELETE", "/api/v1/alerts", {"GET"}),
+     ("POST", "/health", {"GET"})],
 )
 async def test_wrong_method_is_a_405_problem_with_allow(
     client: TestClient, method: str, path: str, allowed: set[str]
@@ -275,13 +260,8 @@ async def test_unexpected_exception_is_a_500_problem_without_a_stack_trace(
 
 @pytest.mark.parametrize(
     "path",
-    [
-        "/api/v1/services/a%00b",
-        "/api/v1/services?q=a%00b",
-        "/api/v1/audit?actor=x%00",
-        "/api/v1/ping/svc?run_id=r%00",
-        "/api/v1/services?%00=1",
-    ],
+    ["/api/v1/services/a%00b", "/api/v1/services?q=a%00b", "/api/v1/audit?actor=x%00",
+     "/api/v1/ping/svc?run_id=r%00", "/api/v1/services?%00=1"],
 )
 async def test_nul_in_the_url_is_a_400_problem_not_a_500(
     client: TestClient, admin_token: str, path: str
@@ -293,31 +273,21 @@ async def test_nul_in_the_url_is_a_400_problem_not_a_500(
 async def test_nul_in_a_json_body_is_a_422_naming_the_field(
     client: TestClient, admin_token: str
 ) -> None:
-    body = {
-        "slug": "svc",
-        "expectation": {"kind": "interval", "period": 60},
-        "description": "line one\x00",
-        "tags": ["ok"],
-    }
+    body = {"slug": "svc", "expectation": {"kind": "interval", "period": 60},
+            "description": "line one\x00", "tags": ["ok"]}
     response = await client.post("/api/v1/services", json=body, headers=auth(admin_token))
     assert (await problem_of(response, 422))["field"] == "description"
-    body = {
-        "name": "w",
-        "selector": {"services": ["svc", "b\x00"]},
-        "starts_at": "2026-03-01T00:00:00Z",
-        "ends_at": "2026-03-02T00:00:00Z",
-    }
-    response = await client.post(
-        "/api/v1/maintenance-windows", json=body, headers=auth(admin_token)
-    )
+    body = {"name": "w", "selector": {"services": ["svc", "b\x00"]},
+            "starts_at": "2026-03-01T00:00:00Z", "ends_at": "2026-03-02T00:00:00Z"}
+    response = await client.post("/api/v1/maintenance-windows", json=body,
+                                 headers=auth(admin_token))
     assert (await problem_of(response, 422))["field"] == "selector.services[1]"
 
 
 async def test_deeply_nested_json_is_refused_cleanly(client: TestClient, admin_token: str) -> None:
     nested = "[" * 5000 + "]" * 5000
     response = await client.post(
-        "/api/v1/services",
-        data=f'{{"slug": "svc", "description": {nested}}}'.encode(),
+        "/api/v1/services", data=f'{{"slug": "svc", "description": {nested}}}'.encode(),
         headers={**auth(admin_token), "Content-Type": "application/json"},
     )
     assert response.status in (400, 422)
@@ -325,11 +295,9 @@ async def test_deeply_nested_json_is_refused_cleanly(client: TestClient, admin_t
 
 
 async def test_every_response_carries_a_request_id(client: TestClient, admin_token: str) -> None:
-    for response in (
-        await client.get("/health"),
-        await client.get("/api/v1/services"),
-        await client.get("/api/v1/services", headers=auth(admin_token)),
-    ):
+    for response in (await client.get("/health"),
+                     await client.get("/api/v1/services"),
+                     await client.get("/api/v1/services", headers=auth(admin_token))):
         assert len(response.headers["X-Request-Id"]) >= 16
     echoed = await client.get("/health", headers={"X-Request-Id": "abc-123"})
     assert echoed.headers["X-Request-Id"] == "abc-123"

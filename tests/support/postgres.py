@@ -58,35 +58,16 @@ class PgCluster:
         if self._as_postgres:
             shutil.chown(self.base, "postgres", "postgres")
             os.chmod(self.base, 0o755)
-        self._run(
-            str(self.bin / "initdb"),
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                  "--no-sync", "-E", "UTF8")
 
     def start(self) -> None:
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c fsync=on "
             "-c max_connections=200 -c shared_buffers=128MB"
         )
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            opts,
-            "-l",
-            str(self.base / "server.log"),
-            "-w",
-            "start",
-        )
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
+                  str(self.base / "server.log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -117,17 +98,8 @@ class PgCluster:
         """Create database ``name``, empty or a copy of ``template`` (which nobody may be
         connected to: PostgreSQL copies it file by file, much faster than migrating again)."""
         copy = ["-T", template] if template else []
-        self._run(
-            str(self.bin / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-            *copy,
-            name,
-        )
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                  "postgres", *copy, name)
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -118,10 +118,9 @@ def test_a_goto_to_itself_is_refused() -> None:
 def test_a_required_variable_may_not_have_a_default() -> None:
     document = copy.deepcopy(GOOD)
     document["variables"]["unit"]["required"] = True
-    assert (
-        "required variable has no default"
-        in refused(built_ins(), document)["variables.unit.default"]
-    )
+    assert "required variable has no default" in refused(built_ins(), document)[
+        "variables.unit.default"
+    ]
 
 
 def test_a_variable_type_that_is_not_a_name_is_one_schema_error_not_a_crash() -> None:
@@ -143,10 +142,9 @@ def test_a_when_that_does_not_compile_is_refused(when: str, message: str) -> Non
 def test_a_template_that_does_not_compile_is_refused_with_its_line() -> None:
     params = {"agents": {"ids": ["a1"]}, "script": "x", "args": ["ok", "{% if %}"]}
     errors = refused(built_ins(), changed(s0={"params": params}))
-    assert (
-        "steps[0].params.args[1] is not a valid template (line 1)"
-        in errors["steps[0].params.args[1]"]
-    )
+    assert "steps[0].params.args[1] is not a valid template (line 1)" in errors[
+        "steps[0].params.args[1]"
+    ]
 
 
 @pytest.mark.parametrize(
