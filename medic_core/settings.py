@@ -298,6 +298,17 @@ class Settings:
         "MEDIC_MAX_BODY_BYTES.",
     )
     playbook_max_steps: int = _setting(100, "Most steps in one playbook (1 to 1000; 422 above it).")
+    secret_key: str = _setting(
+        "",
+        "Comma-separated Fernet keys that encrypt playbook secrets (docs/secrets.md): the first "
+        "encrypts, every one decrypts (rotation). Make one with `medic secret keygen`. Empty: "
+        "secrets cannot be set or used; the rest of Medic works.",
+        secret=HIDE_VALUE,
+    )
+    secret_max_bytes: int = _setting(
+        8192, "Largest secret value accepted, in UTF-8 bytes (16 to 1048576; 413 above it)."
+    )
+    secrets_max: int = _setting(1000, "Most secrets stored (1 to 1000000; 409 above it).")
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug output: never with their secrets.
