@@ -72,8 +72,8 @@ def _read_value(path: str | None) -> str:
     else:
         try:
             value = sys.stdin.read()
-        except UnicodeDecodeError:
-            raise MedicError("the secret on stdin is not UTF-8 text") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MedicError(f"cannot read the secret from stdin: {exc}") from None
     return value.removesuffix("\n").removesuffix("\r")
 
 
@@ -83,7 +83,14 @@ def cmd_secret(args: argparse.Namespace, settings: Settings) -> None:
 
         print(generate_key())
         return
-    value = _read_value(args.from_file) if args.action == "set" else None
+    value = None
+    if args.action == "set":
+        from medic_core.secrets.box import Box, SecretsNotConfigured
+
+        # Before the value is typed or piped in: without a key it could not be kept.
+        if Box.from_setting(settings.secret_key) is None:
+            raise SecretsNotConfigured()
+        value = _read_value(args.from_file)
 
     async def work(medic: Any) -> None:
         if args.action == "set":

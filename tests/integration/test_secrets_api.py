@@ -16,10 +16,10 @@ from sqlalchemy import select
 from conftest import auth, make_settings
 from medic_core.app import Medic
 from medic_core.audit import SYSTEM
+from medic_core.clock import FakeClock
 from medic_core.errors import NotFound
 from medic_core.secrets import Box, Secrets, UnreadableSecret, generate_key
 from medic_core.store.models import Secret
-from medic_core.clock import FakeClock
 
 KEY_A = generate_key()
 KEY_B = generate_key()
