@@ -192,3 +192,11 @@ def test_urls_without_credentials_are_shown_unchanged() -> None:
 def test_a_url_that_cannot_be_read_is_masked_whole() -> None:
     assert mask_url("redis://:pass@host:notaport/0") == MASK
     assert secret_kind("redis_url") == HIDE_URL_CREDENTIALS
+
+
+def test_each_key_of_the_secret_key_list_is_scrubbed_on_its_own() -> None:
+    settings = leaky_settings()
+    assert secret_kind("secret_key") == HIDE_LIST
+    assert settings.masked()["secret_key"] == MASK
+    scrubbed = settings.scrub("key secret-key-one-value failed, then secret-key-two-value")
+    assert "secret-key-one-value" not in scrubbed and "secret-key-two-value" not in scrubbed
