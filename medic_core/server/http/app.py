@@ -21,6 +21,7 @@ from medic_core.server.http.handlers import (
     maintenance,
     notify,
     playbooks,
+    secrets,
     services,
     teams,
 )
@@ -50,6 +51,7 @@ _TABLES = (
     agents,
     executions,
     playbooks,
+    secrets,
     openapi,
 )
 

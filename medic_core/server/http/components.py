@@ -16,6 +16,7 @@ from typing import Any
 
 from medic_core.agent.execution_values import STATES
 from medic_core.agent.limits import CONTAINMENTS
+from medic_core.secrets.store import NAME_PATTERN as SECRET_NAME_PATTERN
 from medic_core.server.http import schemas
 
 SCHEMAS: dict[str, dict[str, Any]] = {}
@@ -575,3 +576,16 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
     "description": "an OpenAPI 3.1 document",
 }
 SCHEMAS["OpenApiDocument"] = OPENAPI_DOCUMENT
+
+# -- secrets ------------------------------------------------------------------------------------
+
+component(
+    "Secret",
+    {
+        "name": {"type": "string", "pattern": SECRET_NAME_PATTERN},
+        "created_at": INSTANT,
+        "updated_at": INSTANT,
+        "updated_by": {"type": "string", "description": "the actor that set it last"},
+    },
+    description="A secret's name and metadata: its value is never answered.",
+)
