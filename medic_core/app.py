@@ -46,6 +46,7 @@ from medic_core.plugins.context import AlertActions, PluginContext, ServiceReade
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
 from medic_core.readiness import DatabaseCheck
+from medic_core.secrets import Box, Secrets
 from medic_core.server.grpc.endpoint import AgentEndpoint, ServerTls
 from medic_core.server.http.listener import HttpLimits
 from medic_core.services.registry import ServiceRegistry
@@ -215,6 +216,17 @@ class Medic:
                 max_steps=settings.playbook_max_steps,
                 metrics=self.metrics,
             ),
+        )
+        # A malformed MEDIC_SECRET_KEY stops the start here (SecretKeyError, never showing the
+        # key); none at all leaves secrets off and everything else working.
+        self.secrets = Secrets(
+            self.db,
+            self.clock,
+            self.bus,
+            self.metrics,
+            Box.from_setting(settings.secret_key),
+            max_bytes=settings.secret_max_bytes,
+            max_count=settings.secrets_max,
         )
         # Runs are advanced only here, in the background, never inside a request.
         self.engine = PlaybookEngine(

@@ -30,13 +30,17 @@ def _default_data_dir() -> str:
 #: with the password of the user part (and credential-like query values) as ``MASK``.
 HIDE_VALUE = "value"
 HIDE_URL_CREDENTIALS = "url"
+#: A comma-separated list of secrets (``MEDIC_SECRET_KEY``): shown as ``MASK``, and each item
+#: is scrubbed on its own too (a log line may quote one key of the list).
+HIDE_LIST = "list"
 MASK = "********"
 #: Query parameters of a URL that carry credentials (``?password=...``, ``?token=...``).
 _CREDENTIAL_QUERY = re.compile(r"pass|secret|token|key|auth|cred", re.IGNORECASE)
 
 
 def _setting(default: Any, help: str, *, secret: str | None = None) -> Any:
-    """A setting; ``secret`` (``HIDE_VALUE``, ``HIDE_URL_CREDENTIALS``): what is never shown."""
+    """A setting; ``secret`` (``HIDE_VALUE``, ``HIDE_LIST``, ``HIDE_URL_CREDENTIALS``): what
+    is never shown."""
     metadata: dict[str, Any] = {"help": help}
     if secret is not None:
         metadata["secret"] = secret
@@ -316,6 +320,17 @@ class Settings:
     playbook_claim_batch: int = _setting(
         50, "Most playbook executions one engine pass claims (1 to 1000)."
     )
+    secret_key: str = _setting(
+        "",
+        "Comma-separated Fernet keys that encrypt playbook secrets (docs/secrets.md): the first "
+        "encrypts, every one decrypts (rotation). Make one with `medic secret keygen`. Empty: "
+        "secrets cannot be set or used; the rest of Medic works.",
+        secret=HIDE_LIST,
+    )
+    secret_max_bytes: int = _setting(
+        8192, "Largest secret value accepted, in UTF-8 bytes (16 to 1048576; 413 above it)."
+    )
+    secrets_max: int = _setting(1000, "Most secrets stored (1 to 1000000; 409 above it).")
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug output: never with their secrets.
@@ -332,8 +347,10 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             kind = f.metadata.get("secret")
-            if kind == HIDE_VALUE and value:
+            if kind in (HIDE_VALUE, HIDE_LIST) and value:
                 found.add(value)
+            if kind == HIDE_LIST and value:
+                found.update(item.strip() for item in value.split(",") if item.strip())
             elif kind == HIDE_URL_CREDENTIALS and value:
                 found.update(_url_credentials(value))
         return sorted(found, key=len, reverse=True)
@@ -392,7 +409,7 @@ class Settings:
 
 def _mask(setting: Field[Any], value: Any) -> Any:
     kind = setting.metadata.get("secret")
-    if kind == HIDE_VALUE:
+    if kind in (HIDE_VALUE, HIDE_LIST):
         return MASK if value else value
     if kind == HIDE_URL_CREDENTIALS and value:
         return mask_url(value)
@@ -464,6 +481,7 @@ def settings_markdown() -> str:
         default = "(per user)" if f.name == "data_dir" else repr(f.default)
         shown = {
             HIDE_VALUE: " Secret: shown masked.",
+            HIDE_LIST: " Secret: shown masked (each item too).",
             HIDE_URL_CREDENTIALS: " Shown with its password masked.",
         }.get(f.metadata.get("secret", ""), "")
         lines.append(f"| `MEDIC_{f.name.upper()}` | `{default}` | {f.metadata['help']}{shown} |")

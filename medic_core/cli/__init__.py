@@ -9,6 +9,7 @@ reads them (``cmd_<name>``):
   (``escalations.py``), ``target`` (``targets.py``), ``delivery`` (``deliveries.py``),
   ``team`` (``teams.py``);
 - ``playbook`` (``playbooks.py``): validate (offline), apply, list, show playbook definitions;
+- ``secret`` (``secrets.py``): the secrets playbook templates use; ``keygen`` needs no database;
 - ``ping``: an HTTP client for cron lines and scripts;
 - ``plugins``, ``config``, ``doctor``: what this installation loads, how it is set, whether it
   works.
@@ -41,6 +42,7 @@ from medic_core.cli import (
     playbooks,
     plugins,
     schedules,
+    secrets,
     serve,
     services,
     targets,
@@ -64,6 +66,7 @@ _COMMANDS = (
     deliveries,
     teams,
     playbooks,
+    secrets,
     doctor,
 )
 

@@ -191,6 +191,21 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
             registry=r,
         )
+        self.secrets_refused = Counter(
+            "medic_secrets_refused",
+            "Secret names and values refused (set, delete, resolve), by reason: too_large "
+            "(MEDIC_SECRET_MAX_BYTES), bad_name (not a name like an environment variable's), "
+            "too_many (MEDIC_SECRETS_MAX), too_short (shorter than 4 characters, or only '*': "
+            "it could not be redacted), "
+            "no_key (MEDIC_SECRET_KEY is not set).",
+            ["reason"],
+            registry=r,
+        )
+        self.secret_decrypt_failures = Counter(
+            "medic_secret_decrypt_failures",
+            "Stored secrets no key of MEDIC_SECRET_KEY could decrypt (when resolved or rotated).",
+            registry=r,
+        )
         self._agent_metrics(r)
 
     def _agent_metrics(self, r: CollectorRegistry) -> None:

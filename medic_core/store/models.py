@@ -610,3 +610,20 @@ class PlaybookStepRun(Base):
     step_state: Mapped[dict[str, Any]] = mapped_column(Json)
     output: Mapped[Any] = mapped_column(Json, nullable=True)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Secret(Base):
+    """A named secret for playbook templates (``secrets/store.py``): its value encrypted.
+
+    ``ciphertext`` is a Fernet token made with the first key of ``MEDIC_SECRET_KEY``; the value
+    is never stored in clear, and nothing but the engine's ``Secrets.resolve`` decrypts it.
+    """
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(Text)

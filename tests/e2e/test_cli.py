@@ -49,6 +49,12 @@ EXPECTED_COMMANDS = {
     ("plugins",),
     ("plugins", "list"),
     ("config",),
+    ("secret",),
+    ("secret", "set"),
+    ("secret", "list"),
+    ("secret", "delete"),
+    ("secret", "rotate"),
+    ("secret", "keygen"),
 }
 BAD_KEY = "medic_000000000000_" + "A" * 43
 

@@ -22,7 +22,7 @@ from medic_core.server.http.bodies import FORMATS, BodySchema
 
 #: Values of every JSON kind: a property is broken with the first its schema refuses.
 WRONG_KINDS: tuple[Any, ...] = ({"unexpected": [1]}, [{"unexpected": 1}], 1.5, True, "", None)
-PATH_VALUES = {"slug": "nothing-here", "id": "4242", "key": "4242"}
+PATH_VALUES = {"slug": "nothing-here", "id": "4242", "key": "4242", "name": "NOTHING_HERE"}
 METHODS = ("post", "patch", "put")
 
 

@@ -31,7 +31,8 @@ PUBLIC_ROUTES = [r for r in ROUTES if r.scope == PUBLIC]
 # Plausible values for path parameters; none of them exists, so a request that gets past
 # authentication can only fail later (404, 400, 422), never change anything.
 PATH_VALUES = {
-    "slug": "nightly-backup", "id": "4242", "key": "4242", "signal": "start", "version": "1"
+    "slug": "nightly-backup", "id": "4242", "key": "4242", "signal": "start", "version": "1",
+    "name": "NOTHING_HERE",
 }  # fmt: skip
 UNKNOWN_TOKEN = "medic_0123456789ab_" + "A" * 43
 MALFORMED = [

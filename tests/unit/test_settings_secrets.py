@@ -19,7 +19,14 @@ import pytest
 from medic_core.cli import main
 from medic_core.observability.logs import configure_logging
 from medic_core.server.serve import banner
-from medic_core.settings import HIDE_URL_CREDENTIALS, HIDE_VALUE, MASK, Settings, mask_url
+from medic_core.settings import (
+    HIDE_LIST,
+    HIDE_URL_CREDENTIALS,
+    HIDE_VALUE,
+    MASK,
+    Settings,
+    mask_url,
+)
 
 #: Names and help texts that say "credential".
 SECRET_NAME = re.compile(r"token|secret|password|passwd|key|credential|_url$|endpoint")
@@ -31,6 +38,8 @@ NOT_SECRET = {
     "key_negative_cache_size": "a number of key ids",
     "grpc_tls_key": "the path of the key file (the file's own permissions protect the key)",
     "public_url": "published on purpose: every notification links to it",
+    "secret_max_bytes": "a number of bytes",
+    "secrets_max": "a number of secrets",
 }
 #: A value per marked field that a leak would show, and what must never appear.
 LEAKS: dict[str, tuple[str, str]] = {
@@ -39,6 +48,8 @@ LEAKS: dict[str, tuple[str, str]] = {
     "slack_bot_token": ("xoxb-slack-bot-token-value", "slack-bot-token-value"),
     "slack_signing_secret": ("slack-signing-secret-value", "slack-signing-secret-value"),
     "smtp_password": ("smtp-password-value", "smtp-password-value"),
+    # Each key of the list is scrubbed on its own too (a line may quote one of them).
+    "secret_key": ("secret-key-one-value, secret-key-two-value", "secret-key-two-value"),
     "database_url": ("postgresql://medic:db-pass-value@db:5432/medic", "db-pass-value"),
     "redis_url": ("rediss://:redis-pass-value@cache:6380/0", "redis-pass-value"),
     "otlp_endpoint": ("https://otel:otlp-pass-value@collector/v1/traces", "otlp-pass-value"),
@@ -61,7 +72,7 @@ def test_every_setting_whose_name_or_meaning_is_secret_is_marked(setting: Any) -
     looks_secret = SECRET_NAME.search(setting.name) or SECRET_HELP.search(setting.metadata["help"])
     if not looks_secret or setting.name in NOT_SECRET:
         return
-    assert setting.metadata.get("secret") in (HIDE_VALUE, HIDE_URL_CREDENTIALS), (
+    assert setting.metadata.get("secret") in (HIDE_VALUE, HIDE_LIST, HIDE_URL_CREDENTIALS), (
         f"{setting.name} looks secret: mark it with secret=... in medic_core/settings.py, "
         "or add it to NOT_SECRET here with the reason"
     )
@@ -181,3 +192,11 @@ def test_urls_without_credentials_are_shown_unchanged() -> None:
 def test_a_url_that_cannot_be_read_is_masked_whole() -> None:
     assert mask_url("redis://:pass@host:notaport/0") == MASK
     assert secret_kind("redis_url") == HIDE_URL_CREDENTIALS
+
+
+def test_each_key_of_the_secret_key_list_is_scrubbed_on_its_own() -> None:
+    settings = leaky_settings()
+    assert secret_kind("secret_key") == HIDE_LIST
+    assert settings.masked()["secret_key"] == MASK
+    scrubbed = settings.scrub("key secret-key-one-value failed, then secret-key-two-value")
+    assert "secret-key-one-value" not in scrubbed and "secret-key-two-value" not in scrubbed

@@ -22,6 +22,7 @@ from medic_core.server.http.handlers import (
     notify,
     playbook_runs,
     playbooks,
+    secrets,
     services,
     teams,
 )
@@ -52,6 +53,7 @@ _TABLES = (
     executions,
     playbooks,
     playbook_runs,
+    secrets,
     openapi,
 )
 

@@ -18,6 +18,7 @@ from medic_core.agent.execution_values import STATES
 from medic_core.agent.limits import CONTAINMENTS
 from medic_core.playbooks.executions import STATES as PLAYBOOK_RUN_STATES
 from medic_core.playbooks.executions import STEP_STATES as PLAYBOOK_STEP_STATES
+from medic_core.secrets.store import NAME_PATTERN as SECRET_NAME_PATTERN
 from medic_core.server.http import schemas
 
 SCHEMAS: dict[str, dict[str, Any]] = {}
@@ -628,4 +629,18 @@ component("PlaybookRunSummary", _RUN_FIELDS)
 component(
     "PlaybookRun",
     {**_RUN_FIELDS, "steps": {"type": "array", "items": ref("PlaybookStepRun")}},
+)
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+component(
+    "Secret",
+    {
+        "name": {"type": "string", "pattern": SECRET_NAME_PATTERN},
+        "created_at": INSTANT,
+        "updated_at": INSTANT,
+        "updated_by": {"type": "string", "description": "the actor that set it last"},
+    },
+    description="A secret's name and metadata: its value is never answered.",
 )

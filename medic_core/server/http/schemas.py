@@ -380,3 +380,17 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
 
 #: The path parameters of routes addressing a row by its integer id.
 ID_PATH: dict[str, dict[str, Any]] = {"id": ROW_ID}
+SECRET_SET = {
+    "x-medic-name": "secret",
+    "type": "object",
+    "required": ["value"],
+    "properties": {
+        "value": {
+            "type": "string",
+            "writeOnly": True,
+            "description": "the secret's value: at least 4 characters, not only '*', at most "
+            "MEDIC_SECRET_MAX_BYTES bytes of UTF-8; stored encrypted and never answered",
+        }
+    },
+    "additionalProperties": False,
+}

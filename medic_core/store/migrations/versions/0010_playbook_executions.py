@@ -9,8 +9,8 @@
 - ``playbook_step_runs``: one row per attempt of a step, with the state the step type keeps
   between calls, its bounded output and error.
 
-Revision ID: 0009_playbook_executions
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07
 """
 
@@ -22,8 +22,8 @@ from sqlalchemy.dialects import postgresql
 
 import medic_core.store.types
 
-revision: str = "0009_playbook_executions"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
