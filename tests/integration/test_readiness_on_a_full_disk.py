@@ -62,12 +62,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(path: Path) -> None:
-    """Write ``path`` until the filesystem is full."""
-    with path.open("wb") as fh:
+    """Write ``path`` until the filesystem is full.
+
+    Unbuffered: a buffered file keeps what a short write left over and tries it again when it
+    is closed, so whether closing raised ENOSPC depended on how the free space fell (it did once
+    the schema grew by a few tables)."""
+    with path.open("wb", buffering=0) as fh:
         while True:
             try:
-                fh.write(CHUNK)
-                fh.flush()
+                if not fh.write(CHUNK):
+                    return
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
                 return
