@@ -1,5 +1,9 @@
 """The relational model.
 
+One concept in one file, though long (~630 lines): the whole schema as Alembic's autogenerate and
+a reader see it, one class per table with its indexes and constraints beside it. Split by
+package (``store/models/agents.py``, ...) if it passes ~1,000 lines.
+
 One class per table; behaviour lives in the domain modules, not here. Conventions:
 - instants are ``UTCDateTime`` (aware UTC);
 - ``services.next_due`` is the stored, indexed deadline: the instant the service becomes

@@ -8,6 +8,10 @@ API test suite against them (tests/support/response_check.py).
 
 The builders of these documents live in the domain modules (``service_to_dict``,
 ``alert_to_dict``, ...); a property added there and not here fails that test.
+
+One concept in one file, though long (~650 lines): the response half of the API contract,
+read top to bottom as the list of resources; it grows by one block per resource. If it passes
+~1,000 lines, split it by resource group (``components/alerts.py``, ...) behind this module.
 """
 
 from __future__ import annotations
