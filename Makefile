@@ -69,8 +69,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict medic_core medic_plugins
 
+# pytest-xdist: one worker per core (PYTEST_WORKERS=0 for one process); work-stealing, so the
+# few long tests do not leave a worker idle at the end (docs/testing.md says what that asks of
+# a test).
+PYTEST_WORKERS ?= auto
+
 pytest: install server-binaries infra-tools agent-bin client-tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal \
 		--cov=medic_core --cov=medic_plugins --cov-report=term-missing:skip-covered \
 		--cov-fail-under=85
 	# The example plugin's own tests, run the way its authors would (its own pytest config).
@@ -175,4 +180,6 @@ agent-bin:
 agent-test:
 	cd agent-rs && $(CARGO) fmt --all --check
 	cd agent-rs && $(CARGO) clippy --all-targets -- -D warnings
-	cd agent-rs && $(CARGO) test
+	# No backtraces: a failure's message (file, line, what differed) is what is read, and CI
+	# keeps only the head and the tail of a long log, so 30 frames per failure cut it away.
+	cd agent-rs && RUST_BACKTRACE=0 $(CARGO) test
