@@ -374,7 +374,7 @@ async def _refusal(
         names = {entry.get("name") for entry in (agent.get("allowlist") or {}).get("scripts", [])}
         if params["script"] in names:
             return None, ""
-        return "unknown_script", f"its allowlist has no script {params['script']!r}"
+        return "not_allowlisted", f"its allowlist has no script {params['script']!r}"
     refusal = await agents.check(
         agent["id"], params["script"], args, env, params.get("timeout_seconds")
     )

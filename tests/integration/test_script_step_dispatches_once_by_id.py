@@ -21,55 +21,10 @@ from medic_core.clock import FakeClock
 from medic_core.playbooks.engine import PlaybookEngine
 from medic_core.store.models import Agent, Execution, ExecutionOutput
 from medic_plugins.steps.script import execution_id
+from support.agent_rows import add_agent
 from support.playbook_rig import ACTOR, engine_medic, run_until_settled, save
 
 LEASE = 30
-SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-
-
-def allowlist(*names: str) -> dict[str, Any]:
-    return {
-        "sha256": "ab" * 32,
-        "scripts": [
-            {
-                "name": name,
-                "sha256": SHA,
-                "args": [{"one_of": {"values": ["nginx", "php-fpm"]}}],
-                "env": ["TOKEN"],
-                "timeout_seconds": 120,
-            }
-            for name in names
-        ],
-    }
-
-
-async def add_agent(
-    medic: Medic,
-    agent_id: str,
-    scripts: tuple[str, ...] = ("restart",),
-    *,
-    status: str = "online",
-    labels: dict[str, str] | None = None,
-) -> None:
-    now = medic.clock.now()
-    async with medic.db.transaction() as session:
-        session.add(
-            Agent(
-                agent_id=agent_id,
-                hostname=f"{agent_id}.example",
-                version="1.0.0",
-                os="linux",
-                arch="x86_64",
-                labels=labels or {"role": "web"},
-                allowlist=allowlist(*scripts),
-                capabilities=[],
-                paused=False,
-                status=status,
-                offline_since=None if status == "online" else now,
-                created_at=now,
-                updated_at=now,
-            )
-        )
 
 
 def script_step(**params: Any) -> dict[str, Any]:
