@@ -166,15 +166,16 @@ def _read_all(validator: Any, files: list[Path]) -> list[tuple[Path, dict[str, A
 
 
 async def _reviewed(
-    registry: Any, path: Path, definition: dict[str, Any] | None
+    step_types: Any, context: Any, path: Path, definition: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """``definition`` once its step types' checks passed, or None after printing why not."""
     from medic_core.playbooks.definition import InvalidPlaybook
+    from medic_core.playbooks.registry import review_steps
 
     if definition is None:
         return None
     try:
-        await registry.review(definition)
+        await review_steps(step_types, definition, context)
     except InvalidPlaybook as exc:
         print(f"{path}: INVALID")
         for problem in exc.problems:
@@ -211,7 +212,13 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
     command = args.playbook_command
     if command == "validate":
         files = playbook_files(args.paths, recursive=args.recursive)
-        results = _read_all(offline_validator(settings), files)
+        validator = offline_validator(settings)
+        results = _read_all(validator, files)
+        # The step types' checks that need no database (no agents: context None).
+        results = [
+            (path, asyncio.run(_reviewed(validator.step_types, None, path, doc)))
+            for path, doc in results
+        ]
         for path, definition in results:
             if definition is not None:
                 print(f"{path}: OK")
@@ -227,7 +234,13 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
             )
             # The step types' own checks (a script against the agents' allowlists) first too,
             # so a refused file leaves every file unapplied.
-            results = [(path, await _reviewed(registry, path, doc)) for path, doc in results]
+            results = [
+                (
+                    path,
+                    await _reviewed(registry.validator.step_types, medic.plugin_context, path, doc),
+                )
+                for path, doc in results
+            ]
             if any(definition is None for _, definition in results):
                 print("nothing applied: fix the invalid files first")
                 raise SystemExit(1)

@@ -26,6 +26,7 @@ from medic_core.clock import Clock, isoformat
 from medic_core.errors import NotFound, ValidationError
 from medic_core.events import EventBus
 from medic_core.playbooks.definition import Format, InvalidPlaybook, Problem, Validator
+from medic_core.playbooks.steptypes import StepTypes
 from medic_core.plugins.interfaces import Remark
 from medic_core.store import Database
 from medic_core.store.models import Playbook, PlaybookVersion
@@ -64,6 +65,34 @@ def version_summary(version: PlaybookVersion) -> dict[str, Any]:
 
 def version_document(playbook: Playbook, version: PlaybookVersion) -> dict[str, Any]:
     return {"slug": playbook.slug, **version_summary(version), "definition": version.definition}
+
+
+async def review_steps(
+    step_types: StepTypes, definition: dict[str, Any], context: Any
+) -> list[str]:
+    """Ask each step's type to ``review`` it (a valid definition) with the plugin ``context``
+    (None offline: a step type checks then only what needs no database): the warnings, or
+    ``InvalidPlaybook`` listing every refusal, each naming its step."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    for index, step in enumerate(definition["steps"]):
+        loaded = step_types.get(step["type"])
+        review = getattr(loaded.implementation, "review", None) if loaded else None
+        if review is None:
+            continue
+        remarks: list[Remark] = await review(step.get("params") or {}, context)
+        for remark in remarks:
+            where = f"steps[{index}].params" + (
+                f".{remark.field}" if remark.field and remark.field[0] != "[" else remark.field
+            )
+            message = f"{where} (step {quote(step['name'])}): {remark.message}"
+            if remark.refuse:
+                problems.append(Problem(where, message))
+            else:
+                warnings.append(message)
+    if problems:
+        raise InvalidPlaybook(problems)
+    return warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,29 +141,13 @@ class Playbooks:
         return await self.review(definition)
 
     async def review(self, definition: dict[str, Any]) -> list[str]:
-        """Ask each step's type to ``review`` it (a valid definition): the warnings, or
-        ``InvalidPlaybook`` listing every refusal, each naming its step."""
-        problems: list[Problem] = []
-        warnings: list[str] = []
-        for index, step in enumerate(definition["steps"]):
-            loaded = self.validator.step_types.get(step["type"])
-            review = getattr(loaded.implementation, "review", None) if loaded else None
-            if review is None:
-                continue
-            remarks: list[Remark] = await review(step.get("params") or {}, self._context)
-            for remark in remarks:
-                where = f"steps[{index}].params" + (
-                    f".{remark.field}" if remark.field and remark.field[0] != "[" else remark.field
-                )
-                message = f"{where} (step {quote(step['name'])}): {remark.message}"
-                if remark.refuse:
-                    problems.append(Problem(where, message))
-                else:
-                    warnings.append(message)
-        if problems:
+        """The step types' own checks of a valid definition (``review_steps``), counted when
+        they refuse it."""
+        try:
+            return await review_steps(self.validator.step_types, definition, self._context)
+        except InvalidPlaybook:
             self.validator.refused("refused_by_step_type")
-            raise InvalidPlaybook(problems)
-        return warnings
+            raise
 
     # -- reading -------------------------------------------------------------------------------
 

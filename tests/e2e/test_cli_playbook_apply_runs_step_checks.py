@@ -1,6 +1,7 @@
-"""``medic playbook apply`` runs the step types' own checks before applying anything, as the
-API does: a file whose script step puts a secret in its arguments is refused, and no file of
-the directory is applied (in process, on SQLite and PostgreSQL, as tests/e2e/test_cli.py does).
+"""``medic playbook apply`` runs the step types' own checks on every file before applying any,
+as the API does: a file whose script step puts a secret in its arguments is refused, and no
+file of the directory is applied (in process, on SQLite and PostgreSQL, as tests/e2e/test_cli.py
+does). The offline ``validate`` makes the checks that need no database, that one included.
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ def test_apply_refuses_a_secret_in_script_arguments_and_applies_nothing(
     assert "nothing applied" in out
     code, out, _ = cli("playbook", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_offline_validate_refuses_a_secret_in_script_arguments(
+    cli: Cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(LEAKY)
+    code, out, _ = cli("playbook", "validate", "-f", str(leaky), "-f", str(EXAMPLES))
+    assert code == 1, out
+    assert f"{leaky}: INVALID" in out
+    assert "steps[0].params.args[0] (step 'restart'): secrets may not go" in out
+    assert out.count(": OK") == len(list(EXAMPLES.iterdir()))
