@@ -42,7 +42,7 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from medic_core.audit import Actor
-from medic_core.errors import MedicError
+from medic_core.errors import MedicError, ValidationError
 from medic_core.plugins.interfaces import Done, Failed, Later, Outcome, Remark, StepRun
 
 #: The namespace of the execution ids a script step derives (fixed: ids must not change
@@ -178,13 +178,16 @@ class ScriptStep:
         allowed: list[dict[str, Any]] = []
         refused: list[str] = []
         for agent in found:
-            refusal = await agents.check(
-                agent["id"],
-                params["script"],
-                params.get("args") or [],
-                params.get("env") or {},
-                params.get("timeout_seconds"),
-            )
+            try:
+                refusal = await agents.check(
+                    agent["id"],
+                    params["script"],
+                    params.get("args") or [],
+                    params.get("env") or {},
+                    params.get("timeout_seconds"),
+                )
+            except MedicError as exc:  # a rendered value too long, the verifier unavailable
+                return Failed(f"script {params['script']!r} cannot be checked: {exc.message}")
             if refusal is None:
                 allowed.append(agent)
             else:
@@ -375,9 +378,14 @@ async def _refusal(
         if params["script"] in names:
             return None, ""
         return "not_allowlisted", f"its allowlist has no script {params['script']!r}"
-    refusal = await agents.check(
-        agent["id"], params["script"], args, env, params.get("timeout_seconds")
-    )
+    try:
+        refusal = await agents.check(
+            agent["id"], params["script"], args, env, params.get("timeout_seconds")
+        )
+    except ValidationError as exc:  # e.g. an argument longer than the agents take
+        return "invalid_request", exc.message
+    except MedicError as exc:  # the verifier is unavailable: the check is made when it runs
+        return "allowlist_unavailable", exc.message
     return (None, "") if refusal is None else (str(refusal.reason), str(refusal.detail))
 
 

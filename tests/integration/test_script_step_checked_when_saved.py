@@ -134,3 +134,15 @@ async def test_secrets_in_arguments_are_refused_at_save(
     # In an env value, a secret is where it belongs.
     in_env = playbook(env={"TOKEN": "{{ secrets.API }}"})
     assert (await client.put(URL, json=in_env, headers=auth(admin_token))).status == 201
+
+
+async def test_an_argument_longer_than_agents_take_is_refused_at_save(
+    client: TestClient, admin_token: str, medic: Medic
+) -> None:
+    await add_agent(medic, "web-1")
+    # 4000 characters fit the schema; 12000 bytes of UTF-8 do not fit the agents' 4096.
+    answer = await client.put(URL, json=playbook(args=["é" * 3000]), headers=auth(admin_token))
+    assert answer.status == 422, await answer.text()
+    problem = await answer.json()
+    assert problem["field"] == "steps[1].params.script"
+    assert "(invalid_request): args[0] is longer than 4096 bytes" in problem["detail"]

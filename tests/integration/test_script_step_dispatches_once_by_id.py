@@ -234,3 +234,25 @@ async def test_a_paused_agent_fails_the_step_with_its_reason_and_runs_nothing(
         assert done["state"] == "failed"
         assert "agent web-1 refuses (paused)" in done["steps"][0]["error"]
         assert await executions(medic) == []
+
+
+async def test_a_rendered_argument_the_agents_cannot_take_fails_the_step_clearly(
+    db_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    async with engine_medic(db_url, tmp_path, clock) as medic:
+        await add_agent(medic, "web-1")
+        await save(
+            medic,
+            {
+                "slug": "l",
+                "variables": {"service": {"type": "string", "default": "é" * 3000}},
+                "steps": [script_step(args=["{{ vars.service }}"])],
+            },
+        )
+        await medic.runs.start("l", {}, actor=ACTOR)
+        done = await run_until_settled(medic, clock)
+        assert done["state"] == "failed"
+        assert done["steps"][0]["error"] == (
+            "script 'restart' cannot be checked: args[0] is longer than 4096 bytes"
+        )
+        assert await executions(medic) == []
