@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from medic_core.agent.verify import Refusal
     from medic_core.audit import Actor
     from medic_core.clock import Clock
     from medic_core.events import EventBus
@@ -71,6 +70,17 @@ class ServiceReader(Protocol):
     and raises ``medic_core.errors.NotFound`` when there is no such service."""
 
     async def get(self, slug: str) -> dict[str, Any]: ...
+
+
+class Refusal(Protocol):
+    """Why an agent would refuse a request: a stable ``reason`` code (docs/allowlist.md) and a
+    ``detail`` for people, free of the request's values."""
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
 
 
 class AgentActions(Protocol):
