@@ -42,7 +42,7 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from medic_core.audit import Actor
-from medic_core.errors import MedicError, ValidationError
+from medic_core.errors import MedicError, NotFound, ValidationError
 from medic_core.plugins.interfaces import Done, Failed, Later, Outcome, Remark, StepRun
 
 #: The namespace of the execution ids a script step derives (fixed: ids must not change
@@ -247,7 +247,15 @@ class ScriptStep:
     async def _poll(
         self, params: dict[str, Any], run: StepRun, agents: Any, kept: list[dict[str, str]]
     ) -> Outcome:
-        views = [await agents.execution(entry["id"]) for entry in kept]
+        views = []
+        for entry in kept:
+            try:
+                views.append(await agents.execution(entry["id"]))
+            except NotFound:
+                return Failed(
+                    f"execution {entry['id']} on agent {entry['agent']} no longer exists (the "
+                    "agent was deleted, and its executions with it)"
+                )
         now: datetime = run.clock.now()
         unfinished = [v for v in views if v["state"] not in FINAL]
         if not unfinished:
@@ -429,6 +437,8 @@ def _result(view: Mapping[str, Any], limit: int) -> dict[str, Any]:
         "stdout": stdout,
         "stderr": stderr,
         "truncated": cut_out or cut_err or bool(view.get("output_truncated")),
+        # False when chunks were lost (sent once, never replayed: a stream broken meanwhile).
+        "output_complete": bool(view.get("output_complete")),
     }
 
 

@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
@@ -256,3 +256,22 @@ async def test_a_rendered_argument_the_agents_cannot_take_fails_the_step_clearly
             "script 'restart' cannot be checked: args[0] is longer than 4096 bytes"
         )
         assert await executions(medic) == []
+
+
+async def test_an_agent_deleted_mid_step_fails_the_step_saying_so(
+    db_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    async with engine_medic(db_url, tmp_path, clock) as medic:
+        await add_agent(medic, "web-1")
+        await save(medic, {"slug": "d", "steps": [script_step()]})
+        await medic.runs.start("d", {}, actor=ACTOR)
+        await medic.engine.run_once()
+        [row] = await executions(medic)
+        async with medic.db.transaction() as session:
+            await session.execute(delete(Execution))
+        done = await run_until_settled(medic, clock)
+        assert done["state"] == "failed"
+        assert done["steps"][0]["error"] == (
+            f"execution {row.execution_id} on agent web-1 no longer exists (the agent was "
+            "deleted, and its executions with it)"
+        )
