@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from medic_core.agent.actions import HubActions
 from medic_core.agent.hub import AgentHub
 from medic_core.alerts import AlertBook
 from medic_core.audit import SYSTEM
@@ -42,7 +43,7 @@ from medic_core.observability.metrics import Metrics
 from medic_core.playbooks import Playbooks, StepTypes, Validator
 from medic_core.playbooks.engine import PlaybookEngine
 from medic_core.playbooks.executions import Executions
-from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
+from medic_core.plugins.context import AgentActions, AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
 from medic_core.readiness import DatabaseCheck
@@ -70,6 +71,7 @@ class PluginHost:
     metrics: Metrics
     alerts: AlertActions
     services: ServiceReader
+    agents: AgentActions
 
 
 class Medic:
@@ -201,6 +203,7 @@ class Medic:
             metrics=self.metrics,
             alerts=self.alerts,
             services=self.services,
+            agents=HubActions(self.db, self.agents.executions),
         )
         self.notifiers = self.plugins.notifiers(self.plugin_context)
         # A step-type clash or a broken params_schema stops the start here (StepTypeError):
@@ -216,6 +219,7 @@ class Medic:
                 max_steps=settings.playbook_max_steps,
                 metrics=self.metrics,
             ),
+            plugin_context=self.plugin_context,
         )
         # A malformed MEDIC_SECRET_KEY stops the start here (SecretKeyError, never showing the
         # key); none at all leaves secrets off and everything else working.

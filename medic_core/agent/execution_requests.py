@@ -18,9 +18,11 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from medic_core.agent.execution_finals import Finals
 from medic_core.agent.execution_queue import ExecutionQueue
@@ -156,6 +158,31 @@ class ExecutionRequests:
         self._verifier = verifier
         self._refusals = metrics.agent_execution_refusals
 
+    async def check(self, agent_id: str, request: ExecutionRequest) -> tuple[Agent, Refusal | None]:
+        """The agent (``NotFound`` when unknown) and why its advertised allowlist (or its state:
+        revoked, paused) refuses ``request``, or ``None``: the check ``execute`` makes, for
+        callers that check several agents before sending to any (a playbook's ``script`` step
+        with ``mode: all``) or when a playbook is saved."""
+        # Checked outside the write transaction (compiling rules may take a while, and SQLite's
+        # write lock is the whole database's); the agent checks again whatever it receives.
+        async with self._db.sessions() as db:
+            agent = await db.scalar(select(Agent).where(Agent.agent_id == agent_id))
+        if agent is None:
+            raise NotFound(f"no agent {quote(agent_id)}")
+        if agent.revoked_at is not None:
+            return agent, Refusal("agent_revoked", "the agent was revoked")
+        if agent.paused:
+            paused = agent.paused_reason or "no reason given"
+            return agent, Refusal("paused", f"the agent's kill switch is on ({paused})")
+        refusal = await self._verifier.check(
+            agent.allowlist or {},
+            request.script,
+            request.args,
+            request.env,
+            request.timeout_seconds,
+        )
+        return agent, refusal
+
     async def execute(
         self,
         agent_id: str,
@@ -165,6 +192,7 @@ class ExecutionRequests:
         timeout_seconds: object,
         *,
         actor: Actor,
+        execution_id: str | None = None,
     ) -> dict[str, Any]:
         """Check, store and (when the agent is connected here) send one execution.
 
@@ -172,25 +200,20 @@ class ExecutionRequests:
         ``Conflict`` when the agent's kill switch is on, ``ExecutionRefused`` when its
         advertised allowlist does not allow the request. The answer's ``delivery`` says whether
         ``Execute`` went out now (``sent``) or waits for the agent to connect (``queued``).
+
+        ``execution_id``: the caller's idempotency key (a playbook step derives it from its run,
+        step and attempt). When an execution with that id exists already, it is returned as it
+        is (``delivery``: ``existing``) and nothing is checked, stored or sent again: a caller
+        that died after asking may ask again and re-attach, never start a second run. The
+        existing execution must be for the same agent and script (else ``Conflict``).
         """
         request = ExecutionRequest.of(script, args, env, timeout_seconds)
-        # Checked outside the write transaction (compiling rules may take a while, and SQLite's
-        # write lock is the whole database's); the agent checks again whatever it receives.
-        async with self._db.sessions() as db:
-            agent = await db.scalar(select(Agent).where(Agent.agent_id == agent_id))
-        if agent is None:
-            raise NotFound(f"no agent {quote(agent_id)}")
+        if execution_id is not None:
+            existing = await self._existing(execution_id, agent_id, request)
+            if existing is not None:
+                return existing
+        agent, refusal = await self.check(agent_id, request)
         summary = agent.allowlist or {}
-        refusal: Refusal | None = None
-        if agent.revoked_at is not None:
-            refusal = Refusal("agent_revoked", "the agent was revoked")
-        elif agent.paused:
-            paused = agent.paused_reason or "no reason given"
-            refusal = Refusal("paused", f"the agent's kill switch is on ({paused})")
-        else:
-            refusal = await self._verifier.check(
-                summary, request.script, request.args, request.env, request.timeout_seconds
-            )
         now = self._clock.now()
         if refusal is not None:
             async with self._db.transaction() as db:
@@ -222,7 +245,7 @@ class ExecutionRequests:
                 )
             raise ExecutionRefused(refusal)
         row = Execution(
-            execution_id=str(uuid.uuid4()),
+            execution_id=execution_id or str(uuid.uuid4()),
             agent_id=agent_id,
             script=request.script,
             args=list(request.args),
@@ -238,6 +261,45 @@ class ExecutionRequests:
             updated_at=now,
         )
         pending = PendingEvents()
+        try:
+            await self._store(row, request, pending, actor, now)
+        except IntegrityError:
+            # The same id stored by a concurrent call (another replica re-attaching at once):
+            # that one is the execution; this call re-attaches to it.
+            existing = await self._existing(row.execution_id, agent_id, request)
+            if existing is None:
+                raise
+            return existing
+        pending.publish(self._bus)
+        sent = await self._queue.send_first(row)
+        body = execution_to_dict(row)
+        body["delivery"] = "sent" if sent else "queued"
+        return body
+
+    async def _existing(
+        self, execution_id: str, agent_id: str, request: ExecutionRequest
+    ) -> dict[str, Any] | None:
+        async with self._db.sessions() as db:
+            row = await find_execution(db, execution_id, for_update=False)
+        if row is None:
+            return None
+        if row.agent_id != agent_id or row.script != request.script:
+            raise Conflict(
+                f"execution {quote(execution_id)} exists already for agent {row.agent_id} and "
+                f"script {row.script}: an execution id names one request"
+            )
+        body = execution_to_dict(row)
+        body["delivery"] = "existing"
+        return body
+
+    async def _store(
+        self,
+        row: Execution,
+        request: ExecutionRequest,
+        pending: PendingEvents,
+        actor: Actor,
+        now: datetime,
+    ) -> None:
         async with self._db.transaction() as db:
             db.add(row)
             await db.flush()
@@ -248,14 +310,9 @@ class ExecutionRequests:
                 action="execution.request",
                 resource_type="execution",
                 resource_id=row.execution_id,
-                after={**request_record(agent_id, request), "id": row.execution_id},
+                after={**request_record(row.agent_id, request), "id": row.execution_id},
             )
             pending.add("execution.created", now, execution=execution_to_dict(row))
-        pending.publish(self._bus)
-        sent = await self._queue.send_first(row)
-        body = execution_to_dict(row)
-        body["delivery"] = "sent" if sent else "queued"
-        return body
 
     async def cancel(self, execution_id: str, *, actor: Actor) -> dict[str, Any]:
         """Stop an execution: at once when it never left the server, else through ``Cancel``.

@@ -38,11 +38,11 @@ from medic_core.agent.execution_finals import Finals
 from medic_core.agent.execution_output import ExecutionOutputs
 from medic_core.agent.execution_queue import ExecutionQueue
 from medic_core.agent.execution_reading import ExecutionReader
-from medic_core.agent.execution_requests import ExecutionRequests
+from medic_core.agent.execution_requests import ExecutionRequest, ExecutionRequests
 from medic_core.agent.execution_values import MEMORY_WINDOW, ExecutionUpdate, OutputChunk
 from medic_core.agent.limits import ProtocolRefusals
 from medic_core.agent.sessions import Session
-from medic_core.agent.verify import AllowlistVerifier
+from medic_core.agent.verify import AllowlistVerifier, Refusal
 from medic_core.audit import Actor
 from medic_core.clock import Clock
 from medic_core.events import EventBus, PendingEvents
@@ -114,12 +114,22 @@ class Executions:
         timeout_seconds: object,
         *,
         actor: Actor,
+        execution_id: str | None = None,
     ) -> dict[str, Any]:
-        """Check, store and (when the agent is connected here) send one execution
-        (``ExecutionRequests.execute``)."""
+        """Check, store and (when the agent is connected here) send one execution; with
+        ``execution_id``, re-attach to it when it exists (``ExecutionRequests.execute``)."""
         return await self._requests.execute(
-            agent_id, script, args, env, timeout_seconds, actor=actor
+            agent_id, script, args, env, timeout_seconds, actor=actor, execution_id=execution_id
         )
+
+    async def check(
+        self, agent_id: str, script: object, args: object, env: object, timeout_seconds: object
+    ) -> Refusal | None:
+        """Why ``agent_id`` would refuse this request now (its advertised allowlist, its kill
+        switch, its revocation), or ``None``; nothing is stored (``ExecutionRequests.check``).
+        ``ValidationError`` for a malformed request, ``NotFound`` for an unknown agent."""
+        request = ExecutionRequest.of(script, args, env, timeout_seconds)
+        return (await self._requests.check(agent_id, request))[1]
 
     async def cancel(self, execution_id: str, *, actor: Actor) -> dict[str, Any]:
         """Stop an execution (``ExecutionRequests.cancel``)."""

@@ -165,6 +165,25 @@ def _read_all(validator: Any, files: list[Path]) -> list[tuple[Path, dict[str, A
     return results
 
 
+async def _reviewed(
+    step_types: Any, context: Any, path: Path, definition: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """``definition`` once its step types' checks passed, or None after printing why not."""
+    from medic_core.playbooks.definition import InvalidPlaybook
+    from medic_core.playbooks.registry import review_steps
+
+    if definition is None:
+        return None
+    try:
+        await review_steps(step_types, definition, context)
+    except InvalidPlaybook as exc:
+        print(f"{path}: INVALID")
+        for problem in exc.problems:
+            print(f"  {problem.message}")
+        return None
+    return definition
+
+
 def offline_validator(settings: Settings) -> Any:
     """The API's validator over the installed plugins' step types, without a database: hooks
     receive ``settings``, ``clock`` and ``metrics`` only."""
@@ -193,7 +212,13 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
     command = args.playbook_command
     if command == "validate":
         files = playbook_files(args.paths, recursive=args.recursive)
-        results = _read_all(offline_validator(settings), files)
+        validator = offline_validator(settings)
+        results = _read_all(validator, files)
+        # The step types' checks that need no database (no agents: context None).
+        results = [
+            (path, asyncio.run(_reviewed(validator.step_types, None, path, doc)))
+            for path, doc in results
+        ]
         for path, definition in results:
             if definition is not None:
                 print(f"{path}: OK")
@@ -207,6 +232,15 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
             results = _read_all(
                 registry.validator, playbook_files(args.paths, recursive=args.recursive)
             )
+            # The step types' own checks (a script against the agents' allowlists) first too,
+            # so a refused file leaves every file unapplied.
+            results = [
+                (
+                    path,
+                    await _reviewed(registry.validator.step_types, medic.plugin_context, path, doc),
+                )
+                for path, doc in results
+            ]
             if any(definition is None for _, definition in results):
                 print("nothing applied: fix the invalid files first")
                 raise SystemExit(1)
@@ -215,6 +249,8 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
                 applied = await registry.apply(definition, actor=actor())
                 slug = definition["slug"]
                 print(f"{path}: {applied.change} ({slug} version {applied.version})")
+                for warning in applied.warnings:
+                    print(f"  warning: {warning}")
         elif command == "list":
             emit(args, await all_pages(registry.list), _COLUMNS)
         elif command == "run":

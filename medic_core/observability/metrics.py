@@ -167,7 +167,8 @@ class Metrics:
             "Playbook definitions refused (saved or only validated), by reason: too_large "
             "(MEDIC_PLAYBOOK_MAX_BYTES), too_many_steps (MEDIC_PLAYBOOK_MAX_STEPS), unreadable "
             "(not YAML or JSON, YAML aliases, too deeply nested), invalid (breaks the schema "
-            "or a rule).",
+            "or a rule), refused_by_step_type (a step type's review refused a step, e.g. a "
+            "script no chosen agent's allowlist allows).",
             ["reason"],
             registry=r,
         )

@@ -228,6 +228,10 @@ class Validator:
             ).inc()
             raise InvalidPlaybook(problems, headline)
 
+    def refused(self, reason: str) -> None:
+        """Count a definition refused after ``check`` (a step type's review)."""
+        self._metrics.playbooks_refused.labels(reason).inc()
+
     def read(self, text: bytes | str, fmt: Format) -> dict[str, Any]:
         """``parse`` then ``check``: the valid document in ``text``."""
         document = self.parse(text, fmt)

@@ -218,6 +218,7 @@ class PlaybookEngine:
         if call.outcome is not None:
             return call.outcome
         advance = call.step_type.implementation.advance  # type: ignore[attr-defined]
+        now = self._clock.now()
         run = StepRun(
             execution_id=call.execution_id,
             step=call.step,
@@ -225,6 +226,7 @@ class PlaybookEngine:
             state=dict(call.state),
             clock=self._clock,
             medic=self._context,
+            deadline=None if call.remaining is None else now + timedelta(seconds=call.remaining),
         )
         renew = asyncio.create_task(self._renew(call.execution_id))
         started = time.monotonic()

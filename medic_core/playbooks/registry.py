@@ -25,7 +25,9 @@ from medic_core.audit import Actor, record_audit
 from medic_core.clock import Clock, isoformat
 from medic_core.errors import NotFound, ValidationError
 from medic_core.events import EventBus
-from medic_core.playbooks.definition import Format, Validator
+from medic_core.playbooks.definition import Format, InvalidPlaybook, Problem, Validator
+from medic_core.playbooks.steptypes import StepTypes
+from medic_core.plugins.interfaces import Remark
 from medic_core.store import Database
 from medic_core.store.models import Playbook, PlaybookVersion
 from medic_core.store.pagination import Page, check_limit, keyset, rows_page
@@ -65,22 +67,65 @@ def version_document(playbook: Playbook, version: PlaybookVersion) -> dict[str, 
     return {"slug": playbook.slug, **version_summary(version), "definition": version.definition}
 
 
+async def review_steps(
+    step_types: StepTypes, definition: dict[str, Any], context: Any
+) -> list[str]:
+    """Ask each step's type to ``review`` it (a valid definition) with the plugin ``context``
+    (None offline: a step type checks then only what needs no database): the warnings, or
+    ``InvalidPlaybook`` listing every refusal, each naming its step."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    for index, step in enumerate(definition["steps"]):
+        loaded = step_types.get(step["type"])
+        review = getattr(loaded.implementation, "review", None) if loaded else None
+        if review is None:
+            continue
+        remarks: list[Remark] = await review(step.get("params") or {}, context)
+        for remark in remarks:
+            where = f"steps[{index}].params" + (
+                f".{remark.field}" if remark.field and remark.field[0] != "[" else remark.field
+            )
+            message = f"{where} (step {quote(step['name'])}): {remark.message}"
+            if remark.refuse:
+                problems.append(Problem(where, message))
+            else:
+                warnings.append(message)
+    if problems:
+        raise InvalidPlaybook(problems)
+    return warnings
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     playbook: dict[str, Any]
     version: int
     change: Change
+    warnings: tuple[str, ...] = ()
 
     def document(self) -> dict[str, Any]:
-        return {"playbook": self.playbook, "version": self.version, "change": self.change}
+        return {
+            "playbook": self.playbook,
+            "version": self.version,
+            "change": self.change,
+            "warnings": list(self.warnings),
+        }
 
 
 class Playbooks:
-    def __init__(self, db: Database, clock: Clock, bus: EventBus, validator: Validator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        bus: EventBus,
+        validator: Validator,
+        *,
+        plugin_context: Any = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._bus = bus
         self.validator = validator
+        self._context = plugin_context
 
     # -- validating ----------------------------------------------------------------------------
 
@@ -89,8 +134,20 @@ class Playbooks:
         every error)."""
         return self.validator.read(text, fmt)
 
-    def validate(self, definition: dict[str, Any]) -> None:
+    async def validate(self, definition: dict[str, Any]) -> list[str]:
+        """Check ``definition`` as ``apply`` does, saving nothing: its warnings
+        (``InvalidPlaybook`` when it would be refused)."""
         self.validator.check(definition)
+        return await self.review(definition)
+
+    async def review(self, definition: dict[str, Any]) -> list[str]:
+        """The step types' own checks of a valid definition (``review_steps``), counted when
+        they refuse it."""
+        try:
+            return await review_steps(self.validator.step_types, definition, self._context)
+        except InvalidPlaybook:
+            self.validator.refused("refused_by_step_type")
+            raise
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -163,6 +220,7 @@ class Playbooks:
         ``slug``, when given (the API's path), must be the definition's own.
         """
         self.validator.check(definition)
+        warnings = tuple(await self.review(definition))
         if slug is not None and definition["slug"] != slug:
             raise ValidationError(
                 f"slug {quote(definition['slug'])} in the definition is not {quote(slug)} of "
@@ -170,11 +228,12 @@ class Playbooks:
                 field="slug",
             )
         try:
-            return await self._apply(definition, actor)
+            applied = await self._apply(definition, actor)
         except IntegrityError:
             # Two first applies of one slug raced (the unique slug refused the second): the
             # playbook exists now, so this apply is an update of it.
-            return await self._apply(definition, actor)
+            applied = await self._apply(definition, actor)
+        return Applied(applied.playbook, applied.version, applied.change, warnings)
 
     async def _apply(self, definition: dict[str, Any], actor: Actor) -> Applied:
         now = self._clock.now()

@@ -20,7 +20,9 @@ The infrastructure:
 The domain actions, with the rules, audit records and events of the REST API behind them:
 
 - ``alerts``: acknowledge or resolve an alert (``AlertActions``);
-- ``services``: read a service (``ServiceReader``).
+- ``services``: read a service (``ServiceReader``);
+- ``agents``: choose agents, check a request against their advertised allowlists, run an
+  allow-listed script on one and follow it (``AgentActions``).
 
 Starting a playbook from a plugin is not offered yet: it will be a member here
 (``playbooks: PlaybookActions`` with ``start(...)``) when triggers land, not something a plugin
@@ -35,6 +37,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from medic_core.audit import Actor
     from medic_core.clock import Clock
     from medic_core.events import EventBus
@@ -68,6 +72,66 @@ class ServiceReader(Protocol):
     async def get(self, slug: str) -> dict[str, Any]: ...
 
 
+class Refusal(Protocol):
+    """Why an agent would refuse a request: a stable ``reason`` code (docs/allowlist.md) and a
+    ``detail`` for people, free of the request's values."""
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+class AgentActions(Protocol):
+    """What a plugin may do with agents: exactly what the agent-executions API does.
+
+    ``find`` returns the known agents among ``ids`` (in that order), or those carrying every
+    label of ``labels``, as ``GET /api/v1/agents/{id}`` shows them (at most ``limit``, 100).
+    ``check`` says why the agent would refuse a request now (its advertised allowlist, checked
+    by the Rust verifier; its kill switch; its revocation) as a ``Refusal`` (``reason``,
+    ``detail``), or ``None``; it stores nothing. ``execute`` is ``POST
+    /api/v1/agents/{id}/executions`` (the same check, audit record and events; raises
+    ``ValidationError``, ``NotFound``, ``Conflict``, ``ExecutionRefused`` (422) as the API
+    answers); ``execution_id`` is an idempotency key: when it exists, that execution is
+    returned (``delivery: existing``) and nothing runs again. ``execution`` is ``GET
+    /api/v1/executions/{id}`` (with its output); ``cancel`` is ``POST .../cancel``.
+    """
+
+    async def find(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]: ...
+
+    async def check(
+        self,
+        agent_id: str,
+        script: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        timeout_seconds: int | None = None,
+    ) -> Refusal | None: ...
+
+    async def execute(
+        self,
+        agent_id: str,
+        script: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        timeout_seconds: int | None,
+        *,
+        actor: Actor,
+        execution_id: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def execution(self, execution_id: str) -> dict[str, Any]: ...
+
+    async def cancel(self, execution_id: str, *, actor: Actor) -> dict[str, Any]: ...
+
+
 class PluginContext(Protocol):
     """What hooks receive as ``medic`` (see the module's documentation). Read-only members."""
 
@@ -91,5 +155,8 @@ class PluginContext(Protocol):
 
     @property
     def services(self) -> ServiceReader: ...
+
+    @property
+    def agents(self) -> AgentActions: ...
 
     # With triggers: ``playbooks: PlaybookActions`` (``start(...)``) will be declared here.

@@ -140,13 +140,30 @@ Outcome = Done | Failed | Later
 
 
 @dataclass(frozen=True, slots=True)
+class Remark:
+    """What a step type's ``review`` found in a step when its playbook is saved.
+
+    ``field`` is where, under the step's ``params`` (``args[0]``; empty: the params as a whole);
+    ``refuse`` makes it an error (the save is refused, 422, naming the step), else it is a
+    warning the answer carries (``warnings``) and the playbook is saved.
+    """
+
+    message: str
+    field: str = ""
+    refuse: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class StepRun:
     """What ``StepType.advance`` is told about the step run it advances.
 
     ``state`` is what the previous ``Later`` asked to keep (``{}`` on the first call of an
     attempt); ``attempt`` counts from 1 (a retry, or a re-run after a crash of an idempotent
     step, is a new attempt with an empty ``state``); ``clock`` is Medic's clock (use it, never
-    ``datetime.now()``); ``medic`` is the plugin context.
+    ``datetime.now()``); ``medic`` is the plugin context. ``deadline`` is when the step's
+    ``timeout`` ends (None: it has none): at that instant the engine fails the step without
+    calling ``advance`` again, so a step with something to undo (a ``script`` step cancelling
+    its agent executions) asks to be called a little before it.
     """
 
     execution_id: int
@@ -155,6 +172,7 @@ class StepRun:
     state: dict[str, Any]
     clock: Any
     medic: Any = None
+    deadline: datetime | None = None
 
 
 @runtime_checkable
@@ -176,6 +194,13 @@ class StepType(Protocol):
     run again (a step's own ``idempotent: true|false`` overrides it; default False). A step type
     without ``advance`` can be saved in a playbook but cannot run: starting such a playbook is
     refused (409) naming the steps.
+
+    Saving (optional): ``async def review(self, params, medic) -> list[Remark]`` is called for
+    each step of the type when a playbook is saved or validated through the API, after the
+    schema and the rules passed, with the step's ``params`` as written (templates not rendered)
+    and the plugin context; a ``Remark`` with ``refuse`` refuses the save (422), others are
+    warnings. It checks what only the running Medic knows (``script``: the agents' advertised
+    allowlists); the offline ``medic playbook validate`` does not call it.
     """
 
     name: str

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,13 +277,21 @@ class Rig:
         return [self.api("GET", f"/api/v1/audit/{e['id']}")[1] for e in reversed(page["items"])]
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+@contextmanager
+def started_rig(
+    tmp_path: Path, *, database_url: str = "", env: dict[str, str] | None = None
+) -> Iterator[Rig]:
+    """A server (SQLite unless ``database_url``; more ``MEDIC_*`` in ``env``) and one agent."""
     grpc_port = free_port()
     server = ServerProcess(
         tmp_path / "server",
         port=free_port(),
-        env={"MEDIC_GRPC_PORT": str(grpc_port), "MEDIC_AGENT_HEARTBEAT_INTERVAL": "1"},
+        database_url=database_url,
+        env={
+            "MEDIC_GRPC_PORT": str(grpc_port),
+            "MEDIC_AGENT_HEARTBEAT_INTERVAL": "1",
+            **(env or {}),
+        },
     )
     server.start()
     status, key = request(
@@ -300,3 +309,9 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     finally:
         host.stop()
         server.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with started_rig(tmp_path) as started:
+        yield started

@@ -29,7 +29,7 @@ MEMBERS = {name for name, value in vars(PluginContext).items() if isinstance(val
 
 
 def test_the_context_declares_the_documented_members() -> None:
-    assert {"settings", "clock", "db", "bus", "metrics", "alerts", "services"} == MEMBERS
+    assert {"settings", "clock", "db", "bus", "metrics", "alerts", "services", "agents"} == MEMBERS
 
 
 def _public(obj: object) -> set[str]:

@@ -543,6 +543,12 @@ _VERSION_FIELDS: dict[str, Any] = {
 }
 component("PlaybookVersionSummary", _VERSION_FIELDS)
 component("PlaybookVersion", {"slug": schemas.SLUG, **_VERSION_FIELDS, "definition": DEFINITION})
+_PLAYBOOK_WARNINGS = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "what a step type's review found worth saying without refusing the save "
+    "(e.g. a script step's agents chosen by labels: their allowlists are checked when it runs)",
+}
 component(
     "PlaybookApplied",
     {
@@ -552,9 +558,10 @@ component(
             "enum": ["created", "updated", "unchanged"],
             "description": "unchanged: the definition is the current version's; no version made",
         },
+        "warnings": _PLAYBOOK_WARNINGS,
     },
 )
-component("PlaybookValid", {"valid": {"const": True}})
+component("PlaybookValid", {"valid": {"const": True}, "warnings": _PLAYBOOK_WARNINGS})
 component(
     "StepType",
     {

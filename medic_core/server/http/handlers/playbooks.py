@@ -92,8 +92,8 @@ async def apply_playbook(request: web.Request) -> web.Response:
     response=components.ref("PlaybookValid"),
 )
 async def validate_playbook(request: web.Request) -> web.Response:
-    medic(request).playbooks.validate(await _definition(request))
-    return json_response({"valid": True})
+    warnings = await medic(request).playbooks.validate(await _definition(request))
+    return json_response({"valid": True, "warnings": warnings})
 
 
 @routes.get(
