@@ -42,7 +42,12 @@ from medic_core.observability.metrics import Metrics
 from medic_core.playbooks import Playbooks, StepTypes, Validator
 from medic_core.playbooks.engine import PlaybookEngine
 from medic_core.playbooks.executions import Executions
-from medic_core.plugins.context import AlertActions, PluginContext, ServiceReader
+from medic_core.plugins.context import (
+    AlertActions,
+    PluginContext,
+    ServiceReader,
+    TargetMessages,
+)
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
 from medic_core.readiness import DatabaseCheck
@@ -70,6 +75,23 @@ class PluginHost:
     metrics: Metrics
     alerts: AlertActions
     services: ServiceReader
+    messages: TargetMessages
+
+
+class _Messages:
+    """``PluginHost.messages``: bound to the delivery service once it exists (it needs the
+    notifiers, which the plugins make from the plugin context)."""
+
+    def __init__(self) -> None:
+        self.delivery: DeliveryService | None = None
+
+    async def send(
+        self, target: str, message: str, *, playbook: str, execution_id: int, step: str
+    ) -> dict[str, Any]:
+        assert self.delivery is not None, "the delivery service is made in Medic.__init__"
+        return await self.delivery.send_message(
+            target, message, playbook=playbook, execution_id=execution_id, step=step
+        )
 
 
 class Medic:
@@ -193,6 +215,7 @@ class Medic:
             )
         self.history = History(self.db)
         self.audit = AuditLog(self.db)
+        self._messages = _Messages()
         self.plugin_context: PluginContext = PluginHost(
             settings=settings,
             clock=self.clock,
@@ -201,6 +224,7 @@ class Medic:
             metrics=self.metrics,
             alerts=self.alerts,
             services=self.services,
+            messages=self._messages,
         )
         self.notifiers = self.plugins.notifiers(self.plugin_context)
         # A step-type clash or a broken params_schema stops the start here (StepTypeError):
@@ -259,6 +283,7 @@ class Medic:
         self.delivery = DeliveryService(
             self.db, self.clock, self.metrics, self.notifiers, self.router, settings
         )
+        self._messages.delivery = self.delivery
         self.bus.subscribe("notifications", self.broadcast.handle)
         self.bus.subscribe("deliveries", self.delivery.on_event)
         self.bus.subscribe("plugins", self._plugin_event)

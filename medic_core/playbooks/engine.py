@@ -290,6 +290,10 @@ class PlaybookEngine:
             state=dict(call.state),
             clock=self._clock,
             medic=self._context,
+            service=call.service,
+            alert_id=call.alert_id,
+            deadline=call.deadline,
+            playbook=call.playbook,
         )
         renew = asyncio.create_task(self._renew(call.execution_id))
         started = time.monotonic()
