@@ -43,7 +43,13 @@ from medic_core.observability.metrics import Metrics
 from medic_core.playbooks import Playbooks, StepTypes, Validator
 from medic_core.playbooks.engine import PlaybookEngine
 from medic_core.playbooks.executions import Executions
-from medic_core.plugins.context import AgentActions, AlertActions, PluginContext, ServiceReader
+from medic_core.plugins.context import (
+    AgentActions,
+    AlertActions,
+    PluginContext,
+    ServiceReader,
+    TargetMessages,
+)
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
 from medic_core.readiness import DatabaseCheck
@@ -72,6 +78,23 @@ class PluginHost:
     alerts: AlertActions
     services: ServiceReader
     agents: AgentActions
+    messages: TargetMessages
+
+
+class _Messages:
+    """``PluginHost.messages``: bound to the delivery service once it exists (it needs the
+    notifiers, which the plugins make from the plugin context)."""
+
+    def __init__(self) -> None:
+        self.delivery: DeliveryService | None = None
+
+    async def send(
+        self, target: str, message: str, *, playbook: str, execution_id: int, step: str
+    ) -> dict[str, Any]:
+        assert self.delivery is not None, "the delivery service is made in Medic.__init__"
+        return await self.delivery.send_message(
+            target, message, playbook=playbook, execution_id=execution_id, step=step
+        )
 
 
 class Medic:
@@ -195,6 +218,7 @@ class Medic:
             )
         self.history = History(self.db)
         self.audit = AuditLog(self.db)
+        self._messages = _Messages()
         self.plugin_context: PluginContext = PluginHost(
             settings=settings,
             clock=self.clock,
@@ -204,6 +228,7 @@ class Medic:
             alerts=self.alerts,
             services=self.services,
             agents=HubActions(self.db, self.agents.executions),
+            messages=self._messages,
         )
         self.notifiers = self.plugins.notifiers(self.plugin_context)
         # A step-type clash or a broken params_schema stops the start here (StepTypeError):
@@ -263,6 +288,7 @@ class Medic:
         self.delivery = DeliveryService(
             self.db, self.clock, self.metrics, self.notifiers, self.router, settings
         )
+        self._messages.delivery = self.delivery
         self.bus.subscribe("notifications", self.broadcast.handle)
         self.bus.subscribe("deliveries", self.delivery.on_event)
         self.bus.subscribe("plugins", self._plugin_event)

@@ -320,6 +320,13 @@ class Settings:
     playbook_claim_batch: int = _setting(
         50, "Most playbook executions one engine pass claims (1 to 1000)."
     )
+    playbook_max_active_drives: int = _setting(
+        100,
+        "Most playbook executions one Medic process advances at once (1 to 10000). Each runs "
+        "as its own task, so a slow step (a webhook waiting for its answer) holds one slot, "
+        "not the others; when every slot is taken, the engine claims nothing more until one "
+        "frees. Gauge: medic_playbook_drives_active.",
+    )
     secret_key: str = _setting(
         "",
         "Comma-separated Fernet keys that encrypt playbook secrets (docs/secrets.md): the first "

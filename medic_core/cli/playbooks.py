@@ -13,7 +13,9 @@ line, with their paths); 2 a usage error (no such file, an empty directory).
 ``run SLUG [--var k=v ...]`` stores a manual run (each value converted to the variable's
 declared type) and prints its id; the engine of a running ``medic serve`` advances it (within
 ``MEDIC_MONITOR_MAX_SLEEP``). ``--wait`` follows it to its end, printing each step run's state,
-and exits 1 unless it succeeded. ``history [SLUG]`` lists runs, newest first.
+and exits 1 unless it succeeded. ``history [SLUG]`` lists runs, newest first. ``rerun ID
+[--from STEP] [--wait]`` runs a failed run again from a step (default: the one it stopped at),
+a new attempt with the earlier step runs kept.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ def add_parser(sub: Subcommands) -> None:
     run.add_argument(
         "--wait", action="store_true", help="follow the run to its end (exit 1 unless succeeded)"
     )
+    rerun = pb.add_parser(
+        "rerun", help="run a failed run again from a step (default: the step it stopped at)"
+    )
+    rerun.add_argument("id", type=int)
+    rerun.add_argument("--from", dest="from_step", metavar="STEP", help="the step to rerun from")
+    rerun.add_argument(
+        "--wait", action="store_true", help="follow the run to its end (exit 1 unless succeeded)"
+    )
     history = pb.add_parser("history", help="list playbook runs, newest first")
     history.add_argument("slug", nargs="?")
     history.add_argument("--json", action="store_true")
@@ -120,6 +130,14 @@ async def follow(runs: Any, run_id: int, *, poll: float = 1.0) -> dict[str, Any]
         if run["state"] in _ENDED:
             return run
         await asyncio.sleep(poll)
+
+
+async def _wait(runs: Any, run_id: int) -> None:
+    ended = await follow(runs, run_id)
+    detail = f" ({ended['reason']}: {ended['detail']})" if ended["reason"] else ""
+    print(f"run {ended['id']}: {ended['state']}{detail}")
+    if ended["state"] != "succeeded":
+        raise SystemExit(1)
 
 
 def playbook_files(paths: list[str], *, recursive: bool) -> list[Path]:
@@ -259,11 +277,14 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
             run = await medic.runs.start(args.slug, variables, actor=actor())
             print(run["id"])
             if args.wait:
-                ended = await follow(medic.runs, run["id"])
-                detail = f" ({ended['reason']}: {ended['detail']})" if ended["reason"] else ""
-                print(f"run {ended['id']}: {ended['state']}{detail}")
-                if ended["state"] != "succeeded":
-                    raise SystemExit(1)
+                await _wait(medic.runs, run["id"])
+        elif command == "rerun":
+            run = await medic.runs.rerun(args.id, from_step=args.from_step, actor=actor())
+            index = run["step_index"]
+            step = next((s["name"] for s in run["steps"] if s["index"] == index), f"#{index}")
+            print(f"run {run['id']}: {run['state']} (rerun from step {step})")
+            if args.wait:
+                await _wait(medic.runs, run["id"])
         elif command == "history":
             filters = {"playbook": args.slug} if args.slug else {}
             emit(args, await all_pages(medic.runs.list, **filters), _RUN_COLUMNS)

@@ -539,34 +539,15 @@ class DeliveryService:
         """Send a clearly labelled test notification to a target now (not through the outbox)."""
         target = await self._target(slug)
         now = self._clock.now()
-        service = {
-            "id": 0,
-            "slug": "medic-test",
-            "name": "Medic test notification",
-            "priority": "p5",
-            "team_id": target.team_id,
-            "tags": [],
-            "runbook_url": None,
-        }
-        alert = {
-            "id": 0,
-            "service": service,
-            "cause": "test",
-            "state": "open",
-            "priority": "p5",
-            "summary": f"Test notification for target {target.slug}: no action needed",
-            "details": {"test": True},
-            "opened_at": isoformat(now),
-            "acknowledged_at": None,
-            "acknowledged_by": None,
-            "resolved_at": None,
-            "resolved_by": None,
-            "resolution": None,
-            "suppressed": False,
-            "suppressed_reason": None,
-            "notify_at": None,
-            "notified_at": isoformat(now),
-        }
+        service, alert = _standalone(
+            target,
+            now,
+            "medic-test",
+            "Medic test notification",
+            "test",
+            f"Test notification for target {target.slug}: no action needed",
+            {"test": True},
+        )
         job = _Job(
             0,
             1,
@@ -588,6 +569,56 @@ class DeliveryService:
             "target": target.slug,
             "notifier": target.notifier,
             "ok": error is None,
+            "error": None if error is None else (str(error) or type(error).__name__),
+            "response_code": error.status_code if isinstance(error, DeliveryError) else None,
+            "duration_ms": round(outcome.seconds * 1000, 1),
+        }
+
+    async def send_message(
+        self, slug: str, message: str, *, playbook: str, execution_id: int, step: str
+    ) -> dict[str, Any]:
+        """Send a playbook's ``notify`` step message to a target now, through its notifier
+        (kind ``playbook``; not through the outbox: the step run is the durable record, and
+        the step's ``retry`` its retries). Raises ``NotFound`` for an unknown target and
+        ``Conflict`` for a disabled one; returns what ``test_target`` returns."""
+        target = await self._target(slug)
+        if not target.enabled:
+            raise Conflict(f"target {quote(slug)} is disabled")
+        now = self._clock.now()
+        service, alert = _standalone(
+            target,
+            now,
+            f"playbook-{playbook}"[:100],
+            f"Playbook {playbook}",
+            "playbook",
+            message,
+            {"playbook": playbook, "execution_id": execution_id, "step": step},
+        )
+        job = _Job(
+            0,
+            1,
+            target.notifier,
+            target.id,
+            Notification(
+                kind="playbook",
+                alert=alert,
+                service=service,
+                config=dict(target.config or {}),
+                target=target.slug,
+                # Stable across the step's attempts: a receiver that dedups (PagerDuty) sees
+                # a retried message once.
+                dedup_key=f"medic-playbook-{execution_id}-{step}"[:255],
+                links={"alert": f"{self._public_url}/"},
+                message=message,
+            ),
+        )
+        outcome = await self._send(job)
+        error = outcome.error
+        return {
+            "target": target.slug,
+            "notifier": target.notifier,
+            "ok": error is None,
+            "retryable": not isinstance(error, DeliveryError) or error.retryable,
             "error": None if error is None else (str(error) or type(error).__name__),
             "response_code": error.status_code if isinstance(error, DeliveryError) else None,
             "duration_ms": round(outcome.seconds * 1000, 1),
@@ -621,3 +652,45 @@ class DeliveryService:
         except Exception as exc:
             return HealthResult("down", f"{type(exc).__name__}: {exc}"[:300])
         return result if isinstance(result, HealthResult) else HealthResult("ok")
+
+
+def _standalone(
+    target: NotificationTarget,
+    now: datetime,
+    service_slug: str,
+    service_name: str,
+    cause: str,
+    summary: str,
+    details: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service and alert documents of a notification that is about no alert (a target
+    test, a playbook message): shaped like the real ones so every notifier renders them."""
+    service = {
+        "id": 0,
+        "slug": service_slug,
+        "name": service_name,
+        "priority": "p5",
+        "team_id": target.team_id,
+        "tags": [],
+        "runbook_url": None,
+    }
+    alert = {
+        "id": 0,
+        "service": service,
+        "cause": cause,
+        "state": "open",
+        "priority": "p5",
+        "summary": summary,
+        "details": details,
+        "opened_at": isoformat(now),
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+        "resolution": None,
+        "suppressed": False,
+        "suppressed_reason": None,
+        "notify_at": None,
+        "notified_at": isoformat(now),
+    }
+    return service, alert

@@ -192,6 +192,12 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
             registry=r,
         )
+        self.playbook_drives_active = Gauge(
+            "medic_playbook_drives_active",
+            "Playbook executions this process is advancing now (at most "
+            "MEDIC_PLAYBOOK_MAX_ACTIVE_DRIVES).",
+            registry=r,
+        )
         self.secrets_refused = Counter(
             "medic_secrets_refused",
             "Secret names and values refused (set, delete, resolve), by reason: too_large "

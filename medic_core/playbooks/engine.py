@@ -3,7 +3,9 @@
 One pass claims due executions -- active (``pending``, ``running``, ``waiting``), ``next_at``
 passed, lease free or lapsed -- on PostgreSQL with ``FOR UPDATE SKIP LOCKED`` (as the delivery
 service claims its outbox), sets ``lease_owner``/``lease_until`` and commits before anything
-runs. Each claimed execution is then driven until it ends or has to wait: the state machine
+runs. Each claimed execution is then driven, as its own task, until it ends or has to wait
+(so a slow step holds one drive, not the pass: the loop claims again as soon as a slot is free,
+at most ``MEDIC_PLAYBOOK_MAX_ACTIVE_DRIVES`` drives at once per process): the state machine
 (``transitions.py``) records the step run ``running`` and commits, the step type's ``advance``
 is called (under the step's timeout, the lease renewed meanwhile), and its outcome is recorded
 in a second transaction, which first checks the lease is still this engine's. Events are
@@ -73,6 +75,8 @@ class PlaybookEngine:
             raise ValueError("MEDIC_PLAYBOOK_CLAIM_BATCH must be between 1 and 1000")
         if not 1 <= settings.playbook_max_step_runs <= 100_000:
             raise ValueError("MEDIC_PLAYBOOK_MAX_STEP_RUNS must be between 1 and 100000")
+        if not 1 <= settings.playbook_max_active_drives <= 10_000:
+            raise ValueError("MEDIC_PLAYBOOK_MAX_ACTIVE_DRIVES must be between 1 and 10000")
         if not 1024 <= settings.playbook_step_output_bytes <= 16 * 1024 * 1024:
             raise ValueError("MEDIC_PLAYBOOK_STEP_OUTPUT_BYTES must be between 1024 and 16777216")
         self._db = db
@@ -83,6 +87,10 @@ class PlaybookEngine:
         self._context = plugin_context
         self._lease = timedelta(seconds=lease)
         self._batch = settings.playbook_claim_batch
+        self._max_drives = settings.playbook_max_active_drives
+        #: The drives in flight (one task per claimed execution).
+        self._drives: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.owner = owner or _owner()
         self._machine = Machine(
             step_types,
@@ -104,10 +112,31 @@ class PlaybookEngine:
             ).inc()
 
     async def start(self) -> None:
+        self._stopping = False
         await self._loop.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, let each drive finish the step it is advancing (then it lets go of
+        its lease, so another replica may go on at once), and cancel those still busy after
+        ``timeout``: their leases lapse and recovery takes over (``transitions.py``)."""
+        self._stopping = True
         await self._loop.stop(timeout)
+        drives = list(self._drives)
+        if not drives:
+            return
+        _, busy = await asyncio.wait(drives, timeout=timeout)
+        for task in busy:
+            task.cancel()
+        await asyncio.gather(*busy, return_exceptions=True)
+
+    @property
+    def active_drives(self) -> int:
+        return len(self._drives)
+
+    async def wait_drives(self) -> None:
+        """Return once every drive in flight has ended (tests, after ``run_once(wait=False)``)."""
+        while self._drives:
+            await asyncio.gather(*list(self._drives), return_exceptions=True)
 
     async def close(self) -> None:
         """Close what step types hold (their HTTP sessions)."""
@@ -120,17 +149,38 @@ class PlaybookEngine:
                     log.warning("step type %s failed to close: %s", loaded.name, exc)
 
     async def _pass(self) -> Pass:
-        result = await self.run_once()
-        return Pass(result.claimed >= self._batch, result.next_due)
+        free = self._max_drives - len(self._drives)
+        result = await self.run_once(wait=False)
+        # A full batch may leave more due; a full house waits for a drive to end (it wakes us).
+        return Pass(result.claimed >= min(self._batch, free) > 0, result.next_due)
 
     # -- one pass --------------------------------------------------------------------------------
 
-    async def run_once(self) -> EnginePass:
-        ids = await self._claim(self._clock.now())
-        await asyncio.gather(*(self._drive(i) for i in ids))
+    async def run_once(self, *, wait: bool = True) -> EnginePass:
+        """Claim what is due (as many as there are free drive slots) and start a drive for
+        each. ``wait=True`` (tests, by hand) returns once those drives ended, so the work is
+        done when it returns; the background loop passes ``wait=False`` and claims again while
+        they run. Cancelling a waiting ``run_once`` cancels its drives (what a crash does)."""
+        free = self._max_drives - len(self._drives)
+        ids = await self._claim(self._clock.now(), min(self._batch, free)) if free > 0 else []
+        started = [self._start_drive(i) for i in ids]
+        if wait and started:
+            await asyncio.gather(*started)
         return EnginePass(len(ids), await self._next_due())
 
-    async def _claim(self, now: datetime) -> list[int]:
+    def _start_drive(self, execution_id: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._drive(execution_id), name=f"playbook-run-{execution_id}")
+        self._drives.add(task)
+        self._metrics.playbook_drives_active.set(len(self._drives))
+        task.add_done_callback(self._drive_ended)
+        return task
+
+    def _drive_ended(self, task: asyncio.Task[None]) -> None:
+        self._drives.discard(task)
+        self._metrics.playbook_drives_active.set(len(self._drives))
+        self._loop.wake()  # a slot is free: claim what waits for one
+
+    async def _claim(self, now: datetime, limit: int) -> list[int]:
         query = (
             select(PlaybookExecution)
             .where(
@@ -139,7 +189,7 @@ class PlaybookEngine:
                 or_(PlaybookExecution.lease_until.is_(None), PlaybookExecution.lease_until < now),
             )
             .order_by(PlaybookExecution.next_at, PlaybookExecution.id)
-            .limit(self._batch)
+            .limit(limit)
         )
         if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True)
@@ -178,6 +228,9 @@ class PlaybookEngine:
         """Advance one claimed execution until it ends or waits, then let go of its lease."""
         try:
             while True:
+                if self._stopping:
+                    await self._release(execution_id)
+                    return
                 step = await self._prepare(execution_id)
                 if step is None:
                     return
@@ -189,6 +242,18 @@ class PlaybookEngine:
         except Exception:
             # The lease lapses and the run is taken over (and recovered) later.
             log.exception("playbook run %s: the engine failed; it resumes later", execution_id)
+
+    async def _release(self, execution_id: int) -> None:
+        """Let go of the lease between steps (Medic stops): another replica goes on at once."""
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(PlaybookExecution)
+                .where(
+                    PlaybookExecution.id == execution_id,
+                    PlaybookExecution.lease_owner == self.owner,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
 
     async def _locked(self, session: AsyncSession, execution_id: int) -> PlaybookExecution | None:
         query = select(PlaybookExecution).where(PlaybookExecution.id == execution_id)
@@ -226,7 +291,10 @@ class PlaybookEngine:
             state=dict(call.state),
             clock=self._clock,
             medic=self._context,
-            deadline=None if call.remaining is None else now + timedelta(seconds=call.remaining),
+            service=call.service,
+            alert_id=call.alert_id,
+            deadline=call.deadline,
+            playbook=call.playbook,
         )
         renew = asyncio.create_task(self._renew(call.execution_id))
         started = time.monotonic()

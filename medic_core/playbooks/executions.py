@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,8 @@ from medic_core.validation import quote
 
 ACTIVE = ("pending", "running", "waiting")
 ENDED = ("succeeded", "failed", "cancelled", "timed_out")
+#: Ended runs that may be rerun from a step.
+RERUNNABLE = ("failed", "timed_out")
 STATES = ACTIVE + ENDED
 STEP_STATES = ("running", "succeeded", "failed", "skipped", "unknown", "cancelled")
 #: A variable's type in a definition -> the JSON values it accepts.
@@ -264,6 +266,94 @@ class Executions:
         pending.publish(self._bus)
         self.on_change()
         return await self.get(execution_id)
+
+    async def rerun(
+        self, execution_id: int, *, from_step: str | None = None, actor: Actor
+    ) -> dict[str, Any]:
+        """Run an ended, failed run again from a step (default: the step it stopped at), on the
+        version it pinned, with its variables: a new attempt of that step, every earlier step
+        run kept (``steps.<name>.output`` of the steps before it still reads their latest
+        result). Only a ``failed`` or ``timed_out`` run (``outcome_unknown`` included: a human
+        checked the target); ``Conflict`` otherwise, or when another run of the playbook is
+        active, or a step's type cannot run; ``ValidationError`` for an unknown step."""
+        now = self._clock.now()
+        pending = PendingEvents()
+        try:
+            async with self._db.transaction() as session:
+                row = await self._row(session, execution_id, lock=True)
+                if row.state not in RERUNNABLE:
+                    raise Conflict(
+                        f"playbook run {execution_id} is {row.state}: only a failed or timed "
+                        "out run can be rerun"
+                    )
+                definition = await session.scalar(
+                    select(PlaybookVersion.definition).where(PlaybookVersion.id == row.version_id)
+                )
+                assert definition is not None  # the run's version cascades with it
+                slug, version = await _names(session, row)
+                blocked = not_runnable(definition, self._step_types)
+                if blocked:
+                    raise Conflict(
+                        f"playbook {quote(slug)} cannot run here: no running is defined for the "
+                        f"steps {', '.join(blocked)} (docs/playbooks.md)",
+                        steps=blocked,
+                    )
+                names = [step["name"] for step in definition["steps"]]
+                if from_step is None:
+                    index = min(row.step_index, len(names) - 1)
+                elif from_step in names:
+                    index = names.index(from_step)
+                else:
+                    raise ValidationError(
+                        f"the run's version {version} has no step {quote(from_step)} "
+                        f"(its steps: {', '.join(names)})",
+                        field="from_step",
+                    )
+                # Attempts go on counting for the step: the rerun is its next attempt.
+                attempts = await session.scalar(
+                    select(func.max(PlaybookStepRun.attempt)).where(
+                        PlaybookStepRun.execution_id == row.id,
+                        PlaybookStepRun.step_index == index,
+                    )
+                )
+                before = {"state": row.state, "reason": row.reason, "step_index": row.step_index}
+                row.state, row.step_index, row.attempt = "pending", index, int(attempts or 0)
+                row.reason = row.detail = row.finished_at = None
+                row.cancel_requested = False
+                row.next_at, row.updated_at = now, now
+                row.lease_owner = row.lease_until = None
+                row.active_key = active_key(row.playbook_id, row.service_id)
+                await session.flush()
+                record_audit(
+                    session,
+                    actor=actor,
+                    at=now,
+                    action="playbook.rerun",
+                    resource_type="playbook_execution",
+                    resource_id=row.id,
+                    before=before,
+                    after={"from_step": names[index], "step_index": index},
+                )
+                pending.add("playbook.execution", now, **_event(row, slug))
+        except IntegrityError:
+            raise await self._already_active_for(execution_id) from None
+        pending.publish(self._bus)
+        self.on_change()
+        return await self.get(execution_id)
+
+    async def _already_active_for(self, execution_id: int) -> Conflict:
+        async with self._db.sessions() as session:
+            row = await self._row(session, execution_id)
+            active = await session.scalar(
+                select(PlaybookExecution.id).where(
+                    PlaybookExecution.active_key == active_key(row.playbook_id, row.service_id)
+                )
+            )
+        return Conflict(
+            f"playbook run {execution_id} cannot be rerun while run {active} of the same "
+            "playbook and service is active; cancel it or wait for it to end",
+            active_execution=active,
+        )
 
     async def _row(
         self, session: AsyncSession, execution_id: int, *, lock: bool = False

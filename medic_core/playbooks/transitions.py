@@ -31,7 +31,13 @@ from medic_core.playbooks.executions import execution_event, finish, step_event
 from medic_core.playbooks.steptypes import LoadedStepType, StepTypes
 from medic_core.playbooks.templates import Renderer, TemplateFailure
 from medic_core.plugins.interfaces import Done, Failed, Later, Outcome
-from medic_core.store.models import Playbook, PlaybookExecution, PlaybookStepRun, PlaybookVersion
+from medic_core.store.models import (
+    Playbook,
+    PlaybookExecution,
+    PlaybookStepRun,
+    PlaybookVersion,
+    Service,
+)
 
 MAX_ERROR = 4000
 _GOTO = "goto "
@@ -50,6 +56,12 @@ class Call:
     state: dict[str, Any] = field(default_factory=dict)
     #: Seconds left before the step's timeout (None: no timeout).
     remaining: float | None = None
+    #: The instant the step's timeout ends the attempt (None: no timeout).
+    deadline: datetime | None = None
+    #: What the execution is about: its service's slug and its alert (None: not given).
+    service: str | None = None
+    alert_id: int | None = None
+    playbook: str = ""
     #: Decided without calling (the step timed out, a template failed to render).
     outcome: Outcome | None = None
     timed_out: bool = False
@@ -109,8 +121,21 @@ class Machine:
         )
         return slug, version, definition, runs
 
+    async def service_slug(self, session: AsyncSession, row: PlaybookExecution) -> str | None:
+        if row.service_id is None:
+            return None
+        slug: str | None = await session.scalar(
+            select(Service.slug).where(Service.id == row.service_id)
+        )
+        return slug
+
     def context(
-        self, row: PlaybookExecution, slug: str, version: int, runs: list[PlaybookStepRun]
+        self,
+        row: PlaybookExecution,
+        slug: str,
+        version: int,
+        runs: list[PlaybookStepRun],
+        service: str | None = None,
     ) -> dict[str, Any]:
         steps: dict[str, dict[str, Any]] = {}
         for run in runs:  # oldest first: the latest run of each step wins
@@ -118,7 +143,13 @@ class Machine:
         return {
             "vars": dict(row.variables),
             "steps": steps,
-            "execution": {"id": row.id, "playbook": slug, "version": version},
+            "execution": {
+                "id": row.id,
+                "playbook": slug,
+                "version": version,
+                "service": service,
+                "alert_id": row.alert_id,
+            },
         }
 
     async def prepare(
@@ -136,7 +167,7 @@ class Machine:
             return STOP
         step = steps[row.step_index]
         loaded = self._types.get(step["type"])
-        context = self.context(row, slug, version, runs)
+        context = self.context(row, slug, version, runs, await self.service_slug(session, row))
         latest = runs[-1] if runs and row.attempt > 0 else None
         if latest is not None and latest.state == "running":
             if row.state == "running":
@@ -255,7 +286,10 @@ class Machine:
         context: dict[str, Any],
         now: datetime,
     ) -> Call:
+        call.service, call.alert_id = context["execution"]["service"], row.alert_id
+        call.playbook = context["execution"]["playbook"]
         deadline = _step_deadline(step, run)
+        call.deadline = deadline
         if deadline is not None:
             call.remaining = (deadline - now).total_seconds()
             if call.remaining <= 0:

@@ -19,10 +19,14 @@ The infrastructure:
 
 The domain actions, with the rules, audit records and events of the REST API behind them:
 
-- ``alerts``: acknowledge or resolve an alert (``AlertActions``);
+- ``alerts``: read, acknowledge or resolve an alert (``AlertActions``);
 - ``services``: read a service (``ServiceReader``);
 - ``agents``: choose agents, check a request against their advertised allowlists, run an
-  allow-listed script on one and follow it (``AgentActions``).
+  allow-listed script on one and follow it (``AgentActions``);
+- ``messages``: send a message through a notification target (``TargetMessages``).
+
+The reads return the documents the REST API returns (the ``condition`` step type polls a
+service's ``state`` and ``last_heartbeat_at`` and an alert's ``state`` through them).
 
 Starting a playbook from a plugin is not offered yet: it will be a member here
 (``playbooks: PlaybookActions`` with ``start(...)``) when triggers land, not something a plugin
@@ -57,6 +61,11 @@ class AlertActions(Protocol):
     raises ``medic_core.errors.NotFound`` for an unknown alert and ``Conflict`` when the alert's
     state does not allow the action (already acknowledged, already resolved).
     """
+
+    async def get(self, alert_id: int) -> dict[str, Any]:
+        """The alert document ``GET /api/v1/alerts/{id}`` returns (``state``: open,
+        acknowledged or resolved); ``NotFound`` for an unknown alert."""
+        ...
 
     async def acknowledge(self, alert_id: int, *, actor: Actor) -> dict[str, Any]: ...
 
@@ -131,6 +140,16 @@ class AgentActions(Protocol):
 
     async def cancel(self, execution_id: str, *, actor: Actor) -> dict[str, Any]: ...
 
+class TargetMessages(Protocol):
+    """Sending a message (a playbook's ``notify`` step) through a notification target, now,
+    by its notifier (notification kind ``playbook``). ``send`` returns ``ok``, ``retryable``,
+    ``error`` and ``response_code``; raises ``NotFound`` for an unknown target and
+    ``Conflict`` for a disabled one."""
+
+    async def send(
+        self, target: str, message: str, *, playbook: str, execution_id: int, step: str
+    ) -> dict[str, Any]: ...
+
 
 class PluginContext(Protocol):
     """What hooks receive as ``medic`` (see the module's documentation). Read-only members."""
@@ -158,5 +177,6 @@ class PluginContext(Protocol):
 
     @property
     def agents(self) -> AgentActions: ...
+    def messages(self) -> TargetMessages: ...
 
     # With triggers: ``playbooks: PlaybookActions`` (``start(...)``) will be declared here.

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-NotificationKind = Literal["opened", "acknowledged", "resolved", "reminder", "escalated", "test"]
+NotificationKind = Literal[
+    "opened", "acknowledged", "resolved", "reminder", "escalated", "test", "playbook"
+]
 
 
 class DeliveryError(Exception):
@@ -53,6 +55,11 @@ class Notification:
     ``links`` holds absolute URLs: ``alert`` (the alert in Medic) and ``runbook`` when the
     service has one. ``delivery_id`` identifies this delivery across retries (an idempotency key
     for receivers).
+
+    Kind ``playbook`` is a playbook's ``notify`` step: ``message`` is its text (also the
+    alert document's ``summary``); the alert and service documents are placeholders (id 0,
+    service ``playbook-<slug>``), as for ``test``. A notifier should show ``message`` plainly,
+    with no alert actions.
     """
 
     kind: NotificationKind
@@ -64,6 +71,7 @@ class Notification:
     state: dict[str, Any] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     delivery_id: int | None = None
+    message: str = ""
 
 
 @runtime_checkable
@@ -160,10 +168,12 @@ class StepRun:
     ``state`` is what the previous ``Later`` asked to keep (``{}`` on the first call of an
     attempt); ``attempt`` counts from 1 (a retry, or a re-run after a crash of an idempotent
     step, is a new attempt with an empty ``state``); ``clock`` is Medic's clock (use it, never
-    ``datetime.now()``); ``medic`` is the plugin context. ``deadline`` is when the step's
-    ``timeout`` ends (None: it has none): at that instant the engine fails the step without
-    calling ``advance`` again, so a step with something to undo (a ``script`` step cancelling
-    its agent executions) asks to be called a little before it.
+    ``datetime.now()``); ``medic`` is the plugin context. ``service`` (a slug) and
+    ``alert_id`` say what the execution is about (None for a manual run that named neither);
+    ``deadline`` is the instant the step's ``timeout`` ends its attempt (None: no timeout): at
+    that instant the engine fails the step without calling ``advance`` again, so a step with
+    something to undo (a ``script`` step cancelling its agent executions) asks to be called a
+    little before it; ``playbook`` is the playbook's slug.
     """
 
     execution_id: int
@@ -172,7 +182,10 @@ class StepRun:
     state: dict[str, Any]
     clock: Any
     medic: Any = None
+    service: str | None = None
+    alert_id: int | None = None
     deadline: datetime | None = None
+    playbook: str = ""
 
 
 @runtime_checkable

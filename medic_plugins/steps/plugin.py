@@ -18,5 +18,12 @@ from medic_plugins.steps.webhook import WebhookStep
 @hookimpl
 def medic_step_types(medic: PluginContext) -> list[StepType]:
     settings = getattr(medic, "settings", None) or Settings()
-    webhook = WebhookStep(OutboundPolicy.from_settings(settings))
-    return [webhook, WaitStep(), ConditionStep(), ScriptStep(), NotifyStep(), ApprovalStep()]
+    policy = OutboundPolicy.from_settings(settings)
+    return [
+        WebhookStep(policy),
+        WaitStep(),
+        ConditionStep(policy),
+        ScriptStep(),
+        NotifyStep(),
+        ApprovalStep(),
+    ]

@@ -17,8 +17,9 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from medic_core.net.guard import BlockedDestination, OutboundPolicy, guarded_session
+from medic_core.net.guard import BlockedDestination, OutboundPolicy
 from medic_core.plugins.interfaces import Done, Failed, Outcome, StepRun
+from medic_plugins.steps._outbound import Outbound
 from medic_plugins.steps._shapes import TEXT, seconds
 
 #: Most bytes of an answer's body read and kept in the step's output.
@@ -68,15 +69,8 @@ class WebhookStep:
     def __init__(
         self, policy: OutboundPolicy | None = None, *, resolver: AbstractResolver | None = None
     ) -> None:
-        self.policy = policy or OutboundPolicy()
-        self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # Per-request timeouts are given with each request; this one only bounds a default.
-            self._session = guarded_session(self.policy, 300.0, resolver=self._resolver)
-        return self._session
+        self._outbound = Outbound(policy, resolver=resolver)
+        self.policy = self._outbound.policy
 
     async def advance(self, params: dict[str, Any], run: StepRun) -> Outcome:
         method = params.get("method", "POST")
@@ -88,7 +82,7 @@ class WebhookStep:
         codes = params.get("success_codes")
         try:
             url = self.policy.check_url(str(params["url"]))
-            async with self._client().request(
+            async with self._outbound.session().request(
                 method,
                 url,
                 json=params.get("body"),
@@ -109,6 +103,4 @@ class WebhookStep:
         return Failed(f"the endpoint answered {status}", output)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._outbound.close()

@@ -29,7 +29,10 @@ MEMBERS = {name for name, value in vars(PluginContext).items() if isinstance(val
 
 
 def test_the_context_declares_the_documented_members() -> None:
-    assert {"settings", "clock", "db", "bus", "metrics", "alerts", "services", "agents"} == MEMBERS
+    documented = {
+        "settings", "clock", "db", "bus", "metrics", "alerts", "services", "agents", "messages"
+    }
+    assert documented == MEMBERS
 
 
 def _public(obj: object) -> set[str]:

@@ -26,6 +26,7 @@ KIND_LABELS = {
     "reminder": "REMINDER",
     "escalated": "ESCALATED",
     "test": "TEST",
+    "playbook": "PLAYBOOK",
 }
 
 # Banner colours of the HTML part, by notification kind.
@@ -86,6 +87,8 @@ def _intro(notification: Notification) -> str:
             "No alert is open and nothing needs to be done: receiving it shows that the target "
             "works."
         )
+    if kind == "playbook":
+        return _text(notification.message)
     if kind == "opened":
         return "Medic opened this alert."
     if kind == "acknowledged":
@@ -125,7 +128,7 @@ def facts(notification: Notification) -> list[tuple[str, str]]:
         rows.append(("Resolved", _when(alert["resolved_at"], alert.get("resolved_by"))))
     if alert.get("resolution"):
         rows.append(("Resolution", _text(alert["resolution"])))
-    if alert.get("id") is not None and notification.kind != "test":
+    if alert.get("id") is not None and notification.kind not in ("test", "playbook"):
         rows.append(("Alert", f"#{_text(alert['id'])}"))
     return [(label, value) for label, value in rows if value]
 
@@ -229,7 +232,9 @@ def render_message(notification: Notification, *, sender: str, now: datetime) ->
     cc = [str(a) for a in config.get("cc") or [] if a not in to]
     if not to:
         raise DeliveryError("email target has no 'to' addresses", retryable=False)
-    alert_id = notification.alert.get("id") if notification.kind != "test" else None
+    alert_id = (
+        notification.alert.get("id") if notification.kind not in ("test", "playbook") else None
+    )
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)

@@ -94,6 +94,8 @@ def render_message(notification: Notification) -> dict[str, Any]:
     """The ``text`` and ``attachments`` of a ``chat.postMessage``/``chat.update`` body."""
     if notification.kind == "test":
         return _render_test(notification)
+    if notification.kind == "playbook":
+        return _render_playbook(notification)
     alert = notification.alert
     service = notification.service or alert.get("service") or {}
     state = str(alert.get("state") or "open")
@@ -208,6 +210,20 @@ def _render_test(notification: Notification) -> dict[str, Any]:
         "attachments": [
             {"color": TEST_COLOUR, "fallback": "Test notification from Medic", "blocks": blocks}
         ],
+    }
+
+
+def _render_playbook(notification: Notification) -> dict[str, Any]:
+    """A playbook's ``notify`` message: its text, plainly, with no alert buttons."""
+    source = str(notification.service.get("name") or "A playbook")
+    message = _escape(_cut(notification.message, 2900))
+    blocks: list[dict[str, Any]] = [
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _escape(_cut(source, 200))}]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": message or "(empty message)"}},
+    ]
+    return {
+        "text": f"{_escape(_cut(source, 200))}: {message}",
+        "attachments": [{"color": TEST_COLOUR, "fallback": source, "blocks": blocks}],
     }
 
 

@@ -1,4 +1,4 @@
-"""Playbook runs: start one by hand, list and read them, cancel one.
+"""Playbook runs: start one by hand, list and read them, cancel one, rerun a failed one.
 
 Runs are advanced by the engine in the background (``medic_core/playbooks/engine.py``), never in
 the request: starting answers 201 with the stored, ``pending`` run at once.
@@ -110,4 +110,41 @@ async def get_run(request: web.Request) -> web.Response:
 )
 async def cancel_run(request: web.Request) -> web.Response:
     run = await medic(request).runs.cancel(path_int(request, "id"), actor=actor(request))
+    return json_response(run)
+
+
+RUN_RERUN: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "from_step": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "description": "the name of the step to run again from (default: the step the run "
+            "stopped at)",
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+@routes.post(
+    "/api/v1/playbook-runs/{id}/rerun",
+    scope="write",
+    summary="Run a failed or timed-out run again from a step (default: the step it stopped "
+    "at), on its pinned version: a new attempt of that step, earlier step runs kept (409 "
+    "when the run did not fail, or another run of its playbook is active; 422 for an "
+    "unknown step).",
+    tag=TAG,
+    path_params=schemas.ID_PATH,
+    body=RUN_RERUN,
+    body_required=False,
+    operation_id="rerunPlaybookRun",
+    response=components.ref("PlaybookRun"),
+)
+async def rerun_run(request: web.Request) -> web.Response:
+    data = checked_body(request)
+    run = await medic(request).runs.rerun(
+        path_int(request, "id"), from_step=data.get("from_step"), actor=actor(request)
+    )
     return json_response(run)
