@@ -283,7 +283,6 @@ class PlaybookEngine:
         if call.outcome is not None:
             return call.outcome
         advance = call.step_type.implementation.advance  # type: ignore[attr-defined]
-        now = self._clock.now()
         run = StepRun(
             execution_id=call.execution_id,
             step=call.step,

@@ -140,6 +140,7 @@ class AgentActions(Protocol):
 
     async def cancel(self, execution_id: str, *, actor: Actor) -> dict[str, Any]: ...
 
+
 class TargetMessages(Protocol):
     """Sending a message (a playbook's ``notify`` step) through a notification target, now,
     by its notifier (notification kind ``playbook``). ``send`` returns ``ok``, ``retryable``,
@@ -177,6 +178,8 @@ class PluginContext(Protocol):
 
     @property
     def agents(self) -> AgentActions: ...
+
+    @property
     def messages(self) -> TargetMessages: ...
 
     # With triggers: ``playbooks: PlaybookActions`` (``start(...)``) will be declared here.
