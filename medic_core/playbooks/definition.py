@@ -159,6 +159,11 @@ def dump_yaml(document: dict[str, Any]) -> str:
     )
 
 
+def _fits(value: int) -> bool:
+    """Whether an integer fits the JSON encoder of the answers (signed or unsigned 64 bits)."""
+    return -(2**63) <= value < 2**64
+
+
 def _json_values(document: dict[str, Any]) -> None:
     """Refuse what JSON cannot hold, naming where it is (iteratively: depth is bounded by the
     parser, not by Python's stack here)."""
@@ -177,6 +182,11 @@ def _json_values(document: dict[str, Any]) -> None:
             stack.extend((child, [*path, index]) for index, child in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
             raise UnreadablePlaybook(f"{where}: {value} is not a number JSON can hold")
+        elif isinstance(value, int) and not isinstance(value, bool) and not _fits(value):
+            raise UnreadablePlaybook(
+                f"{where}: the integer {value} is beyond 64 bits, which JSON readers (and Medic's "
+                "answers) cannot hold exactly: write it as a string"
+            )
         elif isinstance(value, str) and "\x00" in value:
             raise UnreadablePlaybook(f"{where} must not contain NUL (\\u0000) characters")
         elif value is not None and not isinstance(value, str | int | float | bool):

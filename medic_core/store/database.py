@@ -32,6 +32,18 @@ from medic_core.store.faults import is_transient_db_error
 __all__ = ["Database", "is_transient_db_error", "normalize_url"]
 
 
+def _big_int(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(text)
+
+
+def _json_loads(text: str) -> Any:
+    """JSON columns as read back. PostgreSQL's JSONB keeps a number's decimal value and prints a
+    large float without an exponent (``1e300`` comes back as 301 digits), which Python reads as
+    an integer that no JSON answer can carry; such an integer is read as the float it was."""
+    return json.loads(text, parse_int=_big_int)
+
+
 def normalize_url(url: str) -> str:
     """Accept the URLs people write and pick the async driver for them."""
     parsed = make_url(url)
@@ -76,7 +88,9 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs.update(connect_args={"timeout": statement_timeout})
-        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(
+            self.url, json_deserializer=_json_loads, **kwargs
+        )
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, sqlite_synchronous, statement_timeout)
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(

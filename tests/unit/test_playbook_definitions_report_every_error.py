@@ -215,6 +215,8 @@ def test_a_billion_laughs_document_is_refused_at_its_first_alias() -> None:
         ("slug: x\n1: one\n", "the key 1 is not a string"),
         ("slug: x\nsteps: !!binary aGVsbG8=\n", "a YAML bytes is not a JSON value"),
         ("slug: x\nsteps: .nan\n", "steps: nan is not a number JSON can hold"),
+        (f"slug: x\nsteps: {2**64}\n", f"steps: the integer {2**64} is beyond 64 bits"),
+        (f"slug: x\nsteps: [{-(2**63) - 1}]\n", "steps[0]: the integer"),
         ("[" * 5000, "nested too deeply"),
     ],
 )
