@@ -320,6 +320,12 @@ class Settings:
     playbook_claim_batch: int = _setting(
         50, "Most playbook executions one engine pass claims (1 to 1000)."
     )
+    playbook_runs_per_service_hour: int = _setting(
+        10,
+        "Most playbook executions alert triggers start for one service in any hour (1 to "
+        "10000): past it a trigger is skipped (reason skipped_rate), counted in "
+        "medic_playbook_triggers and recorded.",
+    )
     secret_key: str = _setting(
         "",
         "Comma-separated Fernet keys that encrypt playbook secrets (docs/secrets.md): the first "
