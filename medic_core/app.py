@@ -44,6 +44,7 @@ from medic_core.playbooks import Playbooks, StepTypes, Validator
 from medic_core.playbooks.engine import PlaybookEngine
 from medic_core.playbooks.executions import Executions
 from medic_core.playbooks.triggers import AlertTriggers
+from medic_core.playbooks.webhooks import PlaybookWebhooks
 from medic_core.plugins.context import AgentActions, AlertActions, PluginContext, ServiceReader
 from medic_core.plugins.interfaces import HealthCheck, HealthResult
 from medic_core.plugins.manager import PluginManager
@@ -224,12 +225,13 @@ class Medic:
         )
         # A malformed MEDIC_SECRET_KEY stops the start here (SecretKeyError, never showing the
         # key); none at all leaves secrets off and everything else working.
+        box = Box.from_setting(settings.secret_key)
         self.secrets = Secrets(
             self.db,
             self.clock,
             self.bus,
             self.metrics,
-            Box.from_setting(settings.secret_key),
+            box,
             max_bytes=settings.secret_max_bytes,
             max_count=settings.secrets_max,
         )
@@ -260,6 +262,16 @@ class Medic:
             max_sleep=settings.monitor_max_sleep,
         )
         self.bus.subscribe("playbook-triggers", self.triggers.on_event)
+        self.webhooks = PlaybookWebhooks(
+            self.db,
+            self.clock,
+            self.metrics,
+            box,
+            self.playbooks,
+            self.runs,
+            window=settings.playbook_webhook_window,
+            max_bytes=settings.playbook_webhook_max_bytes,
+        )
         self.health_checks: dict[str, HealthCheck] = {
             "database": DatabaseCheck(self.db, self.db_breaker, settings.db_probe_timeout)
         }

@@ -188,6 +188,15 @@ class Metrics:
             ["kind", "outcome"],
             registry=r,
         )
+        self.playbook_webhooks_refused = Counter(
+            "medic_playbook_webhooks_refused",
+            "Inbound playbook webhook requests refused, by reason: unsigned (no or malformed "
+            "timestamp/signature headers), stale (timestamp outside "
+            "MEDIC_PLAYBOOK_WEBHOOK_WINDOW), not_enabled (no such playbook, no webhook trigger "
+            "or no secret), bad_signature, replayed, too_large (MEDIC_PLAYBOOK_WEBHOOK_MAX_BYTES).",
+            ["reason"],
+            registry=r,
+        )
         self.playbook_step_seconds = Histogram(
             "medic_playbook_step_seconds",
             "Seconds one call of a step type's advance took, by step type.",

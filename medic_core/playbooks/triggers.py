@@ -308,7 +308,10 @@ class AlertTriggers:
         self._metrics.playbook_triggers.labels("alert", outcome).inc()
         if outcome == "started":
             log.info(
-                "playbook %s started by alert %s (service %s)", playbook.slug, alert.id, service.slug
+                "playbook %s started by alert %s (service %s)",
+                playbook.slug,
+                alert.id,
+                service.slug,
             )
             pending.publish(self._bus)
             self._executions.on_change()

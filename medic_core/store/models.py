@@ -528,6 +528,9 @@ class Playbook(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The inbound webhook's HMAC secret, encrypted with ``MEDIC_SECRET_KEY`` (a Fernet token;
+    #: ``playbooks/webhooks.py``). None: no secret made yet, the webhook refuses everything.
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class PlaybookVersion(Base):
@@ -623,6 +626,23 @@ class PlaybookTriggerFiring(Base):
     )
     detail: Mapped[str | None] = mapped_column(Text)
     fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlaybookWebhookDelivery(Base):
+    """A signature an inbound playbook webhook accepted: its unique constraint refuses the same
+    signed request twice (a replay). Rows older than twice the timestamp window are pruned:
+    a request that old is refused by its timestamp anyway."""
+
+    __tablename__ = "playbook_webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("playbook_id", "signature", name="uq_playbook_webhook_deliveries"),
+        Index("ix_playbook_webhook_deliveries_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    playbook_id: Mapped[int] = mapped_column(ForeignKey("playbooks.id", ondelete="CASCADE"))
+    signature: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PlaybookStepRun(Base):

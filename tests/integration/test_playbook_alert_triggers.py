@@ -236,9 +236,7 @@ async def test_a_trigger_while_a_run_for_the_service_is_active_is_skipped_and_re
 async def test_runs_past_the_hourly_limit_for_a_service_are_skipped(
     db_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    async with engine_medic(
-        db_url, tmp_path, clock, playbook_runs_per_service_hour=1
-    ) as medic:
+    async with engine_medic(db_url, tmp_path, clock, playbook_runs_per_service_hour=1) as medic:
         await service(medic, "db-1")
         await save(medic, playbook({"services": ["db-1"]}))
         await open_alert(medic, "db-1", "missed")
@@ -259,9 +257,7 @@ async def test_a_resolved_alert_cancels_the_run_it_started_when_asked(
 ) -> None:
     async with engine_medic(db_url, tmp_path, clock) as medic:
         await service(medic, "db-1")
-        await save(
-            medic, playbook({"services": ["db-1"]}, cancel_on_resolve=cancel_on_resolve)
-        )
+        await save(medic, playbook({"services": ["db-1"]}, cancel_on_resolve=cancel_on_resolve))
         alert_id = await open_alert(medic, "db-1")
         await medic.triggers.run_once()
         await medic.engine.run_once()

@@ -5,6 +5,8 @@
   the exactly-once guarantee of alert triggers across replicas and restarts.
 - ``playbook_executions.trigger_context``: ``alert`` and ``service`` as they were when an alert
   started the run (the template context); NULL for a manual run.
+- ``playbooks.webhook_secret``: the inbound webhook's HMAC secret, encrypted (Fernet).
+- ``playbook_webhook_deliveries``: the signatures an inbound webhook accepted (replays refused).
 
 Revision ID: 0011
 Revises: 0010
@@ -33,7 +35,27 @@ def _json() -> sa.types.TypeEngine:  # type: ignore[type-arg]
     return sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 
+def _instant() -> medic_core.store.types.UTCDateTime:
+    return medic_core.store.types.UTCDateTime(timezone=True)
+
+
 def upgrade() -> None:
+    op.add_column("playbooks", sa.Column("webhook_secret", sa.Text(), nullable=True))
+    op.create_table(
+        "playbook_webhook_deliveries",
+        sa.Column("id", _big(), autoincrement=True, nullable=False),
+        sa.Column("playbook_id", _big(), nullable=False),
+        sa.Column("signature", sa.String(length=64), nullable=False),
+        sa.Column("received_at", _instant(), nullable=False),
+        sa.ForeignKeyConstraint(["playbook_id"], ["playbooks.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("playbook_id", "signature", name="uq_playbook_webhook_deliveries"),
+    )
+    op.create_index(
+        "ix_playbook_webhook_deliveries_received",
+        "playbook_webhook_deliveries",
+        ["received_at"],
+    )
     op.add_column("playbook_executions", sa.Column("trigger_context", _json(), nullable=True))
     op.create_table(
         "playbook_trigger_firings",
@@ -44,9 +66,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=30), nullable=False),
         sa.Column("execution_id", _big(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
-        sa.Column(
-            "fired_at", medic_core.store.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("fired_at", _instant(), nullable=False),
         sa.ForeignKeyConstraint(["playbook_id"], ["playbooks.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["alert_id"], ["alerts.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
@@ -67,3 +87,9 @@ def downgrade() -> None:
     op.drop_table("playbook_trigger_firings")
     with op.batch_alter_table("playbook_executions") as batch:
         batch.drop_column("trigger_context")
+    op.drop_index(
+        "ix_playbook_webhook_deliveries_received", table_name="playbook_webhook_deliveries"
+    )
+    op.drop_table("playbook_webhook_deliveries")
+    with op.batch_alter_table("playbooks") as batch:
+        batch.drop_column("webhook_secret")
