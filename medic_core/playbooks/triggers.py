@@ -388,30 +388,41 @@ class AlertTriggers:
     # -- cancel_on_resolve -----------------------------------------------------------------------
 
     async def _cancel_resolved(self) -> int:
-        async with self._db.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(PlaybookExecution.id, PlaybookVersion.definition, Alert.id)
-                    .join(PlaybookVersion, PlaybookVersion.id == PlaybookExecution.version_id)
-                    .join(Alert, Alert.id == PlaybookExecution.alert_id)
-                    .where(
-                        PlaybookExecution.state.in_(ACTIVE),
-                        PlaybookExecution.cancel_requested.is_(False),
-                        Alert.resolved_at.is_not(None),
-                    )
-                    .order_by(PlaybookExecution.id)
-                    .limit(PAGE)
-                )
-            ).all()
+        """Cancel the active runs whose alert resolved and whose version asks for it (read page
+        by page: runs that do not ask are passed over, never in the way of those that do)."""
         cancelled = 0
-        for execution_id, definition, alert_id in rows:
-            if not definition.get("cancel_on_resolve"):
-                continue
-            try:
-                await self._executions.cancel(execution_id, actor=RESOLVE_ACTOR)
-            except (Conflict, NotFound):
-                continue  # it ended meanwhile
-            log.info("playbook run %s cancelled: alert %s resolved", execution_id, alert_id)
-            self._metrics.playbook_triggers.labels("alert", "cancelled_on_resolve").inc()
-            cancelled += 1
-        return cancelled
+        after = 0
+        while True:
+            async with self._db.sessions() as session:
+                rows = (
+                    await session.execute(
+                        select(PlaybookExecution.id, PlaybookVersion.definition, Alert.id)
+                        .join(PlaybookVersion, PlaybookVersion.id == PlaybookExecution.version_id)
+                        .join(Alert, Alert.id == PlaybookExecution.alert_id)
+                        .where(
+                            PlaybookExecution.state.in_(ACTIVE),
+                            PlaybookExecution.cancel_requested.is_(False),
+                            Alert.resolved_at.is_not(None),
+                            PlaybookExecution.id > after,
+                        )
+                        .order_by(PlaybookExecution.id)
+                        .limit(PAGE)
+                    )
+                ).all()
+            for execution_id, definition, alert_id in rows:
+                if definition.get("cancel_on_resolve") and await self._cancel(
+                    execution_id, alert_id
+                ):
+                    cancelled += 1
+            if len(rows) < PAGE:
+                return cancelled
+            after = rows[-1][0]
+
+    async def _cancel(self, execution_id: int, alert_id: int) -> bool:
+        try:
+            await self._executions.cancel(execution_id, actor=RESOLVE_ACTOR)
+        except (Conflict, NotFound):
+            return False  # it ended meanwhile
+        log.info("playbook run %s cancelled: alert %s resolved", execution_id, alert_id)
+        self._metrics.playbook_triggers.labels("alert", "cancelled_on_resolve").inc()
+        return True

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from conftest import make_settings
 from medic_core.app import Medic
 from medic_core.clock import FakeClock
-from medic_core.events import PendingEvents
+from medic_core.events import Event, PendingEvents
+from medic_core.playbooks import triggers
 from medic_core.store.models import PlaybookTriggerFiring, Service
 from support.fakes.webhook_receiver import WebhookReceiver
 from support.playbook_rig import ACTOR, engine_medic, run_until_settled, save
@@ -281,3 +282,52 @@ async def test_the_runs_per_service_hour_setting_is_bounded(
     settings = make_settings(db_url, tmp_path, playbook_runs_per_service_hour=0)
     with pytest.raises(ValueError, match="MEDIC_PLAYBOOK_RUNS_PER_SERVICE_HOUR"):
         Medic(settings, clock=clock, plugins=[])
+
+
+async def test_a_running_server_starts_the_run_when_an_alert_opens(
+    db_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The wiring: the background pass runs in ``start()`` and the alert's event wakes it (the
+    test waits for the run's event, not for a time)."""
+    app = Medic(make_settings(db_url, tmp_path), clock=clock, plugins=[])
+    await app.start(monitor=True)
+    try:
+        started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def record(event: Event) -> None:
+            if event.type == "playbook.execution" and not started.done():
+                started.set_result(event.data["execution_id"])
+
+        app.bus.subscribe("test", record)
+        await service(app, "db-1")
+        await save(app, playbook({"services": ["db-1"]}))
+        alert_id = await open_alert(app, "db-1")
+        execution_id = await asyncio.wait_for(started, timeout=30)
+        assert (await app.runs.get(execution_id))["alert_id"] == alert_id
+    finally:
+        await app.stop()
+
+
+async def test_scans_go_page_by_page_past_what_they_pass_over(
+    db_url: str, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one row per page: an alert the selector does not match does not hide the next one,
+    and a run that does not ask for cancel_on_resolve does not hide one that does."""
+    monkeypatch.setattr(triggers, "PAGE", 1)
+    async with engine_medic(db_url, tmp_path, clock) as medic:
+        await service(medic, "web-1")
+        await service(medic, "db-1")
+        await save(medic, {**playbook({"services": ["web-1"]}), "slug": "keep"})
+        await save(medic, {**playbook({"services": ["db-1"]}), "slug": "stop"})
+        await medic.playbooks.apply(
+            {**playbook({"services": ["db-1"]}), "slug": "stop", "cancel_on_resolve": True},
+            actor=ACTOR,
+        )
+        web = await open_alert(medic, "web-1")
+        db = await open_alert(medic, "db-1")
+        assert (await medic.triggers.run_once()).fired == {"started": 2}
+        await medic.alerts.resolve(web, actor=ACTOR)
+        await medic.alerts.resolve(db, actor=ACTOR)
+        assert (await medic.triggers.run_once()).cancelled == 1
+        states = {r["playbook"]: r["state"] for r in (await medic.runs.list()).items}
+        assert states == {"keep": "pending", "stop": "cancelled"}

@@ -18,8 +18,9 @@ from conftest import auth, make_settings
 from medic_core.app import Medic
 from medic_core.audit import SYSTEM
 from medic_core.clock import FakeClock
+from medic_core.errors import Unauthorized
 from medic_core.playbooks.webhooks import sign
-from medic_core.secrets import generate_key
+from medic_core.secrets import SecretsNotConfigured, generate_key
 from medic_core.store.models import Playbook
 
 KEY = generate_key()
@@ -197,3 +198,52 @@ async def test_rotating_the_secret_needs_admin_and_retires_the_old_one(
     now = int(clock.now().timestamp())
     assert (await client.post(HOOK, data=body, headers=signed(old, body, now))).status == 401
     assert (await client.post(HOOK, data=body, headers=signed(new, body, now))).status == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"{not json", 400), (b"[1]", 400), (b'{"variables": [1]}', 422)],
+    ids=["not-json", "not-an-object", "variables-not-an-object"],
+)
+async def test_a_signed_body_that_is_not_a_variables_object_is_refused(
+    client: TestClient[Any, Any],
+    admin_token: str,
+    medic: Medic,
+    clock: FakeClock,
+    body: bytes,
+    status: int,
+) -> None:
+    key = await secret(client, admin_token, medic)
+    headers = signed(key, body, int(clock.now().timestamp()))
+    answer = await client.post(HOOK, data=body, headers=headers)
+    assert answer.status == status, await answer.text()
+    assert (await medic.runs.list()).items == []
+
+
+async def test_without_a_secret_key_no_webhook_secret_is_made_and_the_webhook_refuses(
+    db_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    app = Medic(make_settings(db_url, tmp_path), clock=clock)
+    await app.start(monitor=False)
+    try:
+        await app.playbooks.apply(DEFINITION, actor=SYSTEM)
+        with pytest.raises(SecretsNotConfigured):
+            await app.webhooks.rotate_secret("heal", actor=SYSTEM)
+        body = b"{}"
+        now = str(int(clock.now().timestamp()))
+        with pytest.raises(Unauthorized):
+            await app.webhooks.receive("heal", now, sign("guess", now, body), body)
+        assert refused(app, "not_enabled") == 1
+    finally:
+        await app.stop()
+
+
+@pytest.mark.parametrize(("window", "size"), [(5, 512), (60, 100)])
+async def test_the_webhook_settings_are_bounded(
+    db_url: str, tmp_path: Path, clock: FakeClock, window: float, size: int
+) -> None:
+    settings = make_settings(
+        db_url, tmp_path, playbook_webhook_window=window, playbook_webhook_max_bytes=size
+    )
+    with pytest.raises(ValueError, match="MEDIC_PLAYBOOK_WEBHOOK"):
+        Medic(settings, clock=clock)
