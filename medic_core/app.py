@@ -43,6 +43,8 @@ from medic_core.observability.metrics import Metrics
 from medic_core.playbooks import Playbooks, StepTypes, Validator
 from medic_core.playbooks.engine import PlaybookEngine
 from medic_core.playbooks.executions import Executions
+from medic_core.playbooks.triggers import AlertTriggers
+from medic_core.playbooks.webhooks import PlaybookWebhooks
 from medic_core.plugins.context import (
     AgentActions,
     AlertActions,
@@ -248,12 +250,13 @@ class Medic:
         )
         # A malformed MEDIC_SECRET_KEY stops the start here (SecretKeyError, never showing the
         # key); none at all leaves secrets off and everything else working.
+        box = Box.from_setting(settings.secret_key)
         self.secrets = Secrets(
             self.db,
             self.clock,
             self.bus,
             self.metrics,
-            Box.from_setting(settings.secret_key),
+            box,
             max_bytes=settings.secret_max_bytes,
             max_count=settings.secrets_max,
         )
@@ -272,6 +275,28 @@ class Medic:
             self.db, self.clock, self.bus, self.playbooks, on_change=self.engine.notice
         )
         self.bus.subscribe("playbook-engine", self.engine.on_event)
+        # Alert triggers scan the database (durable); alert events only wake them early.
+        self.triggers = AlertTriggers(
+            self.db,
+            self.clock,
+            self.bus,
+            self.metrics,
+            self.step_types,
+            self.runs,
+            runs_per_service_hour=settings.playbook_runs_per_service_hour,
+            max_sleep=settings.monitor_max_sleep,
+        )
+        self.bus.subscribe("playbook-triggers", self.triggers.on_event)
+        self.webhooks = PlaybookWebhooks(
+            self.db,
+            self.clock,
+            self.metrics,
+            box,
+            self.playbooks,
+            self.runs,
+            window=settings.playbook_webhook_window,
+            max_bytes=settings.playbook_webhook_max_bytes,
+        )
         self.health_checks: dict[str, HealthCheck] = {
             "database": DatabaseCheck(self.db, self.db_breaker, settings.db_probe_timeout)
         }
@@ -332,6 +357,7 @@ class Medic:
             await self.monitor.start()
             await self.delivery.start()
             await self.engine.start()
+            await self.triggers.start()
         # The dispatch pass runs wherever agents connect, background services or not.
         await self.agents.start(watch=monitor, dispatch=self.agent_endpoint is not None)
         if self.agent_endpoint is not None:
@@ -358,6 +384,7 @@ class Medic:
             await self.writer.stop()
             await self.monitor.stop()
             await self.delivery.stop()
+            await self.triggers.stop()
             await self.engine.stop()
             for task in self._background:
                 task.cancel()

@@ -327,6 +327,22 @@ class Settings:
         "not the others; when every slot is taken, the engine claims nothing more until one "
         "frees. Gauge: medic_playbook_drives_active.",
     )
+    playbook_runs_per_service_hour: int = _setting(
+        10,
+        "Most playbook executions alert triggers start for one service in any hour (1 to "
+        "10000): past it a trigger is skipped (reason skipped_rate), counted in "
+        "medic_playbook_triggers and recorded.",
+    )
+    playbook_webhook_window: float = _setting(
+        300.0,
+        "Seconds an inbound playbook webhook's X-Medic-Timestamp may differ from the server's "
+        "clock (10 to 3600): older or newer is refused 401; a signature is accepted once "
+        "within it (replays refused 401).",
+    )
+    playbook_webhook_max_bytes: int = _setting(
+        65_536,
+        "Largest inbound playbook webhook body, in bytes (256 to 1048576; 413 above it).",
+    )
     secret_key: str = _setting(
         "",
         "Comma-separated Fernet keys that encrypt playbook secrets (docs/secrets.md): the first "

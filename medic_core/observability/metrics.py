@@ -179,6 +179,24 @@ class Metrics:
             ["playbook", "result"],
             registry=r,
         )
+        self.playbook_triggers = Counter(
+            "medic_playbook_triggers",
+            "Playbook triggers that fired, by kind (alert, webhook) and outcome: started, "
+            "skipped_active (a run of the playbook for the service is active), skipped_rate "
+            "(MEDIC_PLAYBOOK_RUNS_PER_SERVICE_HOUR), skipped_not_runnable, skipped_invalid "
+            "(a required variable without default), cancelled_on_resolve.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.playbook_webhooks_refused = Counter(
+            "medic_playbook_webhooks_refused",
+            "Inbound playbook webhook requests refused, by reason: unsigned (no or malformed "
+            "timestamp/signature headers), stale (timestamp outside "
+            "MEDIC_PLAYBOOK_WEBHOOK_WINDOW), not_enabled (no such playbook, no webhook trigger "
+            "or no secret), bad_signature, replayed, too_large (MEDIC_PLAYBOOK_WEBHOOK_MAX_BYTES).",
+            ["reason"],
+            registry=r,
+        )
         self.playbook_step_seconds = Histogram(
             "medic_playbook_step_seconds",
             "Seconds one call of a step type's advance took, by step type.",

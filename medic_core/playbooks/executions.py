@@ -163,9 +163,12 @@ class Executions:
         self._step_types = playbooks.validator.step_types
         self.on_change = on_change
 
-    async def start(self, slug: str, variables: dict[str, Any], *, actor: Actor) -> dict[str, Any]:
-        """Start a manual run of the playbook's current version (``Conflict`` when a step
-        cannot run, or another run of it is active; ``ValidationError`` for variables)."""
+    async def start(
+        self, slug: str, variables: dict[str, Any], *, actor: Actor, trigger: str = "manual"
+    ) -> dict[str, Any]:
+        """Start a run of the playbook's current version, by hand or by its inbound webhook
+        (``trigger``) (``Conflict`` when a step cannot run, or another run of it is active;
+        ``ValidationError`` for variables)."""
         now = self._clock.now()
         pending = PendingEvents()
         try:
@@ -184,7 +187,7 @@ class Executions:
                     version_id=version.id,
                     service_id=None,
                     alert_id=None,
-                    trigger="manual",
+                    trigger=trigger,
                     variables=values,
                     state="pending",
                     step_index=0,

@@ -141,6 +141,7 @@ class Machine:
         for run in runs:  # oldest first: the latest run of each step wins
             steps[run.step_name] = {"output": run.output, "status": run.state}
         return {
+            **(row.trigger_context or {}),  # alert, service: what started the run
             "vars": dict(row.variables),
             "steps": steps,
             "execution": {

@@ -528,6 +528,9 @@ class Playbook(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The inbound webhook's HMAC secret, encrypted with ``MEDIC_SECRET_KEY`` (a Fernet token;
+    #: ``playbooks/webhooks.py``). None: no secret made yet, the webhook refuses everything.
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class PlaybookVersion(Base):
@@ -591,6 +594,55 @@ class PlaybookExecution(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(Text)
+    #: What the trigger adds to the template context (``alert`` and ``service`` for a run an
+    #: alert started), as it was when the run started. None for a manual run.
+    trigger_context: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+
+
+class PlaybookTriggerFiring(Base):
+    """That trigger ``trigger_index`` of a playbook fired for an alert, and what came of it
+    (``playbooks/triggers.py``): ``started`` (``execution_id``) or ``skipped_<why>``.
+
+    The unique constraint over (playbook, trigger, alert) is the exactly-once guarantee: two
+    replicas scanning the same open alert cannot both record it, so only one starts a run, and
+    a restart scans again without starting anything twice.
+    """
+
+    __tablename__ = "playbook_trigger_firings"
+    __table_args__ = (
+        UniqueConstraint(
+            "playbook_id", "trigger_index", "alert_id", name="uq_playbook_trigger_firings"
+        ),
+        Index("ix_playbook_trigger_firings_alert", "alert_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    playbook_id: Mapped[int] = mapped_column(ForeignKey("playbooks.id", ondelete="CASCADE"))
+    trigger_index: Mapped[int] = mapped_column(Integer)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    outcome: Mapped[str] = mapped_column(String(30))
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("playbook_executions.id", ondelete="SET NULL")
+    )
+    detail: Mapped[str | None] = mapped_column(Text)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlaybookWebhookDelivery(Base):
+    """A signature an inbound playbook webhook accepted: its unique constraint refuses the same
+    signed request twice (a replay). Rows older than twice the timestamp window are pruned:
+    a request that old is refused by its timestamp anyway."""
+
+    __tablename__ = "playbook_webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("playbook_id", "signature", name="uq_playbook_webhook_deliveries"),
+        Index("ix_playbook_webhook_deliveries_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    playbook_id: Mapped[int] = mapped_column(ForeignKey("playbooks.id", ondelete="CASCADE"))
+    signature: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PlaybookStepRun(Base):

@@ -21,6 +21,7 @@ from medic_core.server.http.handlers import (
     maintenance,
     notify,
     playbook_runs,
+    playbook_webhooks,
     playbooks,
     secrets,
     services,
@@ -53,6 +54,7 @@ _TABLES = (
     executions,
     playbooks,
     playbook_runs,
+    playbook_webhooks,
     secrets,
     openapi,
 )

@@ -541,6 +541,18 @@ _VERSION_FIELDS: dict[str, Any] = {
     "created_at": INSTANT,
     "created_by": {"type": "string", "description": "the actor that saved it"},
 }
+component(
+    "PlaybookWebhookSecret",
+    {
+        "playbook": schemas.SLUG,
+        "secret": {
+            "type": "string",
+            "description": "the inbound webhook's HMAC-SHA256 key: shown only now, stored "
+            "encrypted; the previous one stopped working",
+        },
+        "rotated_at": INSTANT,
+    },
+)
 component("PlaybookVersionSummary", _VERSION_FIELDS)
 component("PlaybookVersion", {"slug": schemas.SLUG, **_VERSION_FIELDS, "definition": DEFINITION})
 _PLAYBOOK_WARNINGS = {
@@ -596,7 +608,7 @@ _RUN_FIELDS: dict[str, Any] = {
     "id": ID,
     "playbook": schemas.SLUG,
     "version": {"type": "integer", "minimum": 1, "description": "the pinned playbook version"},
-    "trigger": {"enum": ["manual"]},
+    "trigger": {"enum": ["manual", "alert", "webhook"]},
     "service_id": NULLABLE_INTEGER,
     "alert_id": NULLABLE_INTEGER,
     "variables": {"type": "object", "description": "the run's variables (defaults + given)"},
