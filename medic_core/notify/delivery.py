@@ -548,11 +548,8 @@ class DeliveryService:
             f"Test notification for target {target.slug}: no action needed",
             {"test": True},
         )
-        job = _Job(
-            0,
-            1,
-            target.notifier,
-            target.id,
+        return await self._send_now(
+            target,
             Notification(
                 kind="test",
                 alert=alert,
@@ -563,16 +560,6 @@ class DeliveryService:
                 links={"alert": f"{self._public_url}/"},
             ),
         )
-        outcome = await self._send(job)
-        error = outcome.error
-        return {
-            "target": target.slug,
-            "notifier": target.notifier,
-            "ok": error is None,
-            "error": None if error is None else (str(error) or type(error).__name__),
-            "response_code": error.status_code if isinstance(error, DeliveryError) else None,
-            "duration_ms": round(outcome.seconds * 1000, 1),
-        }
 
     async def send_message(
         self, slug: str, message: str, *, playbook: str, execution_id: int, step: str
@@ -594,11 +581,8 @@ class DeliveryService:
             message,
             {"playbook": playbook, "execution_id": execution_id, "step": step},
         )
-        job = _Job(
-            0,
-            1,
-            target.notifier,
-            target.id,
+        return await self._send_now(
+            target,
             Notification(
                 kind="playbook",
                 alert=alert,
@@ -612,13 +596,20 @@ class DeliveryService:
                 message=message,
             ),
         )
-        outcome = await self._send(job)
+
+    async def _send_now(
+        self, target: NotificationTarget, notification: Notification
+    ) -> dict[str, Any]:
+        """Send one notification through ``target``'s notifier now, outside the outbox, and
+        say how it went (a target test, a playbook's message)."""
+        outcome = await self._send(_Job(0, 1, target.notifier, target.id, notification))
         error = outcome.error
         return {
             "target": target.slug,
             "notifier": target.notifier,
             "ok": error is None,
-            "retryable": not isinstance(error, DeliveryError) or error.retryable,
+            "retryable": error is not None
+            and (not isinstance(error, DeliveryError) or error.retryable),
             "error": None if error is None else (str(error) or type(error).__name__),
             "response_code": error.status_code if isinstance(error, DeliveryError) else None,
             "duration_ms": round(outcome.seconds * 1000, 1),

@@ -97,8 +97,8 @@ class DeliveryStandIn:
         if slug == "ghost":
             raise NotFound(f"no target {slug!r}")
         self.tested.append(slug)
-        return {"target": slug, "notifier": "vault", "ok": True, "error": None,
-                "response_code": 200, "duration_ms": 1.5}
+        return {"target": slug, "notifier": "vault", "ok": True, "retryable": False,
+                "error": None, "response_code": 200, "duration_ms": 1.5}
 
     async def check_target(self, slug: str) -> HealthResult:
         return HealthResult("degraded", f"{slug}: token expires in 3 days")
@@ -744,8 +744,8 @@ async def test_test_and_check_call_the_delivery_service(
 ) -> None:
     await add_target(api, "chat")
     result = await api.ok("POST", f"{TARGETS}/chat/test")
-    assert result == {"target": "chat", "notifier": "vault", "ok": True, "error": None,
-                      "response_code": 200, "duration_ms": 1.5}
+    assert result == {"target": "chat", "notifier": "vault", "ok": True, "retryable": False,
+                      "error": None, "response_code": 200, "duration_ms": 1.5}
     assert delivery.tested == ["chat"]
     assert await api.ok("GET", f"{TARGETS}/chat/check") == {
         "status": "degraded", "detail": "chat: token expires in 3 days"}

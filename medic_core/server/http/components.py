@@ -312,6 +312,10 @@ component(
         "target": schemas.SLUG,
         "notifier": {"type": "string"},
         "ok": {"type": "boolean"},
+        "retryable": {
+            "type": "boolean",
+            "description": "whether the delivery service would try such an error again",
+        },
         "error": NULLABLE_STRING,
         "response_code": NULLABLE_INTEGER,
         "duration_ms": {"type": "number"},
