@@ -87,10 +87,12 @@ def _operation(route: Route) -> dict[str, Any]:
         schema = route.response if route.content_type == "application/json" else text
         success["content"] = {route.content_type: {"schema": schema}}
     problem = {"application/problem+json": {"schema": components.ref("Problem")}}
+    errors = {
+        code: text for code, text in _ERRORS.items() if route.scope != PUBLIC or code in _ANY_ROUTE
+    } | route.problems
     op["responses"] = {str(status): success for status in (route.status, *route.also)} | {
         code: {"description": text, "headers": _headers(route, code), "content": problem}
-        for code, text in _ERRORS.items()
-        if route.scope != PUBLIC or code in _ANY_ROUTE
+        for code, text in sorted(errors.items())
     }
     return op
 

@@ -58,6 +58,9 @@ class Route:
     #: Other success statuses answered with the same ``response`` (201 when an apply creates).
     also: tuple[int, ...] = ()
     response: dict[str, Any] | None = None
+    #: Problems a route answers beyond those its scope implies, by status, with what each means
+    #: here (the signed playbook webhook is public, yet answers 401 for a bad signature).
+    problems: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
     body_schema: BodySchema | None = field(init=False, default=None, compare=False)

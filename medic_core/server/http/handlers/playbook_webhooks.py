@@ -30,6 +30,14 @@ TAG = "playbooks"
     status=201,
     operation_id="receivePlaybookWebhook",
     response=components.ref("PlaybookRun"),
+    problems={
+        "401": "Not signed with the playbook's webhook secret, outside the timestamp window, "
+        "already accepted, or the playbook takes no webhook (one answer for all: the metric "
+        "medic_playbook_webhooks_refused_total says which).",
+        "409": "A run of the playbook is active.",
+        "413": "The body is larger than MEDIC_PLAYBOOK_WEBHOOK_MAX_BYTES.",
+        "422": "A variable breaks its declaration; `field` names it.",
+    },
 )
 async def receive_webhook(request: web.Request) -> web.Response:
     hooks: PlaybookWebhooks = medic(request).webhooks
