@@ -48,8 +48,9 @@ def add_parser(sub: Subcommands) -> None:
     sc.add_parser(
         "rotate",
         help="re-encrypt every secret with the first key of MEDIC_SECRET_KEY",
-        description="Re-encrypt every secret with the first key of MEDIC_SECRET_KEY (the other "
-        "keys must still open them); afterwards the old keys can be removed.",
+        description="Re-encrypt every secret, and every playbook's inbound webhook secret, with "
+        "the first key of MEDIC_SECRET_KEY (the other keys must still open them); afterwards "
+        "the old keys can be removed.",
     )
     sc.add_parser(
         "keygen",
@@ -106,6 +107,9 @@ def cmd_secret(args: argparse.Namespace, settings: Settings) -> None:
             count = await medic.secrets.rotate(
                 actor=actor(), on_batch=lambda done: print(f"rotated {done} so far", flush=True)
             )
-            print(f"rotated {count} secret(s) to the first key of MEDIC_SECRET_KEY")
+            print(
+                f"rotated {count} secret(s), playbook webhook secrets included, to the first "
+                "key of MEDIC_SECRET_KEY"
+            )
 
     asyncio.run(with_medic(settings, work))

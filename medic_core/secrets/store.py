@@ -29,7 +29,7 @@ from medic_core.observability.metrics import Metrics
 from medic_core.secrets.box import Box, SecretsNotConfigured, UnreadableSecret
 from medic_core.secrets.redact import MIN_LENGTH, redactable
 from medic_core.store import Database
-from medic_core.store.models import Secret
+from medic_core.store.models import Playbook, Secret
 from medic_core.store.pagination import Page, check_limit, keyset, rows_page
 
 #: A secret's name: what an environment variable's may be, so ``secrets.NAME`` is a plain
@@ -195,46 +195,26 @@ class Secrets:
         self._bus.publish("secret.changed", now, name=name, change="deleted")
 
     async def rotate(self, *, actor: Actor, on_batch: Callable[[int], None] | None = None) -> int:
-        """Re-encrypt every secret with the first key, ``ROTATE_BATCH`` per transaction;
-        the number rotated. ``on_batch`` hears the running count after each batch.
+        """Re-encrypt with the first key every value the box encrypted -- the named secrets,
+        then the playbooks' webhook secrets -- ``ROTATE_BATCH`` per transaction; the number
+        rotated. ``on_batch`` hears the running count after each batch.
 
-        A secret no key opens stops the rotation with ``UnreadableSecret`` (the batches before
-        it are kept: running it again goes on). A secret set meanwhile is not overwritten: a
+        A value no key opens stops the rotation with ``UnreadableSecret`` (the batches before
+        it are kept: running it again goes on). A value set meanwhile is not overwritten: a
         row is rewritten only if its ciphertext is still the one read.
         """
         box = self._require_box()
-        rotated = 0
-        after = 0
-        while True:
-            async with self._db.sessions() as session:
-                rows = (
-                    await session.execute(
-                        select(Secret.id, Secret.name, Secret.ciphertext)
-                        .where(Secret.id > after)
-                        .order_by(Secret.id)
-                        .limit(ROTATE_BATCH)
-                    )
-                ).all()
-            if not rows:
-                break
-            fresh = []
-            for row in rows:
-                try:
-                    fresh.append((row.id, row.ciphertext, box.rotate(row.name, row.ciphertext)))
-                except UnreadableSecret:
-                    self._metrics.secret_decrypt_failures.inc()
-                    raise
-            async with self._db.transaction() as session:
-                for row_id, old, new in fresh:
-                    await session.execute(
-                        update(Secret)
-                        .where(Secret.id == row_id, Secret.ciphertext == old)
-                        .values(ciphertext=new)
-                    )
-            rotated += len(rows)
-            after = rows[-1].id
+        done = 0
+
+        def progress(count: int) -> None:
             if on_batch is not None:
-                on_batch(rotated)
+                on_batch(done + count)
+
+        named = await self._rotate_column(box, Secret.ciphertext, Secret.name, progress)
+        done = named
+        hooks = await self._rotate_column(
+            box, Playbook.webhook_secret, Playbook.slug, progress, label="webhook of "
+        )
         now = self._clock.now()
         async with self._db.transaction() as session:
             record_audit(
@@ -244,9 +224,53 @@ class Secrets:
                 action="secret.rotate",
                 resource_type="secret",
                 resource_id="*",
-                after={"rotated": rotated},
+                after={"rotated": named, "webhook_secrets": hooks},
             )
-        return rotated
+        return named + hooks
+
+    async def _rotate_column(
+        self,
+        box: Box,
+        column: Any,
+        name: Any,
+        on_batch: Callable[[int], None],
+        *,
+        label: str = "",
+    ) -> int:
+        """Rotate the non-null ciphertexts of ``column`` (its table's rows named by ``name``,
+        read by primary key order), batch by batch; how many."""
+        model = column.class_
+        rotated = 0
+        after = 0
+        while True:
+            async with self._db.sessions() as session:
+                rows = (
+                    await session.execute(
+                        select(model.id, name, column)
+                        .where(model.id > after, column.is_not(None))
+                        .order_by(model.id)
+                        .limit(ROTATE_BATCH)
+                    )
+                ).all()
+            if not rows:
+                return rotated
+            fresh = []
+            for row_id, row_name, old in rows:
+                try:
+                    fresh.append((row_id, old, box.rotate(f"{label}{row_name}", old)))
+                except UnreadableSecret:
+                    self._metrics.secret_decrypt_failures.inc()
+                    raise
+            async with self._db.transaction() as session:
+                for row_id, old, new in fresh:
+                    await session.execute(
+                        update(model)
+                        .where(model.id == row_id, column == old)
+                        .values({column.key: new})
+                    )
+            rotated += len(rows)
+            after = rows[-1][0]
+            on_batch(rotated)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -72,7 +72,8 @@ def test_set_list_delete_and_rotate_end_to_end(
     assert code == 0
     assert out.splitlines() == [
         "rotated 2 so far",
-        "rotated 2 secret(s) to the first key of MEDIC_SECRET_KEY",
+        "rotated 2 secret(s), playbook webhook secrets included, to the first key of "
+        "MEDIC_SECRET_KEY",
     ]
     cli.monkeypatch.setenv("MEDIC_SECRET_KEY", new)
     assert cli("secret", "rotate")[0] == 0  # the new key alone opens everything now

@@ -20,7 +20,7 @@ from medic_core.audit import SYSTEM
 from medic_core.clock import FakeClock
 from medic_core.errors import Unauthorized
 from medic_core.playbooks.webhooks import sign
-from medic_core.secrets import SecretsNotConfigured, generate_key
+from medic_core.secrets import Box, Secrets, SecretsNotConfigured, UnreadableSecret, generate_key
 from medic_core.store.models import Playbook
 
 KEY = generate_key()
@@ -247,3 +247,20 @@ async def test_the_webhook_settings_are_bounded(
     )
     with pytest.raises(ValueError, match="MEDIC_PLAYBOOK_WEBHOOK"):
         Medic(settings, clock=clock)
+
+
+async def test_secret_rotation_moves_webhook_secrets_to_the_first_key_too(
+    client: TestClient[Any, Any], admin_token: str, medic: Medic, clock: FakeClock
+) -> None:
+    value = await secret(client, admin_token, medic)
+    new_key = generate_key()
+    store = Secrets(
+        medic.db, clock, medic.bus, medic.metrics, Box([new_key, KEY]), max_bytes=64, max_count=10
+    )
+    assert await store.rotate(actor=SYSTEM) == 1
+    async with medic.db.sessions() as session:
+        token = await session.scalar(select(Playbook.webhook_secret).where(Playbook.slug == "heal"))
+    assert token is not None
+    assert Box([new_key]).decrypt("webhook of heal", token) == value  # the old key can go
+    with pytest.raises(UnreadableSecret):
+        Box([KEY]).decrypt("webhook of heal", token)
