@@ -82,6 +82,14 @@ def add_parser(sub: Subcommands) -> None:
     rerun.add_argument(
         "--wait", action="store_true", help="follow the run to its end (exit 1 unless succeeded)"
     )
+    secret = pb.add_parser(
+        "webhook-secret",
+        help="make a new secret for a playbook's inbound webhook (printed once)",
+        description="Make a new secret for the playbook's inbound webhook and print it: the only "
+        "time it is shown (stored encrypted with MEDIC_SECRET_KEY). The old secret stops working "
+        "at once. Callers sign with it (docs/playbooks.md#inbound-webhook).",
+    )
+    secret.add_argument("slug")
     history = pb.add_parser("history", help="list playbook runs, newest first")
     history.add_argument("slug", nargs="?")
     history.add_argument("--json", action="store_true")
@@ -285,6 +293,9 @@ def cmd_playbook(args: argparse.Namespace, settings: Settings) -> None:
             print(f"run {run['id']}: {run['state']} (rerun from step {step})")
             if args.wait:
                 await _wait(medic.runs, run["id"])
+        elif command == "webhook-secret":
+            made = await medic.webhooks.rotate_secret(args.slug, actor=actor())
+            print(made["secret"])
         elif command == "history":
             filters = {"playbook": args.slug} if args.slug else {}
             emit(args, await all_pages(medic.runs.list, **filters), _RUN_COLUMNS)
