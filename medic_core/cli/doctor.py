@@ -1,10 +1,12 @@
 """``medic doctor``: is this installation working? Exits 1 when a check is down.
 
 Runs the readiness checks (as ``/health/ready``), compares the schema with the latest
-migration, then runs each enabled target's own configuration check -- concurrently, each
-bounded by ``_TARGET_CHECK_TIMEOUT`` -- without notifying anyone. It never migrates (unlike the
-other administrative commands) and never creates anything: it only looks. Every detail is
-passed through ``Settings.scrub`` because a library's error may quote a URL or a token.
+migration, says whether playbook runs are being advanced (none long overdue, none waiting for a
+human after an unknown outcome), then runs each enabled target's own configuration check --
+concurrently, each bounded by ``_TARGET_CHECK_TIMEOUT`` -- without notifying anyone. It never
+migrates (unlike the other administrative commands) and never creates anything: it only looks.
+Every detail is passed through ``Settings.scrub`` because a library's error may quote a URL or
+a token.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ def add_parser(sub: Subcommands) -> None:
         "doctor",
         help="check the database, the schema and every enabled notification target",
         description="Runs the readiness checks (as /health/ready), compares the schema with the "
-        "latest migration, then checks each enabled target's configuration without notifying "
-        "anyone. Exits 1 when a check is down.",
+        "latest migration, says whether playbook runs are being advanced, then checks each "
+        "enabled target's configuration without notifying anyone. Exits 1 when a check is down.",
     )
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)
@@ -55,6 +57,11 @@ async def checks(settings: Settings) -> list[dict[str, str]]:
             detail = f"at {current or 'an empty database'}, latest {head}: run `medic db upgrade`"
             return [*rows, {"check": "schema", "status": "degraded", "detail": detail}]
         rows.append({"check": "schema", "status": "ok", "detail": f"at {head}"})
+        # Due runs are claimed within a pass (MEDIC_MONITOR_MAX_SLEEP) and a dead replica's
+        # runs once its lease lapses: later than both, twice over, no engine is taking them.
+        late = 2 * (settings.playbook_lease + settings.monitor_max_sleep)
+        status, detail = await medic.runs.health(overdue_after=late)
+        rows.append({"check": "playbooks", "status": status, "detail": detail})
         return rows + await _target_checks(medic)
     finally:
         await medic.stop()

@@ -17,7 +17,7 @@ One active run per playbook x service (a manual run without a service counts as 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -368,6 +368,49 @@ class Executions:
         if row is None:
             raise NotFound(f"no playbook run {execution_id}")
         return row
+
+    async def health(self, *, overdue_after: float) -> tuple[str, str]:
+        """How the engine is doing, as ``medic doctor`` shows it: ``("ok" | "degraded",
+        detail)``. Degraded when an active run has been due for more than ``overdue_after``
+        seconds (no engine is running, or it cannot keep up: the detail says how late the
+        oldest is), or when a run failed with an unknown outcome and waits for a human."""
+        now = self._clock.now()
+        late = now - timedelta(seconds=overdue_after)
+        active_runs = PlaybookExecution.state.in_(ACTIVE)
+        async with self._db.sessions() as session:
+            active = await session.scalar(
+                select(func.count()).select_from(PlaybookExecution).where(active_runs)
+            )
+            overdue, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(PlaybookExecution.next_at)).where(
+                        active_runs, PlaybookExecution.next_at < late
+                    )
+                )
+            ).one()
+            unknown = await session.scalar(
+                select(func.count())
+                .select_from(PlaybookExecution)
+                .where(
+                    PlaybookExecution.state == "failed",
+                    PlaybookExecution.reason == "outcome_unknown",
+                )
+            )
+        problems = []
+        if overdue and oldest is not None:
+            behind = int((now - oldest).total_seconds())
+            problems.append(
+                f"{overdue} active run(s) overdue, the oldest by {behind} s: is a `medic serve` "
+                "running against this database?"
+            )
+        if unknown:
+            problems.append(
+                f"{unknown} run(s) failed with an unknown step outcome and wait for a human "
+                "(`medic playbook history`; rerun or close them)"
+            )
+        if problems:
+            return "degraded", "; ".join(problems)
+        return "ok", f"{active or 0} active run(s), none overdue"
 
     async def get(self, execution_id: int) -> dict[str, Any]:
         async with self._db.sessions() as session:

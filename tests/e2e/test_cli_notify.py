@@ -555,7 +555,8 @@ def test_doctor_checks_every_enabled_target(cli_db: Cli) -> None:
     assert rows[0] == ["CHECK", "STATUS", "DETAIL"]
     assert rows[1][:2] == ["database", "ok"]
     assert rows[2] == ["schema", "ok", f"at {head_revision()}"]
-    assert rows[3:] == [
+    assert rows[3] == ["playbooks", "ok", "0 active run(s), none overdue"]
+    assert rows[4:] == [
         ["target:fine", "ok", "reachable"],
         ["target:broken", "down", "HTTP 410 from the receiver"],
         ["target:crashing", "down", "RuntimeError: the check itself failed"],
@@ -572,6 +573,7 @@ def test_doctor_checks_every_enabled_target(cli_db: Cli) -> None:
     assert [(c["check"], c["status"]) for c in checks] == [
         ("database", "ok"),
         ("schema", "ok"),
+        ("playbooks", "ok"),
         ("target:fine", "ok"),
     ]
 
@@ -623,6 +625,7 @@ def test_doctor_on_the_default_sqlite_database(tmp_path: Path) -> None:
     assert json.loads(ready.stdout) == [
         {"check": "database", "status": "ok", "detail": "sqlite"},
         {"check": "schema", "status": "ok", "detail": f"at {head_revision()}"},
+        {"check": "playbooks", "status": "ok", "detail": "0 active run(s), none overdue"},
     ]
     assert ready.stderr == ""
 
