@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from medic_core.clock import Clock
 from medic_core.events import Event, EventBus, PendingEvents
 from medic_core.observability.metrics import Metrics
+from medic_core.observability.tracing import tracer
 from medic_core.passes import Pass, PassLoop
 from medic_core.playbooks.executions import ACTIVE, ENDED
 from medic_core.playbooks.steptypes import StepTypes
@@ -282,6 +284,23 @@ class PlaybookEngine:
     async def _advance(self, call: Call) -> Outcome:
         if call.outcome is not None:
             return call.outcome
+        attributes: dict[str, str | int] = {
+            "medic.playbook": call.playbook,
+            "medic.execution_id": call.execution_id,
+            "medic.step": call.step,
+            "medic.step_type": call.step_type.name,
+            "medic.attempt": call.attempt,
+        }
+        with tracer.start_as_current_span("playbook.step", attributes=attributes) as span:
+            outcome = await self._call_step(call)
+            span.set_attribute("medic.outcome", type(outcome).__name__.lower())
+            if isinstance(outcome, Failed):
+                span.set_status(Status(StatusCode.ERROR, outcome.error[:200]))
+            return outcome
+
+    async def _call_step(self, call: Call) -> Outcome:
+        """The step type's ``advance``, under the step's timeout, the lease renewed meanwhile;
+        whatever goes wrong is a ``Failed``."""
         advance = call.step_type.implementation.advance  # type: ignore[attr-defined]
         run = StepRun(
             execution_id=call.execution_id,
