@@ -1,7 +1,10 @@
 """The delivery service: sends the outbox (``deliveries``) through notifier plugins.
 
-One concept in one module (~600 lines): claiming, sending, recording and listing deliveries share
-the lease and ordering rules below, so they stay together.
+One concept in one module (~690 lines): claiming, sending, recording and listing deliveries share
+the lease and ordering rules below, so they stay together. The last section, sending *now* outside
+the outbox (a target test, a target check, a playbook's message: ``_send_now``), shares only the
+send slot and the metrics; it is where this module splits (into ``notify/direct.py``, taking the
+send path as a collaborator) when it grows again.
 
 One pass: escalate/remind alerts whose ``page_at`` passed (``Router.page_due_in``), claim due
 deliveries, send them concurrently, record each outcome. Claiming moves a delivery's

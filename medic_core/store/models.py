@@ -1,6 +1,6 @@
 """The relational model.
 
-One concept in one file, though long (~630 lines): the whole schema as Alembic's autogenerate and
+One concept in one file, though long (~690 lines): the whole schema as Alembic's autogenerate and
 a reader see it, one class per table with its indexes and constraints beside it. Split by
 package (``store/models/agents.py``, ...) if it passes ~1,000 lines.
 
